@@ -1,0 +1,5 @@
+"""Not yet written."""
+DigitCaps = None
+PrimaryCaps = None
+ReconstructionDecoder = None
+squash = None

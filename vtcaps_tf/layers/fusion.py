@@ -1,0 +1,3 @@
+"""Not yet written."""
+FastNormalizedFusion = None
+SoftmaxFusion = None

@@ -1,0 +1,3 @@
+"""Not yet written."""
+BasicBlock2Plus1D = None
+BottleneckBlock2Plus1D = None

@@ -1,0 +1,1 @@
+"""Margin, reconstruction, TPN cross-entropy and feature-matching losses."""
