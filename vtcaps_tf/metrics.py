@@ -1,0 +1,73 @@
+"""Classification metrics in numpy with the standard definitions (paper section 4.2.2).
+
+The paper prints recall as TP / (TP + TN); that is a typo: recall here is TP / (TP + FN).
+Conventions follow scikit-learn: a ratio whose denominator is zero counts as 0; UAR (unweighted
+average recall, "balanced accuracy") averages recall over the classes present in the labels; WAR
+(weighted average recall) equals accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Counts [C, C]: rows are the true class, columns the predicted class."""
+    y_true = np.asarray(y_true, np.int64).reshape(-1)
+    y_pred = np.asarray(y_pred, np.int64).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {y_true.shape[0]} vs {y_pred.shape[0]}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} holds a class index outside [0, {num_classes})")
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def _safe_divide(num, den):
+    num = np.asarray(num, np.float64)
+    den = np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def precision_recall_f1(cm: np.ndarray):
+    """Per-class (precision, recall, f1, support) arrays from a confusion matrix."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    predicted = cm.sum(axis=0)  # TP + FP
+    support = cm.sum(axis=1)  # TP + FN
+    precision = _safe_divide(tp, predicted)
+    recall = _safe_divide(tp, support)
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    return precision, recall, f1, support.astype(np.int64)
+
+
+def classification_report(y_true, y_pred, class_names) -> dict:
+    """Everything `vtcaps evaluate` reports, as plain Python numbers (JSON-ready).
+
+    Keys: num_samples, accuracy, war, uar, macro_precision, macro_recall, macro_f1, weighted_f1,
+    per_class {name: {precision, recall, f1, support}}, classes, confusion_matrix (list of rows).
+    """
+    class_names = [str(c) for c in class_names]
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    precision, recall, f1, support = precision_recall_f1(cm)
+    total = int(cm.sum())
+    present = support > 0
+    accuracy = float(np.trace(cm) / total) if total else 0.0
+    return {
+        "num_samples": total,
+        "accuracy": accuracy,
+        "war": accuracy,
+        "uar": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        },
+        "classes": class_names,
+        "confusion_matrix": cm.tolist(),
+    }
