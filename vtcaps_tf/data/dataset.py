@@ -1,0 +1,213 @@
+"""tf.data input pipelines over the preprocessing output (schema in `features.py`).
+
+`read_split` gives the plain decoded clips (evaluation, export checks); `make_dataset` is the
+training/validation pipeline: parallel reads, parse, cache of the compact parsed records, shuffle,
+parallel decode with augmentation, batch, prefetch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from vtcaps_tf.data import features
+
+# Decoded clips are cached in memory only below this estimate (bytes); above it the compact
+# parsed records (JPEG + float16 maps) are cached instead and decoded every epoch.
+DEFAULT_CACHE_BUDGET = 2 << 30
+
+
+def read_split(data_dir: str, split: str, clip_frames: int, long_frames: int, image_size: int,
+               num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """Unbatched (inputs dict, label) pairs of one split, decoded to the model's named inputs."""
+    files = _require_files(data_dir, split)
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+
+    def _parse(serialized):
+        context, sequence = features.parse_example(serialized)
+        inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
+        return inputs, context["label"]
+
+    return ds.map(_parse, num_parallel_calls=num_parallel_calls)
+
+
+def _require_files(data_dir, split):
+    files = features.split_files(data_dir, split)
+    if not files:
+        raise features.SchemaError(f"no {split}-*{features.SHARD_SUFFIX} shards in {data_dir!r}")
+    return files
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations. Each clip draws one set of parameters, shared by all its frames,
+    its long window and (for the geometric ones) its AU maps, so they stay aligned."""
+
+    crop_scale: float = 0.85  # random square crop of at least this fraction of the side, resized back
+    flip: bool = True  # horizontal flip with probability 1/2 (frames and AU maps together)
+    brightness: float = 0.15  # max additive change, as a fraction of the 0..255 range
+    contrast: float = 0.2  # contrast factor drawn from [1 - c, 1 + c]
+    temporal_jitter: int = 2  # the clip's centre moves by up to this many frames
+
+    def __post_init__(self):
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+        if self.brightness < 0 or self.contrast < 0 or self.temporal_jitter < 0:
+            raise ValueError("brightness, contrast and temporal_jitter must be >= 0")
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(crop_scale=1.0, flip=False, brightness=0.0, contrast=0.0, temporal_jitter=0)
+
+
+def _seeds(seed, n):
+    """n independent stateless seeds [2] derived from one seed [2]."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, n), axis=0)
+
+
+def flip_clip(inputs: dict) -> dict:
+    """Mirror every image left-right: frames [N,S,S,3] and long_frames on axis 2, AU maps
+    [N,100,100] (row = y, column = x) on axis 2, so the attention follows the face."""
+    return {k: tf.reverse(v, axis=[2]) for k, v in inputs.items()}
+
+
+def augment_clip(inputs: dict, seed, config: AugmentConfig) -> dict:
+    """Random crop, flip, brightness and contrast of one decoded clip (stateless in `seed` [2])."""
+    s_crop, s_flip, s_bright, s_contrast = _seeds(tf.cast(seed, tf.int64), 4)
+    out = dict(inputs)
+    if config.crop_scale < 1.0:
+        # One normalised box for the images and the maps: the map stays registered to the face.
+        scale = tf.random.stateless_uniform([], s_crop, config.crop_scale, 1.0)
+        y0, x0 = tf.unstack(tf.random.stateless_uniform([2], s_crop + 1, 0.0, 1.0) * (1.0 - scale))
+        box = tf.stack([y0, x0, y0 + scale, x0 + scale])[None]
+        for key in out:
+            out[key] = _crop_resize(out[key], box)
+    if config.flip:
+        do_flip = tf.random.stateless_uniform([], s_flip) < 0.5
+        out = tf.cond(do_flip, lambda: flip_clip(out), lambda: dict(out))
+    if config.brightness > 0 or config.contrast > 0:
+        delta = tf.random.stateless_uniform([], s_bright, -config.brightness, config.brightness) * 255.0
+        factor = tf.random.stateless_uniform([], s_contrast, 1.0 - config.contrast, 1.0 + config.contrast)
+        for key in ("frames", "long_frames"):
+            if key in out:
+                out[key] = _photometric(out[key], delta, factor)
+    return out
+
+
+def _crop_resize(images, box):
+    """images [T,H,W] or [T,H,W,C], any dtype -> same shape and dtype, cropped to `box` and resized."""
+    dtype = images.dtype
+    squeeze = images.shape.rank == 3
+    x = tf.cast(images[..., None] if squeeze else images, tf.float32)
+    size = tf.shape(x)[1:3]
+    t = tf.shape(x)[0]
+    out = tf.image.crop_and_resize(x, tf.repeat(box, t, axis=0), tf.range(t), size)
+    if squeeze:
+        out = out[..., 0]
+    if dtype == tf.uint8:
+        out = tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+    else:
+        out = tf.cast(out, dtype)
+    return tf.ensure_shape(out, images.shape)
+
+
+def _photometric(frames, delta, factor):
+    """Contrast about each clip's mean grey level, then brightness; uint8 in and out."""
+    x = tf.cast(frames, tf.float32)
+    mean = tf.reduce_mean(x)
+    x = (x - mean) * factor + mean + delta
+    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+
+
+def count_records(files) -> int:
+    """Number of records in the given shards (one pass; used when metadata lacks the counts)."""
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, batch_size: int, *,
+                 training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
+                 shuffle_buffer: int = 1024, cache: str | bool = "auto",
+                 cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0) -> tf.data.Dataset:
+    """Batched (inputs dict, label) pairs from TFRecord shards.
+
+    training=True: repeats forever (fit with steps_per_epoch), reshuffles each epoch, augments
+    (`augment`, default AugmentConfig()), drops the last partial batch. training=False: one pass,
+    in file order, no augmentation, keeps the partial batch.
+    cache: "auto" (decoded clips when they fit `cache_budget`, else the parsed records), "memory"
+    (decoded clips), "records" (parsed records), a file path prefix, or False.
+    """
+    if not files:
+        raise features.SchemaError("no TFRecord shards to read")
+    if training and augment is None:
+        augment = AugmentConfig()
+    if not training:
+        augment = None
+    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP",
+                                 num_parallel_reads=min(len(files), 8) if len(files) > 1 else None)
+    ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
+    # Temporal jitter changes which frames are decoded, so a jittered pipeline caches records.
+    jitter = augment is not None and augment.temporal_jitter > 0
+    cache_mode = _cache_mode(cache, jitter, num_records, long_frames, image_size, cache_budget)
+    if cache_mode == "records":
+        ds = ds.cache()
+    elif cache_mode == "file":
+        ds = ds.cache(str(cache))
+
+    def _decode(context, sequence, seed_pair=None):
+        if seed_pair is not None and jitter:
+            shift = tf.random.stateless_uniform([], seed_pair, -augment.temporal_jitter,
+                                                augment.temporal_jitter + 1, dtype=tf.int32)
+            context = dict(context)
+            context["clip_offset"] = context["clip_offset"] + tf.cast(shift, tf.int64)
+        inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
+        return inputs, context["label"]
+
+    if cache_mode == "memory":
+        ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        decoded = True
+    else:
+        decoded = False
+
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds)
+
+        def _train_map(data, seed_pair):
+            seed_pair = tf.cast(seed_pair, tf.int64)
+            if decoded:
+                inputs, label = data
+            else:
+                inputs, label = _decode(*data, seed_pair=seed_pair)
+            return augment_clip(inputs, seed_pair + 7, augment), label
+
+        ds = ds.map(_train_map, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=True)
+    else:
+        if not decoded:
+            ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _cache_mode(cache, jitter, num_records, long_frames, image_size, budget):
+    if cache is False or cache is None:
+        return None
+    if cache in ("memory", "records"):
+        if cache == "memory" and jitter:
+            return "records"
+        return cache
+    if cache == "auto":
+        if jitter or num_records is None:
+            return "records"
+        per_clip = long_frames * image_size * image_size * 3 + 2 * long_frames * features.AU_MAP_SIZE ** 2 * 4
+        return "memory" if num_records * per_clip <= budget else "records"
+    return "file"
+
+
+def steps_per_epoch(num_records: int, batch_size: int) -> int:
+    """Batches in one pass over `num_records` clips (at least one)."""
+    return max(1, math.ceil(num_records / batch_size))
