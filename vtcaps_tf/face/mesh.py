@@ -36,6 +36,12 @@ class FaceMesh:
         pts = np.array([(p.x * w, p.y * h) for p in lm[:NUM_MESH_POINTS]], dtype=np.float32)
         return pts
 
+    def reset(self):
+        """Forget the tracked face, so that the next video starts fresh (and results do not depend
+        on which video this worker saw before)."""
+        if self._mesh is not None:
+            self._mesh.reset()
+
     def close(self):
         if self._mesh is not None:
             self._mesh.close()

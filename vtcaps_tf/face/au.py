@@ -1,0 +1,66 @@
+"""EAC-Net AU centres and the 100x100 AU attention map (paper 3.1.2, Eq. 2; DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vtcaps_tf.face.landmarks import check_landmarks68
+
+AU_MAP_SIZE = 100
+NUM_AU_CENTRES = 20
+HALF_WIDTH = 7  # 15x15 square around each centre
+SLOPE = 0.095  # w = 1 - 0.095 * manhattan distance
+
+# (landmark index, dy in units of r) for centre A and centre B of each AU row; image y grows down.
+_AU_TABLE = (
+    ("AU1", (21, -1 / 2), (22, -1 / 2)),
+    ("AU2", (18, -1 / 3), (25, -1 / 3)),
+    ("AU4", (19, 1 / 3), (24, 1 / 3)),
+    ("AU6", (41, 1.0), (46, 1.0)),
+    ("AU7", (38, 0.0), (43, 0.0)),
+    ("AU10", (49, 0.0), (53, 0.0)),
+    ("AU12/14", (48, 0.0), (54, 0.0)),
+    ("AU17", (51, 0.0), (57, 0.0)),
+    ("AU23/24", (61, 0.0), (63, 0.0)),
+    ("AU23 (chin)", (56, 1 / 2), (58, 1 / 2)),
+)
+AU_NAMES = tuple(name for name, _, _ in _AU_TABLE)
+
+
+def au_centres(landmarks68) -> np.ndarray:
+    """The 20 AU centres [20, 2] (x, y), two per AU row of the table, in the landmarks' units.
+
+    r = |x39 - x42|, the distance between the inner eye corners along x.
+    """
+    lm = check_landmarks68(landmarks68)
+    r = abs(float(lm[39, 0] - lm[42, 0]))
+    out = np.empty((NUM_AU_CENTRES, 2), np.float32)
+    for row, (_, a, b) in enumerate(_AU_TABLE):
+        for col, (idx, dy) in enumerate((a, b)):
+            out[2 * row + col] = (lm[idx, 0], lm[idx, 1] + dy * r)
+    return out
+
+
+def au_attention_map(landmarks68, size: int = AU_MAP_SIZE) -> np.ndarray:
+    """The AU attention map [size, size] float32 in [0, 1].
+
+    `landmarks68` are in the map's pixel coordinates (x right, y down), e.g. crop landmarks in
+    [0, 1] times `size`. Each centre is rounded to the nearest pixel and clipped into the grid; the
+    pixels of the 15x15 square around it get w = max(0, 1 - 0.095 * manhattan distance);
+    overlapping squares take the maximum.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    centres = np.clip(np.rint(au_centres(landmarks68)), 0, size - 1).astype(np.int64)  # [20, 2]
+    offsets = np.arange(-HALF_WIDTH, HALF_WIDTH + 1)
+    # Distance of every pixel of every square to its centre, in one broadcast: [20, 15, 15].
+    dist = np.abs(offsets)[None, :, None] + np.abs(offsets)[None, None, :]
+    weights = np.maximum(0.0, 1.0 - SLOPE * dist).astype(np.float32)
+    weights = np.broadcast_to(weights, (len(centres), len(offsets), len(offsets)))
+    ys = centres[:, 1, None, None] + offsets[None, :, None]
+    xs = centres[:, 0, None, None] + offsets[None, None, :]
+    ys, xs = np.broadcast_arrays(ys, xs)
+    inside = (ys >= 0) & (ys < size) & (xs >= 0) & (xs < size)
+    out = np.zeros((size, size), np.float32)
+    np.maximum.at(out, (ys[inside], xs[inside]), weights[inside])
+    return out
