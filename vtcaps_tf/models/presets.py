@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 FLOWS = ("isolation", "top_down", "bottom_up", "cascade", "parallel", "adaptive")
 FUSIONS = ("fast", "softmax")
@@ -18,6 +19,12 @@ class ModelConfig:
     image_size: int  # square face crop fed to the network
     depth: int = 18  # ResNet depth: 18/34 basic, 50 bottleneck
     width: float = 1.0  # channel multiplier of the backbone
+    # Downsampling, each a (temporal, spatial) stride: the stem conv, the max-pool after it, and
+    # the first block of stages 1-4. The paper's 224 -> 7x7 is (1,2), (1,2), (1,1)(2,2)(2,2)(2,2);
+    # small inputs need less so that PrimaryCaps' 2x2 valid conv still sees at least 2x2.
+    stem_strides: tuple[int, int] = (1, 2)
+    pool_strides: tuple[int, int] = (1, 2)
+    stage_strides: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (2, 2), (2, 2))
     tpn_channels: int = 1024
     tpn_levels: tuple[int, ...] = (3, 4)  # backbone stages collected by the pyramid (2..4)
     tpn_alphas: tuple[int, ...] | None = None  # temporal rate per level; None -> all 1
@@ -29,6 +36,7 @@ class ModelConfig:
     digit_caps_dim: int = 16
     routing_iterations: int = 3
     decoder_units: tuple[int, int] = (512, 1024)
+    recon_size: int | None = None  # side of the reconstructed middle frame; None -> image_size
     num_classes: int = 7
     au_size: int = 100
     use_au_attention: bool = True
@@ -48,20 +56,60 @@ class ModelConfig:
             raise ValueError(f"depth must be 18, 34 or 50, got {self.depth}")
         if self.long_frames < self.clip_frames:
             raise ValueError("long_frames (TPN window) must be at least clip_frames")
+        if len(self.stage_strides) != 4 or any(len(s) != 2 for s in self.stage_strides):
+            raise ValueError(f"stage_strides must be four (temporal, spatial) pairs, got {self.stage_strides}")
+        if not self.tpn_levels or any(level not in (1, 2, 3, 4) for level in self.tpn_levels):
+            raise ValueError(f"tpn_levels must name backbone stages 1..4, got {self.tpn_levels}")
+        if self.tpn_alphas is not None and len(self.tpn_alphas) != len(self.tpn_levels):
+            raise ValueError("tpn_alphas needs one temporal rate per tpn level")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        side = self.feature_size()
+        if self.use_capsules and side < 2:
+            raise ValueError(f"image_size {self.image_size} with these strides leaves a {side}x{side} "
+                             "map: PrimaryCaps' 2x2 valid conv needs at least 2x2; lower the strides")
+
+    def feature_size(self) -> int:
+        """Side of the last stage's feature map (the PrimaryCaps input) for this image size."""
+        side = self.image_size
+        for _, spatial in (self.stem_strides, self.pool_strides) + tuple(self.stage_strides):
+            side = -(-side // spatial)  # "same" padding
+        return side
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (tuples become lists); `ModelConfig.from_dict` inverts it."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        """Inverse of `to_dict`; unknown keys are an error, lists become the tuples fields hold."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+
+        def tuplify(value):
+            return tuple(tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+        return cls(**{k: tuplify(v) for k, v in data.items()})
 
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         name="tiny", clip_frames=8, long_frames=16, image_size=32, depth=18, width=0.125,
         tpn_channels=32, primary_channels=32, decoder_units=(64, 128),
+        # 32 -> stem 32 -> pool 16 -> stages 16, 16, 8, 4: PrimaryCaps gets 4x4 (3x3x32 capsules).
+        stem_strides=(1, 1), pool_strides=(1, 2), stage_strides=((1, 1), (1, 1), (2, 2), (2, 2)),
     ),
     "small": ModelConfig(
         name="small", clip_frames=16, long_frames=32, image_size=112, depth=18, width=1.0,
-        tpn_channels=256, primary_channels=256,
+        tpn_channels=256, primary_channels=256, recon_size=56,
+        # 112 -> 56 -> 28 -> 28, 14, 7, 4: PrimaryCaps gets 4x4.
     ),
     "paper": ModelConfig(
         name="paper", clip_frames=16, long_frames=32, image_size=224, depth=50, width=1.0,
-        tpn_channels=1024, primary_channels=512,
+        tpn_channels=1024, primary_channels=512, recon_size=56,
+        # 224 -> 112 -> 56 -> 56, 28, 14, 7: PrimaryCaps gets the paper's 512 x 7 x 7.
     ),
 }
 
