@@ -1,0 +1,94 @@
+"""A small SavedModel with the exported model's signatures (DESIGN.md section 10), for server tests.
+
+`serving_default(frames uint8 [B,N,S,S,3], au_map float32 [B,N,100,100], long_frames uint8
+[B,M,S,S,3])` -> probabilities, capsule_lengths, classes, tpn_probabilities;
+`serve_examples(examples string [B])` -> probabilities and classes from the string lengths;
+`echo(data string [B])` -> data_bytes (the bytes back) and size. `reference()` recomputes
+serving_default in numpy, independently of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+N, M, S, C = 4, 8, 16, 3
+CLASSES = ["happy", "sad", "surprise"]
+
+
+def _weights(bias: float):
+    rng = np.random.default_rng(7)
+    return rng.normal(size=(7, C)).astype(np.float32) * 3.0, np.full([C], bias, np.float32) * \
+        np.arange(C, dtype=np.float32)
+
+
+class ToyModel(tf.Module):
+    def __init__(self, bias: float):
+        super().__init__()
+        w, b = _weights(bias)
+        self.w = tf.Variable(w)
+        self.b = tf.Variable(b)
+        self.class_names = tf.constant(CLASSES)
+
+    def _head(self, feat):
+        logits = tf.matmul(feat, self.w) + self.b
+        batch = tf.shape(feat)[0]
+        return {
+            "probabilities": tf.nn.softmax(logits),
+            "capsule_lengths": tf.sigmoid(logits),
+            "classes": tf.tile(self.class_names[None], [batch, 1]),
+            "tpn_probabilities": tf.nn.softmax(2.0 * logits),
+        }
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, N, S, S, 3], tf.uint8, name="frames"),
+        tf.TensorSpec([None, N, 100, 100], tf.float32, name="au_map"),
+        tf.TensorSpec([None, M, S, S, 3], tf.uint8, name="long_frames")])
+    def serve(self, frames, au_map, long_frames):
+        x = tf.reduce_mean(tf.cast(frames, tf.float32) / 255.0, axis=[1, 2, 3])
+        y = tf.reduce_mean(au_map, axis=[1, 2, 3])[:, None]
+        z = tf.reduce_mean(tf.cast(long_frames, tf.float32) / 255.0, axis=[1, 2, 3])
+        return self._head(tf.concat([x, y, z], axis=1))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        n = tf.cast(tf.strings.length(examples), tf.float32)[:, None]
+        return self._head(tf.tile(n / 100.0, [1, 7]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="data")])
+    def echo(self, data):
+        return {"data_bytes": tf.identity(data), "size": tf.strings.length(data)}
+
+
+def write_toy_saved_model(path: str, bias: float = 0.0) -> str:
+    model = ToyModel(bias)
+    tf.saved_model.save(model, path, signatures={
+        "serving_default": model.serve.get_concrete_function(),
+        "serve_examples": model.serve_examples.get_concrete_function(),
+        "echo": model.echo.get_concrete_function()})
+    return path
+
+
+def reference(inputs: dict, bias: float = 0.0) -> dict:
+    """serving_default in numpy."""
+    w, b = _weights(bias)
+    x = (inputs["frames"].astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
+    y = inputs["au_map"].astype(np.float64).mean(axis=(1, 2, 3))[:, None]
+    z = (inputs["long_frames"].astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
+    logits = np.concatenate([x, y, z], axis=1) @ w + b
+
+    def softmax(v):
+        e = np.exp(v - v.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    return {"probabilities": softmax(logits), "capsule_lengths": 1 / (1 + np.exp(-logits)),
+            "tpn_probabilities": softmax(2 * logits)}
+
+
+def random_inputs(batch: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "frames": rng.integers(0, 256, (batch, N, S, S, 3), dtype=np.uint8),
+        "au_map": rng.random((batch, N, 100, 100), dtype=np.float32),
+        "long_frames": rng.integers(0, 256, (batch, M, S, S, 3), dtype=np.uint8),
+    }

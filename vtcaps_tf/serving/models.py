@@ -1,0 +1,388 @@
+"""Model versions on disk -> loaded servables, as TF Serving manages them.
+
+A model is a base path holding integer version folders; a version is ready once its
+`saved_model.pb` exists. `ModelManager.poll()` loads the versions the policy wants (the newest one
+by default), and only after a new version has loaded does it swap the served set (one reference
+assignment) and let go of versions the policy no longer wants: requests already running keep
+their reference to the old servable and finish on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+from vtcaps_tf.serving.errors import ServingError, invalid, not_found
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+# Version states as in tensorflow_serving/apis/get_model_status.proto.
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+MAX_LOAD_ATTEMPTS = 5  # as TF Serving's --max_num_load_retries
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+    """Which ready versions to serve: the newest `num_versions`, all of them, or a given set."""
+
+    kind: str = "latest"  # "latest" | "all" | "specific"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in ("latest", "all", "specific"):
+            raise ValueError(f"version policy must be latest, all or specific, got {self.kind!r}")
+        if self.kind == "latest" and self.num_versions < 1:
+            raise ValueError("latest version policy needs num_versions >= 1")
+        if self.kind == "specific" and not self.versions:
+            raise ValueError("specific version policy needs at least one version")
+
+    def select(self, ready: list[int]) -> set[int]:
+        if self.kind == "all":
+            return set(ready)
+        if self.kind == "specific":
+            return set(ready) & set(self.versions)
+        return set(sorted(ready)[-self.num_versions:])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One served model: TF Serving's ModelConfig reduced to what this server uses."""
+
+    name: str
+    base_path: str
+    policy: VersionPolicy = VersionPolicy()
+    labels: tuple[tuple[str, int], ...] = ()  # version label -> version
+
+    def __post_init__(self):
+        if not self.name or "/" in self.name or ":" in self.name:
+            raise ValueError(f"model name must be non-empty without '/' or ':', got {self.name!r}")
+        if not self.base_path:
+            raise ValueError(f"model {self.name!r} needs a base path")
+
+
+def ready_versions(base_path: str) -> list[int]:
+    """Integer version folders under `base_path` whose SavedModel file exists, ascending."""
+    import tensorflow as tf
+
+    try:
+        names = tf.io.gfile.listdir(base_path)
+    except Exception:  # noqa: BLE001 - a missing or unreadable base path has no versions yet
+        return []
+    out = []
+    for name in names:
+        name = name.rstrip("/")
+        if not name.isdigit():
+            continue  # TF Serving ignores anything that is not a version number (temp dirs)
+        folder = os.path.join(base_path, name)
+        if any(tf.io.gfile.exists(os.path.join(folder, f)) for f in SAVED_MODEL_FILES):
+            out.append(int(name))
+    return sorted(out)
+
+
+def read_signature_defs(export_dir: str, tags=("serve",)):
+    """The SignatureDef map of the MetaGraph tagged `serve`, read from the SavedModel proto."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    pb = os.path.join(export_dir, "saved_model.pb")
+    if tf.io.gfile.exists(pb):
+        with tf.io.gfile.GFile(pb, "rb") as f:
+            proto.ParseFromString(f.read())
+    else:
+        with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pbtxt")) as f:
+            text_format.Parse(f.read(), proto)
+    for meta_graph in proto.meta_graphs:
+        if set(tags) <= set(meta_graph.meta_info_def.tags):
+            return meta_graph.signature_def
+    raise ValueError(f"{export_dir} has no MetaGraph tagged {list(tags)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """An input or output of a signature: its name, numpy dtype and shape (None = any size)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple | None  # None: unknown rank
+
+    @classmethod
+    def from_tensor_info(cls, name, info):
+        import tensorflow as tf
+
+        dtype = np.dtype(object) if info.dtype == tf.string.as_datatype_enum else \
+            np.dtype(tf.as_dtype(info.dtype).as_numpy_dtype)
+        if info.tensor_shape.unknown_rank:
+            return cls(name, dtype, None)
+        return cls(name, dtype, tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim))
+
+    def shape_text(self) -> str:
+        if self.shape is None:
+            return "<unknown rank>"
+        return "[" + ",".join("-1" if d is None else str(d) for d in self.shape) + "]"
+
+    def check(self, arr: np.ndarray):
+        if self.shape is None:
+            return
+        ok = arr.ndim == len(self.shape) and all(
+            want is None or want == got for want, got in zip(self.shape, arr.shape))
+        if not ok:
+            got = "[" + ",".join(str(d) for d in arr.shape) + "]"
+            raise invalid(f"input '{self.name}' has shape {got}; the signature expects "
+                          f"{self.shape_text()} (-1: any size)")
+
+
+class Signature:
+    """One callable signature of a loaded version, with its input and output specs."""
+
+    def __init__(self, name, signature_def, function):
+        self.name = name
+        self.signature_def = signature_def
+        self.function = function
+        self.inputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.inputs.items()}
+        self.outputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
+
+    def check_inputs(self, inputs: dict):
+        missing = sorted(set(self.inputs) - set(inputs))
+        extra = sorted(set(inputs) - set(self.inputs))
+        if missing or extra:
+            raise invalid(f"input names do not match signature '{self.name}': expected "
+                          f"{sorted(self.inputs)}; missing {missing}, unexpected {extra}")
+
+    def run(self, inputs: dict[str, np.ndarray], output_filter=None) -> dict[str, np.ndarray]:
+        """Validated call: `inputs` must already have the signature's dtypes."""
+        import tensorflow as tf
+
+        self.check_inputs(inputs)
+        for key, arr in inputs.items():
+            spec = self.inputs[key]
+            if spec.dtype != object and arr.dtype != spec.dtype:
+                raise invalid(f"input '{key}' must be {spec.dtype.name}, got {arr.dtype.name}")
+            spec.check(arr)
+        wanted = list(output_filter) if output_filter else list(self.outputs)
+        unknown = [k for k in wanted if k not in self.outputs]
+        if unknown:
+            raise invalid(f"output filter names unknown outputs {unknown}; signature "
+                          f"'{self.name}' has {sorted(self.outputs)}")
+        feed = {k: tf.constant(v, dtype=tf.string) if self.inputs[k].dtype == object else tf.constant(v)
+                for k, v in inputs.items()}
+        try:
+            result = self.function(**feed)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:
+            raise invalid(f"the model rejected the inputs: {_first_line(err)}") from None
+        except tf.errors.OpError as err:
+            raise ServingError("INTERNAL", f"model execution failed: {_first_line(err)}") from None
+        return {k: result[k].numpy() for k in wanted}
+
+
+def _first_line(err) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+class Servable:
+    """One loaded version of a model."""
+
+    def __init__(self, name: str, version: int, path: str, warmup: bool = True):
+        import tensorflow as tf
+
+        self.name = name
+        self.version = version
+        self.path = path
+        self.signature_defs = read_signature_defs(path)
+        self._loaded = tf.saved_model.load(path, tags=["serve"])
+        self.signatures = {
+            key: Signature(key, self.signature_defs[key], fn)
+            for key, fn in self._loaded.signatures.items() if key in self.signature_defs}
+        if warmup:
+            self._warmup()
+
+    def signature(self, name: str | None) -> Signature:
+        name = name or DEFAULT_SIGNATURE
+        if name not in self.signatures:
+            raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found. '
+                               f"Signatures: {sorted(self.signatures)}")
+        return self.signatures[name]
+
+    def _warmup(self):
+        """One batch-1 call of each numeric signature, so the first request does not pay for tracing."""
+        for sig in self.signatures.values():
+            specs = list(sig.inputs.values())
+            if not specs or any(s.shape is None or s.dtype == object or None in s.shape[1:]
+                                for s in specs):
+                continue
+            try:
+                sig.run({s.name: np.zeros((1,) + s.shape[1:], s.dtype) for s in specs})
+            except ServingError as err:
+                log.warning("warm-up of %s v%d signature %s failed: %s",
+                            self.name, self.version, sig.name, err.message)
+
+
+@dataclasses.dataclass
+class VersionStatus:
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+    attempts: int = 0
+
+
+class ServedModel:
+    """The versions of one model: the served set is an immutable dict replaced as a whole."""
+
+    def __init__(self, spec: ModelSpec, warmup: bool = True):
+        self.spec = spec
+        self.warmup = warmup
+        self._served: dict[int, Servable] = {}
+        self._status: dict[int, VersionStatus] = {}
+        self._lock = threading.Lock()  # one poll at a time
+
+    def poll(self):
+        with self._lock:
+            ready = ready_versions(self.spec.base_path)
+            wanted = self.spec.policy.select(ready)
+            served = dict(self._served)
+            for version in sorted(wanted - set(served), reverse=True):
+                status = self._status.get(version)
+                if status and status.state == END and status.attempts >= MAX_LOAD_ATTEMPTS:
+                    continue
+                servable = self._load(version, status)
+                if servable is not None:
+                    served[version] = servable
+            # Unload only once every wanted version that could load is in: availability first.
+            keep = {v: s for v, s in served.items() if v in wanted}
+            if not keep and served:
+                keep = served  # nothing new could load: keep serving what there is
+            self._served = keep
+            for version in set(served) - set(keep):
+                self._status[version] = VersionStatus(END)
+                log.info("model %s: unloaded version %d", self.spec.name, version)
+
+    def _load(self, version, status):
+        path = os.path.join(self.spec.base_path, str(version))
+        attempts = (status.attempts if status else 0) + 1
+        self._status[version] = VersionStatus(LOADING, attempts=attempts)
+        t0 = time.perf_counter()
+        try:
+            servable = Servable(self.spec.name, version, path, warmup=self.warmup)
+        except Exception as err:  # noqa: BLE001 - any load failure is reported in the status
+            self._status[version] = VersionStatus(END, "UNKNOWN", f"loading failed: {_first_line(err)}",
+                                                  attempts)
+            log.error("model %s: version %d failed to load (attempt %d): %s",
+                      self.spec.name, version, attempts, err)
+            return None
+        self._status[version] = VersionStatus(AVAILABLE, attempts=attempts)
+        log.info("model %s: version %d loaded in %.1f s", self.spec.name, version,
+                 time.perf_counter() - t0)
+        return servable
+
+    def get(self, version: int | None = None, label: str | None = None) -> Servable:
+        served = self._served  # one read: a concurrent swap cannot change it under us
+        if label is not None:
+            labels = dict(self.spec.labels)
+            if label not in labels:
+                raise not_found(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        if version is None:
+            if not served:
+                raise not_found(f"Servable not found for request: Latest({self.spec.name})")
+            return served[max(served)]
+        if version not in served:
+            raise not_found(f"Servable not found for request: Specific({self.spec.name}, {version})")
+        return served[version]
+
+    def status(self, version: int | None = None, label: str | None = None) -> list[tuple[int, VersionStatus]]:
+        if label is not None:
+            labels = dict(self.spec.labels)
+            if label not in labels:
+                raise not_found(f"Unrecognized servable version label: {label}")
+            version = labels[label]
+        if version is not None:
+            if version not in self._status:
+                raise not_found(f"Could not find version {version} of model {self.spec.name}")
+            return [(version, self._status[version])]
+        if not self._status:
+            raise not_found(f"Could not find any versions of model {self.spec.name}")
+        return sorted(self._status.items(), reverse=True)
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self._served)
+
+
+class ModelManager:
+    """All served models; `start()` loads them and polls their base paths in a background thread."""
+
+    def __init__(self, specs: list[ModelSpec], poll_wait_seconds: float = 1.0, warmup: bool = True):
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        self.poll_wait_seconds = poll_wait_seconds
+        self.warmup = warmup
+        self._models = {s.name: ServedModel(s, warmup) for s in specs}
+        self._stop = threading.Event()
+        self._thread = None
+
+    def model(self, name: str) -> ServedModel:
+        models = self._models
+        if name not in models:
+            raise not_found(f"Servable not found for request: Latest({name})")
+        return models[name]
+
+    def get(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        return self.model(name).get(version, label)
+
+    def poll(self):
+        for model in list(self._models.values()):
+            model.poll()
+
+    def reload(self, specs: list[ModelSpec]):
+        """Replace the model set (ModelService.HandleReloadConfigRequest); unchanged models stay loaded."""
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise invalid(f"model names must be unique, got {names}")
+        new = {}
+        for spec in specs:
+            old = self._models.get(spec.name)
+            if old is not None and old.spec == spec:
+                new[spec.name] = old
+            else:
+                model = ServedModel(spec, self.warmup)
+                model.poll()
+                new[spec.name] = model
+        self._models = new
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def start(self):
+        """Load what is on disk now, then keep polling (poll_wait_seconds <= 0: load once only)."""
+        self.poll()
+        if self.poll_wait_seconds > 0 and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll_loop, name="vtcaps-version-poll",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll_loop(self):
+        while not self._stop.wait(self.poll_wait_seconds):
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the poller must survive a bad file system read
+                log.exception("version poll failed")
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
