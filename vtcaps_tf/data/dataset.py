@@ -130,12 +130,13 @@ def count_records(files) -> int:
 def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
                  shuffle_buffer: int = 1024, cache: str | bool = "auto",
-                 cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0) -> tf.data.Dataset:
+                 cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
+                 drop_remainder: bool | None = None) -> tf.data.Dataset:
     """Batched (inputs dict, label) pairs from TFRecord shards.
 
     training=True: repeats forever (fit with steps_per_epoch), reshuffles each epoch, augments
     (`augment`, default AugmentConfig()), drops the last partial batch. training=False: one pass,
-    in file order, no augmentation, keeps the partial batch.
+    in file order, no augmentation, keeps the partial batch unless drop_remainder=True.
     cache: "auto" (decoded clips when they fit `cache_budget`, else the parsed records), "memory"
     (decoded clips), "records" (parsed records), a file path prefix, or False.
     """
@@ -189,7 +190,7 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
     else:
         if not decoded:
             ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size)
+        ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,0 +1,165 @@
+"""TensorBoard extras beside keras.callbacks.TensorBoard (which already writes every logged loss
+term, the accuracies and `learning_rate` each epoch): per-class F1, UAR and a confusion-matrix
+image on the validation split, and the fusion weights of the adaptive TPN flow.
+
+Summaries go to the same run directories keras uses (`logs/validation`, `logs/train`), so
+TensorBoard shows them next to the built-in curves.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vtcaps_tf import metrics
+
+
+def confusion_matrix_figure(cm, class_names, title="Confusion matrix", normalize=True):
+    """A matplotlib Figure of `cm` (rows: true class), cells annotated with row percentages."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(cm, np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    shown = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalize else cm
+    k = len(class_names)
+    size = max(4.0, 0.6 * k + 2.0)
+    fig = Figure(figsize=(size, size), dpi=100)
+    ax = fig.add_subplot()
+    im = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(1.0, cm.max()))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(k), labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = 0.5 * (shown.max() if shown.size else 1.0)
+    for i in range(k):
+        for j in range(k):
+            text = f"{100 * shown[i, j]:.1f}%\n({int(cm[i, j])})" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if shown[i, j] > threshold else "black")
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+class ValidationSummaries(keras.callbacks.Callback):
+    """Each `freq` epochs: predicts the validation set and writes `f1/<class>`, `macro_f1`, `uar`
+    scalars and a `confusion_matrix` image to `log_dir`."""
+
+    def __init__(self, dataset, class_names, log_dir, freq=1):
+        super().__init__()
+        self.dataset = dataset
+        self.class_names = [str(c) for c in class_names]
+        self.log_dir = log_dir
+        self.freq = int(freq)
+        self._writer = None
+
+    def _get_writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def predict_labels(self):
+        """(true labels, predicted labels) over the whole validation set."""
+        y_true, y_pred = [], []
+        for inputs, labels in self.dataset:
+            # A direct call: predict_on_batch under MirroredStrategy feeds every replica the batch.
+            out = self.model(inputs, training=False)
+            probs = out["probabilities"] if isinstance(out, dict) else out
+            y_pred.append(np.argmax(np.asarray(probs), axis=-1))
+            y_true.append(np.asarray(labels))
+        if not y_true:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(y_true), np.concatenate(y_pred)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.freq <= 0 or (epoch + 1) % self.freq:
+            return
+        y_true, y_pred = self.predict_labels()
+        report = metrics.classification_report(y_true, y_pred, self.class_names)
+        png = figure_to_png(confusion_matrix_figure(
+            report["confusion_matrix"], self.class_names, title=f"Confusion matrix, epoch {epoch + 1}"))
+        with self._get_writer().as_default(step=epoch):
+            for name in self.class_names:
+                tf.summary.scalar(f"f1/{name}", report["per_class"][name]["f1"])
+            tf.summary.scalar("macro_f1", report["macro_f1"])
+            tf.summary.scalar("uar", report["uar"])
+            tf.summary.image("confusion_matrix", tf.image.decode_png(png, channels=4)[None])
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def fusion_layers(model):
+    """(path, layer) for every FastNormalizedFusion / SoftmaxFusion inside `model`."""
+    from vtcaps_tf.layers import FastNormalizedFusion, SoftmaxFusion
+
+    kinds = tuple(k for k in (FastNormalizedFusion, SoftmaxFusion) if isinstance(k, type))
+    if not kinds:
+        return []
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, kinds) and layer.built:
+            found.append((getattr(layer, "path", None) or layer.name, layer))
+    return found
+
+
+class FusionWeightSummaries(keras.callbacks.Callback):
+    """Each epoch: the raw `fusion_weights` and the normalised coefficients of every fusion node,
+    as scalars `fusion/<layer path>/w<i>` and `fusion/<layer path>/coef<i>`."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        layers = fusion_layers(self.model)
+        if not layers:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=epoch):
+            for path, layer in layers:
+                raw = np.asarray(keras.ops.convert_to_numpy(layer.fusion_weights))
+                coef = np.asarray(keras.ops.convert_to_numpy(layer.normalized_weights()))
+                for i, (w, c) in enumerate(zip(raw, coef)):
+                    tf.summary.scalar(f"fusion/{path}/w{i}", float(w))
+                    tf.summary.scalar(f"fusion/{path}/coef{i}", float(c))
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class HardExitAfterEpoch(keras.callbacks.Callback):
+    """Fault injection for resume tests: ends the process with os._exit right after epoch
+    `epoch` (1-based) has been checkpointed, as a crash or a preemption would."""
+
+    def __init__(self, epoch, exit_code=75):
+        super().__init__()
+        self.epoch = int(epoch)
+        self.exit_code = int(exit_code)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            os._exit(self.exit_code)

@@ -1,0 +1,168 @@
+"""Versioned SavedModel export for TensorFlow Serving (DESIGN.md section 10).
+
+`base_path/<version>/` holds a SavedModel with two signatures:
+- `serving_default`: the model's named inputs `frames` uint8 [B,N,S,S,3], `au_map` float32
+  [B,N,100,100], `long_frames` uint8 [B,M,S,S,3];
+- `serve_examples`: `examples`, serialized SequenceExamples as the Beam job writes them, parsed and
+  decoded inside the graph with the schema's own functions.
+Both return `probabilities`, `capsule_lengths`, `classes` (string [B,C]: the label names, a constant
+in the graph) and, when the model has a TPN stream, `tpn_probabilities`.
+
+Versions are integers; an existing version is never overwritten. The SavedModel is written into a
+hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
+renamed into place in one step, so a polling server never sees half a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import uuid
+
+import tensorflow as tf
+
+from vtcaps_tf.data import features
+
+OUTPUT_NAMES = ("probabilities", "capsule_lengths", "tpn_probabilities")
+
+
+def existing_versions(base_path: str) -> list[int]:
+    """Integer version directories under base_path, ascending."""
+    if not tf.io.gfile.isdir(base_path):
+        return []
+    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_path)
+                  if name.rstrip("/").isdigit())
+
+
+def _model_dims(model):
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("the model has no `config` (ModelConfig): build it with vtcaps_tf.models.build_model")
+    return config.clip_frames, config.long_frames, config.image_size
+
+
+def serving_fns(model):
+    """The two signature functions (tf.function with input signatures) for `model`."""
+    n, m, s = _model_dims(model)
+    class_names = [str(c) for c in getattr(model, "class_names", None) or []]
+    if not class_names:
+        raise ValueError("the model carries no class_names")
+    au = features.AU_MAP_SIZE
+
+    def _outputs(inputs):
+        out = model(inputs, training=False)
+        result = {k: tf.cast(out[k], tf.float32) for k in OUTPUT_NAMES if k in out}
+        if "probabilities" not in result:
+            raise ValueError("the model's outputs lack 'probabilities'")
+        batch = tf.shape(result["probabilities"])[0]
+        names = tf.constant(class_names, dtype=tf.string)
+        result["classes"] = tf.tile(names[None, :], tf.stack([batch, 1]))
+        return result
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, n, s, s, 3], tf.uint8, name="frames"),
+        tf.TensorSpec([None, n, au, au], tf.float32, name="au_map"),
+        tf.TensorSpec([None, m, s, s, 3], tf.uint8, name="long_frames"),
+    ])
+    def serve(frames, au_map, long_frames):
+        return _outputs({"frames": frames, "au_map": au_map, "long_frames": long_frames})
+
+    spec = {
+        "frames": tf.TensorSpec([n, s, s, 3], tf.uint8),
+        "au_map": tf.TensorSpec([n, au, au], tf.float32),
+        "long_frames": tf.TensorSpec([m, s, s, 3], tf.uint8),
+    }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples):
+        def _one(serialized):
+            context, sequence = features.parse_example(serialized)
+            return features.decode_clip(context, sequence, n, m, s)
+
+        inputs = tf.map_fn(_one, examples, fn_output_signature=spec)
+        return _outputs(inputs)
+
+    return serve, serve_examples
+
+
+def save_serving_model(model, path: str) -> str:
+    """Write the SavedModel with both signatures at `path` (which must not exist), atomically:
+    into a hidden sibling directory first, renamed into place once complete."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    serve, serve_examples = serving_fns(model)
+    module = tf.Module()
+    module.model = model  # tracks the variables
+    module.serve = serve
+    module.serve_examples = serve_examples
+    tmp = os.path.join(parent, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
+    try:
+        tf.saved_model.save(module, tmp, signatures={
+            "serving_default": serve.get_concrete_function(),
+            "serve_examples": serve_examples.get_concrete_function(),
+        })
+        # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def export_model(model, base_path: str, version: int | None = None) -> str:
+    """Write `model` as `base_path/<version>/` and return that path.
+
+    version=None takes one more than the highest existing version (1 for a new base path).
+    Raises FileExistsError when the version exists already.
+    """
+    base_path = os.path.abspath(base_path)
+    os.makedirs(base_path, exist_ok=True)
+    if version is None:
+        version = (existing_versions(base_path) or [0])[-1] + 1
+    if int(version) < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    target = os.path.join(base_path, str(int(version)))
+    if os.path.exists(target):
+        raise FileExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
+
+    save_serving_model(model, target)
+    return target
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtcaps export", description=(
+        "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
+        "serving_default and serve_examples signatures)."))
+    p.add_argument("--model", required=True, help="a .keras file written by `vtcaps train`")
+    p.add_argument("--base-path", required=True, help="saved_models/NAME: versions go below it")
+    p.add_argument("--version", type=int, default=None,
+                   help="integer version (default: one more than the newest existing one)")
+    return p
+
+
+def cli_main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not os.path.isfile(args.model):
+        print(f"vtcaps export: no model file {args.model!r}", file=sys.stderr)
+        return 2
+    import keras
+
+    import vtcaps_tf  # noqa: F401  (registers the custom objects the .keras file names)
+
+    model = keras.saving.load_model(args.model, compile=False)
+    try:
+        path = export_model(model, args.base_path, args.version)
+    except (FileExistsError, ValueError) as err:
+        print(f"vtcaps export: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,377 @@
+"""Training VT-3DCapsNet with keras `fit` under MirroredStrategy (DESIGN.md section 10).
+
+The trainer follows TFX's `run_fn` order: strategy -> datasets -> model built and compiled in the
+strategy's scope -> fit with callbacks -> save/export. `run_fn(fn_args)` has TFX's Trainer shape;
+`train(TrainConfig(...))` and `vtcaps train` are the same path with a data directory.
+
+Run directory:
+  RUN_DIR/train_config.json   the configuration (checked again on --resume)
+  RUN_DIR/checkpoints/        weights + optimizer state + epoch, written at every epoch end
+  RUN_DIR/logs/train, logs/validation   TensorBoard event files
+  RUN_DIR/logs/history.csv    one row per finished epoch (appended across resumes)
+  RUN_DIR/model.keras         the final model
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import tensorflow as tf
+
+from vtcaps_tf.data import dataset as data_lib
+from vtcaps_tf.data import features
+
+PAPER_EPOCHS = 500  # paper section 4.2.1
+# Set to N to end the process hard right after epoch N's checkpoint (resume tests).
+EXIT_AFTER_EPOCH_ENV = "VTCAPS_EXIT_AFTER_EPOCH"
+# Fields whose change between a run and its resume would make the checkpoint meaningless.
+_MODEL_FIELDS = ("preset", "flow", "fusion", "use_tpn", "model_overrides", "mixed_precision")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_dir: str
+    run_dir: str
+    preset: str = "small"
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = 16  # global, split across the replicas
+    learning_rate: float = 1e-3
+    cpu_replicas: int = 0  # >1: split the CPU into this many logical devices (no GPU present)
+    resume: bool = False
+    mixed_precision: bool = False
+    jit_compile: bool = False  # XLA; slower on CPU (DESIGN.md section 12), try it on GPU
+    flow: str | None = None  # TPN flow, default the preset's
+    fusion: str | None = None
+    use_tpn: bool = True
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    augment: data_lib.AugmentConfig = dataclasses.field(default_factory=data_lib.AugmentConfig)
+    steps_per_epoch: int | None = None  # default: one pass over the training clips
+    validation_steps: int | None = None
+    summary_freq: int = 1  # epochs between confusion-matrix / per-class F1 summaries
+    cache: str = "auto"
+    shuffle_buffer: int = 1024
+    seed: int = 0
+    verbose: int | str = "auto"
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if isinstance(self.augment, dict):
+            self.augment = data_lib.AugmentConfig(**self.augment)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class FnArgs:
+    """The fields of TFX's `FnArgs` this trainer reads (a TFX Trainer passes its own object)."""
+
+    train_files: list
+    eval_files: list
+    model_run_dir: str
+    serving_model_dir: str | None = None
+    train_steps: int | None = None
+    eval_steps: int | None = None
+    custom_config: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: object
+    history: dict
+    model_path: str
+    initial_epoch: int
+
+
+# ---------------------------------------------------------------------------------------------
+# devices
+
+
+def configure_cpu_replicas(n: int) -> None:
+    """Split the first CPU into `n` logical devices; must run before TF initialises its devices."""
+    if n <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have < n:
+            raise RuntimeError(
+                f"TensorFlow's devices are already initialised with {have} CPU device(s); "
+                f"--cpu-replicas {n} has to be applied before anything runs on a device") from None
+
+
+def make_strategy(cpu_replicas: int = 0) -> tf.distribute.MirroredStrategy:
+    """All GPUs when there are any; otherwise `cpu_replicas` logical CPUs (at least one)."""
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    configure_cpu_replicas(cpu_replicas)
+    n = max(1, cpu_replicas)
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+def _split_info(data_dir, split, meta):
+    files = features.split_files(data_dir, split)
+    count = (meta.get("counts") or {}).get(split)
+    if files and count is None:
+        count = data_lib.count_records(files)
+    return files, int(count or 0)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train from a preprocessing output directory (`vtcaps preprocess`), see the module doc."""
+    meta = features.read_metadata(config.data_dir)
+    train_files, n_train = _split_info(config.data_dir, "train", meta)
+    if not train_files or n_train == 0:
+        raise features.SchemaError(f"{config.data_dir!r} holds no training clips "
+                                   f"(train-*{features.SHARD_SUFFIX} missing or empty)")
+    eval_files, n_eval = _split_info(config.data_dir, "val", meta)
+    return _fit(config, meta, train_files, n_train, eval_files if n_eval else [], n_eval)
+
+
+def run_fn(fn_args) -> TrainResult:
+    """TFX Trainer entry point. `custom_config` holds TrainConfig fields (and `data_dir` when the
+    metadata.json is not beside the training files); the SavedModel goes to serving_model_dir."""
+    from vtcaps_tf.export import save_serving_model
+
+    custom = dict(fn_args.custom_config or {})
+    train_files = sorted(f for p in fn_args.train_files for f in tf.io.gfile.glob(p))
+    eval_files = sorted(f for p in (fn_args.eval_files or []) for f in tf.io.gfile.glob(p))
+    if not train_files:
+        raise features.SchemaError(f"no training files match {fn_args.train_files}")
+    data_dir = custom.pop("data_dir", None) or os.path.dirname(train_files[0])
+    meta = features.read_metadata(data_dir)
+    config = TrainConfig(data_dir=data_dir, run_dir=fn_args.model_run_dir, **custom)
+    if fn_args.train_steps:
+        config.steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
+    if fn_args.eval_steps:
+        config.validation_steps = fn_args.eval_steps
+    n_train = data_lib.count_records(train_files)
+    n_eval = data_lib.count_records(eval_files) if eval_files else 0
+    result = _fit(config, meta, train_files, n_train, eval_files if n_eval else [], n_eval)
+    if fn_args.serving_model_dir:
+        save_serving_model(result.model, fn_args.serving_model_dir)
+    return result
+
+
+def _check_run_dir(config: TrainConfig, ckpt_dir: str) -> None:
+    has_ckpt = tf.io.gfile.exists(os.path.join(ckpt_dir, "training_metadata.json"))
+    cfg_path = os.path.join(config.run_dir, "train_config.json")
+    if has_ckpt and not config.resume:
+        raise FileExistsError(f"{config.run_dir!r} holds a checkpoint of an earlier run: pass "
+                              "--resume to continue it, or choose a new --run-dir")
+    if has_ckpt and tf.io.gfile.exists(cfg_path):
+        with tf.io.gfile.GFile(cfg_path) as f:
+            old = json.load(f)
+        new = config.to_json()
+        changed = [k for k in _MODEL_FIELDS if old.get(k) != new.get(k)]
+        if changed:
+            raise ValueError(f"cannot resume {config.run_dir!r} with a different {', '.join(changed)} "
+                             f"(was {', '.join(repr(old.get(k)) for k in changed)})")
+    if config.resume and not has_ckpt:
+        print(f"vtcaps train: no checkpoint in {ckpt_dir}, starting from epoch 1", file=sys.stderr)
+
+
+def _build_and_compile(config: TrainConfig, meta: dict):
+    import keras
+
+    from vtcaps_tf.models import build_model
+
+    overrides = dict(config.model_overrides)
+    overrides["num_classes"] = len(meta["classes"])
+    for key in ("flow", "fusion"):
+        if getattr(config, key):
+            overrides[key] = getattr(config, key)
+    if not config.use_tpn:
+        overrides["use_tpn"] = False
+    model = build_model(config.preset, class_names=list(meta["classes"]), **overrides)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9,
+                                        beta_2=0.999, epsilon=1e-8),
+        jit_compile=config.jit_compile)
+    return model
+
+
+def _dummy_batch(mc, batch=1):
+    return {
+        "frames": tf.zeros([batch, mc.clip_frames, mc.image_size, mc.image_size, 3], tf.uint8),
+        "au_map": tf.zeros([batch, mc.clip_frames, features.AU_MAP_SIZE, features.AU_MAP_SIZE]),
+        "long_frames": tf.zeros([batch, mc.long_frames, mc.image_size, mc.image_size, 3], tf.uint8),
+    }
+
+
+def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) -> TrainResult:
+    import keras
+
+    from vtcaps_tf import callbacks as cb
+
+    run_dir = config.run_dir
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    log_dir = os.path.join(run_dir, "logs")
+    os.makedirs(run_dir, exist_ok=True)
+    _check_run_dir(config, ckpt_dir)
+    with open(os.path.join(run_dir, "train_config.json"), "w") as f:
+        json.dump(config.to_json(), f, indent=2)
+    print(f"TensorBoard: tensorboard --logdir {os.path.abspath(log_dir)}", flush=True)
+
+    # 1. strategy
+    strategy = make_strategy(config.cpu_replicas)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"the global batch size {config.batch_size} does not split evenly over "
+                         f"{replicas} replicas")
+
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        # 2. model in the strategy's scope (its sizes decide how the clips are decoded)
+        with strategy.scope():
+            model = _build_and_compile(config, meta)
+            model(_dummy_batch(model.config), training=False)  # build: checkpoints need the variables
+        mc = model.config
+        _warn_on_size_mismatch(meta, mc)
+
+        # 3. datasets
+        steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
+        train_ds = data_lib.make_dataset(
+            train_files, mc.clip_frames, mc.long_frames, mc.image_size, config.batch_size,
+            training=True, augment=config.augment, num_records=n_train, cache=config.cache,
+            shuffle_buffer=config.shuffle_buffer, seed=config.seed)
+        val_ds = fit_val_ds = val_steps = None
+        if eval_files:
+            val_ds = data_lib.make_dataset(
+                eval_files, mc.clip_frames, mc.long_frames, mc.image_size, config.batch_size,
+                training=False, num_records=n_eval, cache=config.cache)
+            fit_val_ds, val_batch = val_ds, config.batch_size
+            if replicas > 1:
+                # A partial batch leaves a replica without clips and its mean loss undefined: fit's
+                # validation losses use whole batches; the summaries below still see every clip.
+                val_batch = min(config.batch_size, n_eval // replicas * replicas)
+                fit_val_ds = data_lib.make_dataset(
+                    eval_files, mc.clip_frames, mc.long_frames, mc.image_size, val_batch,
+                    training=False, num_records=n_eval, cache=config.cache,
+                    drop_remainder=True) if val_batch else None
+            if fit_val_ds is not None:
+                # Keras keeps one validation iterator across epochs: repeat, and take exactly one
+                # pass per epoch.
+                val_steps = config.validation_steps or (
+                    n_eval // val_batch if replicas > 1 else data_lib.steps_per_epoch(n_eval, val_batch))
+                fit_val_ds = fit_val_ds.repeat()
+
+        # 4. callbacks and fit
+        callbacks = [
+            keras.callbacks.BackupAndRestore(ckpt_dir, save_freq="epoch", delete_checkpoint=False,
+                                             double_checkpoint=True),
+            keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
+            cb.FusionWeightSummaries(os.path.join(log_dir, "train")),
+        ]
+        if val_ds is not None:
+            callbacks.append(cb.ValidationSummaries(val_ds, model.class_names,
+                                                    os.path.join(log_dir, "validation"),
+                                                    freq=config.summary_freq))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir, update_freq="epoch"))
+        exit_after = os.environ.get(EXIT_AFTER_EPOCH_ENV)
+        if exit_after:
+            callbacks.append(cb.HardExitAfterEpoch(int(exit_after)))
+        os.makedirs(log_dir, exist_ok=True)
+
+        history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                            validation_data=fit_val_ds, validation_steps=val_steps,
+                            callbacks=callbacks, verbose=config.verbose)
+        initial_epoch = int(history.epoch[0]) if history.epoch else config.epochs
+
+        # 5. the final model, renamed into place so a reader never sees a partial file
+        model_path = os.path.join(run_dir, "model.keras")
+        tmp_path = os.path.join(run_dir, ".model.tmp.keras")
+        model.save(tmp_path)
+        os.replace(tmp_path, model_path)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return TrainResult(model=model, history=dict(history.history), model_path=model_path,
+                       initial_epoch=initial_epoch)
+
+
+def _warn_on_size_mismatch(meta, mc):
+    stored = {"clip_frames": meta["clip_frames"], "long_frames": meta["long_frames"],
+              "image_size": meta["image_size"]}
+    wanted = {"clip_frames": mc.clip_frames, "long_frames": mc.long_frames, "image_size": mc.image_size}
+    if stored != wanted:
+        print(f"vtcaps train: the data was written with {stored}, the model takes {wanted}; clips are "
+              "re-cut and resized on the fly (preprocess with the same --preset to avoid this)",
+              file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtcaps train", description=(
+        "Train VT-3DCapsNet on the output of `vtcaps preprocess` with keras fit under "
+        "MirroredStrategy; checkpoints every epoch, TensorBoard logs, RUN_DIR/model.keras."))
+    p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
+    p.add_argument("--run-dir", required=True, help="where checkpoints, logs and model.keras go")
+    p.add_argument("--preset", default="small", help="model preset: tiny, small or paper (default small)")
+    p.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help=f"default {PAPER_EPOCHS} (the paper's)")
+    p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--cpu-replicas", type=int, default=0,
+                   help="without a GPU: train on N logical CPU devices (MirroredStrategy replicas)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
+    p.add_argument("--flow", default=None, help="TPN information flow (default: the preset's)")
+    p.add_argument("--fusion", default=None, help="fusion of the adaptive flow: fast or softmax")
+    p.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="batches per epoch (default: one pass over the training clips)")
+    p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+    return TrainConfig(
+        data_dir=args.data, run_dir=args.run_dir, preset=args.preset, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, cpu_replicas=args.cpu_replicas,
+        resume=args.resume, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+        flow=args.flow, fusion=args.fusion, use_tpn=not args.no_tpn,
+        augment=data_lib.AugmentConfig.none() if args.no_augment else data_lib.AugmentConfig(),
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose)
+
+
+def cli_main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        # Before anything touches a device: logical CPU devices cannot be added afterwards.
+        if args.cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
+            configure_cpu_replicas(args.cpu_replicas)
+        result = train(config)
+    except (features.SchemaError, FileExistsError, ValueError, RuntimeError) as err:
+        print(f"vtcaps train: {err}", file=sys.stderr)
+        return 2
+    print(f"model: {result.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
