@@ -1,0 +1,155 @@
+"""Version management: a new version dropped into the base path while requests run is picked up with
+no failed request; the model config file with version policies and labels."""
+
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+import toy_model
+
+from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
+from vtcaps_tf.serving.models import ModelSpec, VersionPolicy, ready_versions
+from vtcaps_tf.serving.server import ModelServer, ServerConfig
+
+
+def _copy_version(src, dst):
+    """Copy a SavedModel so that saved_model.pb appears last, as an exporter writing in place would."""
+    os.makedirs(dst)
+    for entry in os.listdir(src):
+        if entry != "saved_model.pb":
+            (shutil.copytree if os.path.isdir(os.path.join(src, entry)) else shutil.copy2)(
+                os.path.join(src, entry), os.path.join(dst, entry))
+    shutil.copy2(os.path.join(src, "saved_model.pb"), os.path.join(dst, "saved_model.pb"))
+
+
+def test_ready_versions_need_saved_model_pb(tmp_path):
+    (tmp_path / "3").mkdir()
+    (tmp_path / "tmp-4").mkdir()
+    (tmp_path / "5").mkdir()
+    (tmp_path / "5" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "12").mkdir()
+    (tmp_path / "12" / "saved_model.pb").write_bytes(b"")
+    assert ready_versions(str(tmp_path)) == [5, 12]
+    assert ready_versions(str(tmp_path / "missing")) == []
+
+
+def test_switches_to_new_version_under_load_without_failures(tmp_path):
+    base = tmp_path / "models"
+    base.mkdir()
+    toy_model.write_toy_saved_model(str(base / "1"), bias=0.0)
+    staged = toy_model.write_toy_saved_model(str(tmp_path / "staged"), bias=4.0)
+    inputs = toy_model.random_inputs(1, seed=4)
+    expected = {1: toy_model.reference(inputs, 0.0)["probabilities"][0],
+                2: toy_model.reference(inputs, 4.0)["probabilities"][0]}
+    assert np.abs(expected[1] - expected[2]).max() > 0.1  # the two versions are told apart
+    body = {"inputs": {k: v.tolist() for k, v in inputs.items()}}
+
+    server = ModelServer([ModelSpec("toy", str(base))],
+                         ServerConfig(rest_port=0, grpc_port=None, poll_wait_seconds=0.1))
+    server.start()
+    url = f"{server.rest_url}/v1/models/toy:predict"
+    stop = threading.Event()
+    seen = [[] for _ in range(4)]
+    failures = []
+
+    def client(i):
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    r = session.post(url, json=body, timeout=30)
+                except requests.RequestException as err:
+                    failures.append(repr(err))
+                    continue
+                if r.status_code != 200:
+                    failures.append(r.text)
+                    continue
+                probs = np.array(r.json()["outputs"]["probabilities"][0])
+                match = [v for v, e in expected.items() if np.abs(probs - e).max() < 1e-5]
+                seen[i].append(match[0] if match else None)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        _copy_version(staged, str(base / "2"))
+        deadline = time.time() + 60
+        while time.time() < deadline and not all(s and s[-1] == 2 for s in seen):
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        status = requests.get(f"{server.rest_url}/v1/models/toy").json()
+        server.stop()
+
+    assert failures == []
+    for per_client in seen:
+        assert None not in per_client
+        assert per_client[0] == 1 and per_client[-1] == 2
+        first_two = per_client.index(2)
+        assert set(per_client[first_two:]) == {2}  # never back to the old version
+    states = {s["version"]: s["state"] for s in status["model_version_status"]}
+    assert states == {"2": "AVAILABLE", "1": "END"}
+
+
+def test_config_file_policies_and_labels(tmp_path, toy_base_path):
+    base = tmp_path / "multi"
+    base.mkdir()
+    toy_model.write_toy_saved_model(str(base / "1"), bias=0.0)
+    toy_model.write_toy_saved_model(str(base / "2"), bias=4.0)
+    config = tmp_path / "models.config"
+    config.write_text(f"""
+model_config_list {{
+  config {{
+    name: "both"
+    base_path: "{base}"
+    model_platform: "tensorflow"
+    model_version_policy {{ all {{}} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+  config {{ name: "single" base_path: "{toy_base_path}" }}
+}}
+""")
+    specs = read_model_config_file(str(config))
+    assert [s.name for s in specs] == ["both", "single"]
+    assert specs[0].policy == VersionPolicy("all")
+    assert dict(specs[0].labels) == {"stable": 1, "canary": 2}
+
+    inputs = toy_model.random_inputs(1, seed=6)
+    body = {"inputs": {k: v.tolist() for k, v in inputs.items()}}
+    with ModelServer(specs, ServerConfig(rest_port=0, grpc_port=None, poll_wait_seconds=0)) as server:
+        def probs(tail):
+            r = requests.post(f"{server.rest_url}/v1/models/{tail}:predict", json=body)
+            assert r.status_code == 200, r.text
+            return np.array(r.json()["outputs"]["probabilities"][0])
+
+        v1 = toy_model.reference(inputs, 0.0)["probabilities"][0]
+        v2 = toy_model.reference(inputs, 4.0)["probabilities"][0]
+        np.testing.assert_allclose(probs("both"), v2, atol=1e-5)  # no version: the highest
+        np.testing.assert_allclose(probs("both/versions/1"), v1, atol=1e-5)
+        np.testing.assert_allclose(probs("both/labels/stable"), v1, atol=1e-5)
+        np.testing.assert_allclose(probs("both/labels/canary"), v2, atol=1e-5)
+        np.testing.assert_allclose(probs("single"), v1, atol=1e-5)
+        status = requests.get(f"{server.rest_url}/v1/models/both").json()
+        assert sorted(s["version"] for s in status["model_version_status"]) == ["1", "2"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model_config_list { config { name: 'a' } }", "base_path"),
+    ("model_config_list { config { base_path: '/x' } }", "name"),
+    ("model_config_list { config { name: 'a' base_path: '/x' model_platform: 'onnx' } }", "platform"),
+    ("model_config_list { }", "no model"),
+    ("this is not a config", "text format"),
+])
+def test_bad_config_files_are_rejected(tmp_path, text, message):
+    path = tmp_path / "bad.config"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError, match=message):
+        read_model_config_file(str(path))
