@@ -1,0 +1,298 @@
+"""`vtcaps preprocess`: the Beam job turning a dataset of face videos into TFRecords.
+
+    list videos (source) -> Create -> Reshuffle -> AnalyzeVideos (decode, MediaPipe, 68 landmarks,
+    aligned crop, AU map, clips) -> Partition by split -> WriteToTFRecord (gzip)
+                                                       -> dead letters -> WriteToText (.jsonl)
+                                                       -> outcomes -> CombineGlobally -> stats
+    then, in the launching process: statistics and schema checks on the written shards,
+    stats.json, and metadata.json last (only a usable output gets one).
+
+Runs here on the DirectRunner's FnApiRunner in multi-processing mode (one worker per core); any
+other Beam runner takes the usual flags, e.g. `--runner FlinkRunner --flink_master HOST:8081
+--environment_type LOOPBACK`, `--runner SparkRunner --spark_master_url spark://HOST:7077`,
+`--runner DataflowRunner --project P --region R --temp_location gs://B/tmp
+--setup_file ./setup.py` (with `--input`/`--output` on storage every worker can read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from pipeline import checks, sources, transforms
+from vtcaps_tf.data import features
+from vtcaps_tf.models.presets import PRESETS, get_preset
+
+_LOG = logging.getLogger(__name__)
+
+PROGRESS_DIR = ".progress"
+PARTIAL_STATS = ".job_stats"
+DEFAULT_RATIOS = "0.7,0.15,0.15"
+
+
+class PreprocessError(RuntimeError):
+    """The job ran but its output is not usable (the message says why)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vtcaps preprocess",
+        description="Beam job: face videos -> aligned face clips + AU maps -> TFRecords split by "
+                    "subject. Unknown flags go to Beam (--runner, --direct_num_workers, ...).")
+    p.add_argument("--source", required=True, choices=sources.SOURCES, help="dataset layout")
+    p.add_argument("--input", required=True, help="dataset root")
+    p.add_argument("--output", required=True, help="output directory (shards, metadata.json, ...)")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                   help="model preset giving the clip length, TPN window and crop size (default small)")
+    p.add_argument("--clip-frames", type=int, help="N, frames per clip (default: the preset's)")
+    p.add_argument("--long-frames", type=int, help="M, frames of the TPN window (default: the preset's)")
+    p.add_argument("--image-size", type=int, help="side of the aligned face crop (default: the preset's)")
+    p.add_argument("--split-ratios", default=DEFAULT_RATIOS, help=f"train,val,test (default {DEFAULT_RATIOS})")
+    p.add_argument("--seed", type=int, default=42, help="seed of the subject split (default 42)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def parse_args(argv):
+    args, beam_args = build_parser().parse_known_args(argv)
+    preset = get_preset(args.preset)
+    args.clip_frames = args.clip_frames or preset.clip_frames
+    args.long_frames = args.long_frames or max(preset.long_frames, args.clip_frames)
+    args.image_size = args.image_size or preset.image_size
+    if args.clip_frames < 1 or args.long_frames < args.clip_frames:
+        raise ValueError(f"need 1 <= --clip-frames <= --long-frames, got {args.clip_frames}, {args.long_frames}")
+    if args.image_size < 8:
+        raise ValueError(f"--image-size must be at least 8, got {args.image_size}")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    args.split_ratios = sources.base.parse_ratios(args.split_ratios)
+    return args, beam_args
+
+
+def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    """A Pipeline for the Beam flags. No --runner (or DirectRunner): the FnApiRunner in
+    multi-processing mode, one worker per core; the DirectRunner's own switch would first try to
+    fetch the Prism runner, which an offline machine cannot do."""
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    if runner not in (None, "DirectRunner"):
+        return beam.Pipeline(options=options)
+    direct = options.view_as(DirectOptions)
+    if not any(a.startswith("--direct_running_mode") for a in beam_args):
+        direct.direct_running_mode = "multi_processing"
+    if not any(a.startswith("--direct_num_workers") for a in beam_args):
+        direct.direct_num_workers = os.cpu_count() or 1
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=info), options=options)
+
+
+def clear_outputs(out: str):
+    """Remove what an earlier run left (stale shards would be read with the new ones)."""
+    tf.io.gfile.makedirs(out)
+    patterns = [f"{s}-*{features.SHARD_SUFFIX}" for s in features.SPLITS] + [
+        f"{features.DEAD_LETTER_PREFIX}-*.jsonl", features.METADATA_FILE, features.STATS_FILE,
+        PARTIAL_STATS + "*"]
+    for pattern in patterns:
+        for path in tf.io.gfile.glob(os.path.join(out, pattern)):
+            tf.io.gfile.remove(path)
+    if tf.io.gfile.exists(os.path.join(out, PROGRESS_DIR)):
+        tf.io.gfile.rmtree(os.path.join(out, PROGRESS_DIR))
+
+
+class ProgressDisplay:
+    """Prints `videos done / total` on stderr while the job runs, from the marker files the
+    workers write (works across worker processes, and on any runner with a shared filesystem)."""
+
+    def __init__(self, marker_dir: str, total: int, enabled: bool = True, every_s: float = 2.0):
+        self.marker_dir, self.total, self.enabled, self.every_s = marker_dir, total, enabled, every_s
+        self._stop = threading.Event()
+        self._thread = None
+        self._last = -1
+        self._start = 0.0
+
+    def _count(self) -> int:
+        try:
+            return len(tf.io.gfile.listdir(self.marker_dir))
+        except tf.errors.NotFoundError:
+            return 0
+
+    def _show(self, done: int):
+        if done != self._last:
+            self._last = done
+            pct = 100.0 * done / max(self.total, 1)
+            print(f"preprocess: {done}/{self.total} videos done ({pct:.0f}%, "
+                  f"{time.time() - self._start:.0f} s)", file=sys.stderr, flush=True)
+
+    def _loop(self):
+        while not self._stop.wait(self.every_s):
+            self._show(self._count())
+
+    def __enter__(self):
+        self._start = time.time()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._loop, name="preprocess-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._show(self._count())
+
+
+def build(p: beam.Pipeline, discovery, config: transforms.JobConfig, split_of: dict, out: str):
+    """The job's graph on `p`."""
+    items = p | "ListVideos" >> beam.Create(discovery.items)
+    processed = items | "ProcessVideos" >> transforms.ProcessVideos(config, split_of)
+    processed["examples"] | "WriteTFRecords" >> transforms.WriteExamples(out)
+    (processed["dead_letters"]
+     | "DeadLettersToJson" >> beam.Map(transforms.to_json_line)
+     | "WriteDeadLetters" >> beam.io.WriteToText(
+         os.path.join(out, features.DEAD_LETTER_PREFIX), file_name_suffix=".jsonl"))
+    (processed["outcomes"]
+     | "Summarize" >> beam.CombineGlobally(transforms.SummarizeOutcomesFn())
+     | "SummaryToJson" >> beam.Map(transforms.to_json_line)
+     | "WriteSummary" >> beam.io.WriteToText(os.path.join(out, PARTIAL_STATS), shard_name_template="",
+                                             file_name_suffix=".json"))
+
+
+def _read_json(path):
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def _write_json(path, obj):
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def count_dead_letters(out: str) -> dict[str, int]:
+    counts = {}
+    for path in tf.io.gfile.glob(os.path.join(out, f"{features.DEAD_LETTER_PREFIX}-*.jsonl")):
+        with tf.io.gfile.GFile(path) as f:
+            for line in f:
+                if line.strip():
+                    reason = json.loads(line)["reason"]
+                    counts[reason] = counts.get(reason, 0) + 1
+    return counts
+
+
+def finalize(out: str, args, discovery, counters: dict) -> dict:
+    """Checks on the written output, stats.json, then metadata.json. Raises PreprocessError."""
+    job = _read_json(os.path.join(out, PARTIAL_STATS + ".json"))
+    tf.io.gfile.remove(os.path.join(out, PARTIAL_STATS + ".json"))
+    dead = count_dead_letters(out)
+    written_videos = sum(sum(s["videos_per_class"].values()) for s in job["splits"].values())
+    stats = {
+        "source": discovery.source, "input": discovery.root, "classes": discovery.classes,
+        "videos": {"listed": len(discovery.items), "written": written_videos,
+                   "dead_letters": sum(dead.values())},
+        "dead_letters": dead, "empty_classes": discovery.empty_classes,
+        "ignored_files": len(discovery.ignored_files), "counters": counters, "splits": {},
+    }
+    problems = []
+    try:
+        checked = checks.validate(out, discovery.classes, args.clip_frames, args.long_frames,
+                                  args.image_size)
+    except checks.ValidationError as err:
+        checked, problems = None, [str(err)]
+    for split in features.SPLITS:
+        s = dict(job["splits"].get(split) or transforms._empty_split())
+        s["videos"] = sum(s["videos_per_class"].values())
+        s["clips"] = sum(s["clips_per_class"].values())
+        s["subjects"] = len(s["subjects"])
+        if checked is not None:
+            s["clips_read_back"] = checked[split]["clips"]
+            s["shards"] = checked[split]["shards"]
+            if checked[split]["clips"] != s["clips"]:
+                problems.append(f"{split}: {s['clips']} clips made but {checked[split]['clips']} read back")
+        stats["splits"][split] = s
+    if written_videos + sum(dead.values()) != len(discovery.items):
+        problems.append(f"{len(discovery.items)} videos listed, but {written_videos} written and "
+                        f"{sum(dead.values())} dead letters")
+    stats["check"] = {"passed": not problems, "problems": problems}
+    _write_json(os.path.join(out, features.STATS_FILE), stats)
+    if problems:
+        raise PreprocessError("\n".join(problems))
+    _write_json(os.path.join(out, features.METADATA_FILE), {
+        "schema_version": features.SCHEMA_VERSION, "classes": discovery.classes,
+        "clip_frames": args.clip_frames, "long_frames": args.long_frames,
+        "image_size": args.image_size, "au_size": features.AU_MAP_SIZE, "source": discovery.source,
+        "counts": {split: stats["splits"][split]["clips"] for split in features.SPLITS},
+        "videos": {split: stats["splits"][split]["videos"] for split in features.SPLITS},
+        "seed": args.seed, "split_ratios": list(args.split_ratios), "preset": args.preset,
+    })
+    return stats
+
+
+def query_counters(result) -> dict:
+    try:
+        metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(
+            transforms.NAMESPACE))
+    except Exception:  # not every runner reports metrics
+        return {}
+    out = {}
+    for c in metrics.get("counters", []):
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
+    return out
+
+
+def run(argv=None, test_pipeline=None) -> dict:
+    """Run the job; returns the contents of stats.json. Raises SourceError, ValueError or
+    PreprocessError (with a clear message) when the input or the output is unusable."""
+    args, beam_args = parse_args(argv)
+    discovery = sources.discover(args.source, args.input)
+    split_of = sources.split_plan(discovery.items, args.split_ratios, args.seed)
+    out = args.output
+    clear_outputs(out)
+    marker_dir = os.path.join(out, PROGRESS_DIR)
+    tf.io.gfile.makedirs(marker_dir)
+    config = transforms.JobConfig(
+        source=discovery.source, classes=tuple(discovery.classes), clip_frames=args.clip_frames,
+        long_frames=args.long_frames, image_size=args.image_size, jpeg_quality=args.jpeg_quality,
+        progress_dir=marker_dir)
+    print(f"preprocess: {len(discovery.items)} videos, {len(discovery.classes)} classes "
+          f"({discovery.source}: {args.input}) -> {out}", file=sys.stderr, flush=True)
+    p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)
+    build(p, discovery, config, split_of, out)
+    with ProgressDisplay(marker_dir, len(discovery.items), enabled=not args.no_progress):
+        result = p.run()
+        result.wait_until_finish()
+    tf.io.gfile.rmtree(marker_dir)
+    stats = finalize(out, args, discovery, query_counters(result))
+    return stats
+
+
+def cli_main(argv) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        stats = run(argv)
+    except (sources.SourceError, checks.ValidationError, PreprocessError, ValueError) as err:
+        print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
+        return 1
+    splits = ", ".join(f"{s} {stats['splits'][s]['clips']} clips" for s in features.SPLITS)
+    print(f"preprocess: done: {splits}; {stats['videos']['dead_letters']} dead letters "
+          f"{stats['dead_letters'] or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))

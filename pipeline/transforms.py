@@ -1,0 +1,290 @@
+"""The Beam DoFns and composite transforms of the preprocessing job.
+
+`AnalyzeVideoFn` turns one `VideoItem` into its clips (serialized SequenceExamples keyed by split)
+or into one dead letter; a second tagged output carries one outcome record per video for the
+statistics. Every video ends in exactly one of the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+
+import apache_beam as beam
+import numpy as np
+
+from vtcaps_tf.data import clips as clips_lib
+from vtcaps_tf.data import features
+from vtcaps_tf.face.align import DEFAULT_MARGIN
+
+_LOG = logging.getLogger(__name__)
+
+DEAD_LETTERS = "dead_letters"
+OUTCOMES = "outcomes"
+NAMESPACE = "vtcaps.preprocess"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """What the per-video work needs (pickled to the workers)."""
+
+    source: str
+    classes: tuple[str, ...]
+    clip_frames: int
+    long_frames: int
+    image_size: int
+    au_size: int = features.AU_MAP_SIZE
+    margin: float = DEFAULT_MARGIN
+    jpeg_quality: int = 95
+    progress_dir: str | None = None  # one empty marker file per finished video
+
+
+def dead_letter(path: str, reason: str, detail: str = "") -> dict:
+    return {"path": path, "reason": reason, "detail": detail}
+
+
+def load_item_frames(item):
+    """(Video, landmarks [T, 68, 2] in pixels or None) of one item; raises VideoReadError."""
+    from vtcaps_tf.face.video import Video, VideoReadError, read_image, read_video
+
+    if item.frame_files is None:
+        return read_video(item.path, fps=item.fps), None
+    if not item.frame_files:
+        raise VideoReadError("no_frames", f"{item.path} holds no images")
+    frames = [read_image(f) for f in item.frame_files]
+    if len({f.shape for f in frames}) != 1:
+        raise VideoReadError("unreadable", f"frames of {item.path} differ in size")
+    landmarks = None
+    if item.landmark_files:
+        from pipeline.sources.ckplus import read_landmarks_file
+
+        try:
+            landmarks = np.stack([read_landmarks_file(f) for f in item.landmark_files])
+        except (OSError, ValueError) as err:  # fall back on MediaPipe for this sequence
+            _LOG.warning("ignoring the landmarks of %s: %s", item.video_id, err)
+    return Video(np.stack(frames), float(item.fps or 30.0)), landmarks
+
+
+class AnalyzeVideoFn(beam.DoFn):
+    """VideoItem -> (split, serialized SequenceExample) per clip, or one dead letter.
+
+    Tagged outputs: `dead_letters` ({"path", "reason", "detail"}) and `outcomes` (one dict per video,
+    for the statistics). The MediaPipe graph is opened once per worker, in `setup()`.
+    """
+
+    def __init__(self, config: JobConfig, split_of: dict[str, str]):
+        self.config = config
+        self.split_of = split_of
+        self.videos_read = beam.metrics.Metrics.counter(NAMESPACE, "videos_read")
+        self.frames_without_face = beam.metrics.Metrics.counter(NAMESPACE, "frames_without_face")
+        self.clips_written = beam.metrics.Metrics.counter(NAMESPACE, "clips_written")
+        self.dead_letters = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
+        self._analyzer = None
+
+    def setup(self):
+        from vtcaps_tf.face.analyzer import FaceAnalyzer
+
+        self._analyzer = FaceAnalyzer(self.config.image_size, video=True, margin=self.config.margin,
+                                      au_size=self.config.au_size)
+
+    def teardown(self):
+        if self._analyzer is not None:
+            self._analyzer.close()
+            self._analyzer = None
+
+    def process(self, item):
+        try:
+            outputs = list(self._clips_of(item))
+        except _DeadLetter as dead:
+            outputs = [dead.output(item)]
+        except Exception as err:  # a bug or an odd file: keep the job going, but say so loudly
+            _LOG.exception("unexpected error on %s", item.video_id)
+            outputs = [_DeadLetter("error", f"{type(err).__name__}: {err}").output(item)]
+        for out in outputs:
+            if isinstance(out, beam.pvalue.TaggedOutput) and out.tag == DEAD_LETTERS:
+                self.dead_letters.inc()
+            yield out
+        self._mark_done(item)
+
+    def _clips_of(self, item):
+        from vtcaps_tf.face.analyzer import NoFaceError
+        from vtcaps_tf.face.video import VideoReadError
+
+        cfg = self.config
+        if item.dead_reason:
+            raise _DeadLetter(item.dead_reason, item.dead_detail)
+        if item.label_name not in cfg.classes:
+            raise _DeadLetter("unknown_label", f"label {item.label_name!r} is not one of {list(cfg.classes)}")
+        split = self.split_of[item.video_id]
+        try:
+            video, landmarks = load_item_frames(item)
+        except VideoReadError as err:
+            raise _DeadLetter(err.reason, err.detail)
+        self.videos_read.inc()
+        windows = clips_lib.clip_windows(video.num_frames, cfg.clip_frames, cfg.long_frames)
+        if not windows:
+            raise _DeadLetter("too_few_frames",
+                              f"{video.num_frames} frames, a clip needs {cfg.clip_frames}")
+        try:
+            track = self._analyzer.analyze(video.frames, landmarks=landmarks)
+        except NoFaceError:
+            raise _DeadLetter("no_face", f"no face in any of {video.num_frames} frames")
+        self.frames_without_face.inc(track.num_missing)
+        jpegs = [features.encode_jpeg(crop, cfg.jpeg_quality) for crop in track.crops]
+        label = cfg.classes.index(item.label_name)
+        for w in windows:
+            start_time, end_time = w.times(video.fps)
+            clip = features.Clip(
+                video_id=item.video_id, subject_id=item.subject, label=label,
+                label_name=item.label_name, clip_index=w.index, clip_frames=cfg.clip_frames,
+                clip_offset=w.offset, fps=video.fps, source=cfg.source,
+                frames_jpeg=[jpegs[t] for t in w.window], landmarks=track.landmarks[w.window],
+                au_maps=track.au_maps[w.window], image_size=cfg.image_size,
+                start_time=start_time, end_time=end_time)
+            yield split, clip.to_example().SerializeToString()
+        self.clips_written.inc(len(windows))
+        yield beam.pvalue.TaggedOutput(OUTCOMES, {
+            "status": "ok", "video_id": item.video_id, "split": split, "label_name": item.label_name,
+            "subject": item.subject, "frames": video.num_frames, "clips": len(windows),
+            "faces_found": int(track.found.sum()), "faces_missing": track.num_missing})
+
+    def _mark_done(self, item):
+        if not self.config.progress_dir:
+            return
+        from apache_beam.io.filesystems import FileSystems
+
+        name = hashlib.sha1(item.video_id.encode()).hexdigest()
+        FileSystems.create(FileSystems.join(self.config.progress_dir, name)).close()
+
+
+class _DeadLetter(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+    def output(self, item):
+        return beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(item.path, self.reason, self.detail))
+
+
+def dead_letter_outcome(letter: dict) -> dict:
+    return {"status": "dead_letter", "reason": letter["reason"]}
+
+
+def split_index(element, num_partitions: int) -> int:
+    """Partition function: (split, record) -> index of the split in SPLITS."""
+    return features.SPLITS.index(element[0])
+
+
+class SummarizeOutcomesFn(beam.CombineFn):
+    """Per-video outcomes -> one statistics dict (per split: videos and clips per class, frames,
+    faces found and missing, subjects; dead letters by reason)."""
+
+    def create_accumulator(self):
+        return {"splits": {}, "dead_letters": {}}
+
+    def add_input(self, acc, outcome):
+        if outcome["status"] == "dead_letter":
+            acc["dead_letters"][outcome["reason"]] = acc["dead_letters"].get(outcome["reason"], 0) + 1
+            return acc
+        s = acc["splits"].setdefault(outcome["split"], _empty_split())
+        label = outcome["label_name"]
+        s["videos_per_class"][label] = s["videos_per_class"].get(label, 0) + 1
+        s["clips_per_class"][label] = s["clips_per_class"].get(label, 0) + outcome["clips"]
+        for key in ("frames", "faces_found", "faces_missing"):
+            s[key] += outcome[key]
+        s["subjects"] = sorted(set(s["subjects"]) | {outcome["subject"]})
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            for reason, n in acc["dead_letters"].items():
+                out["dead_letters"][reason] = out["dead_letters"].get(reason, 0) + n
+            for split, s in acc["splits"].items():
+                o = out["splits"].setdefault(split, _empty_split())
+                for key in ("videos_per_class", "clips_per_class"):
+                    for label, n in s[key].items():
+                        o[key][label] = o[key].get(label, 0) + n
+                for key in ("frames", "faces_found", "faces_missing"):
+                    o[key] += s[key]
+                o["subjects"] = sorted(set(o["subjects"]) | set(s["subjects"]))
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _empty_split():
+    return {"videos_per_class": {}, "clips_per_class": {}, "frames": 0, "faces_found": 0,
+            "faces_missing": 0, "subjects": []}
+
+
+def to_json_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
+class ProcessVideos(beam.PTransform):
+    """VideoItems -> {"examples": (split, bytes), "dead_letters": dict, "outcomes": dict}."""
+
+    def __init__(self, config: JobConfig, split_of: dict[str, str]):
+        super().__init__()
+        self.config = config
+        self.split_of = split_of
+
+    def expand(self, items):
+        results = (
+            items
+            # Spread the videos over the workers (Create makes one bundle otherwise).
+            | "Redistribute" >> beam.Reshuffle()
+            | "AnalyzeVideos" >> beam.ParDo(AnalyzeVideoFn(self.config, self.split_of)).with_outputs(
+                DEAD_LETTERS, OUTCOMES, main="examples"))
+        dead_outcomes = results[DEAD_LETTERS] | "DeadLetterOutcomes" >> beam.Map(dead_letter_outcome)
+        outcomes = (results[OUTCOMES], dead_outcomes) | "AllOutcomes" >> beam.Flatten()
+        return {"examples": results.examples, "dead_letters": results[DEAD_LETTERS],
+                "outcomes": outcomes}
+
+
+class TFRecordSink(beam.io.filebasedsink.FileBasedSink):
+    """Gzip TFRecord shards written by TensorFlow's own record writer (Beam's TFRecord sink needs
+    a crc32c package that this stack does not ship; TensorFlow computes the checksums natively)."""
+
+    def __init__(self, file_path_prefix: str, file_name_suffix: str = features.SHARD_SUFFIX):
+        from apache_beam.coders import BytesCoder
+        from apache_beam.io.filesystem import CompressionTypes
+
+        super().__init__(file_path_prefix, coder=BytesCoder(), file_name_suffix=file_name_suffix,
+                         compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def open(self, temp_path):
+        import tensorflow as tf
+
+        return tf.io.TFRecordWriter(temp_path, tf.io.TFRecordOptions(compression_type="GZIP"))
+
+    def write_encoded_record(self, file_handle, encoded_value):
+        file_handle.write(encoded_value)
+
+    def close(self, file_handle):
+        file_handle.close()
+
+
+class WriteExamples(beam.PTransform):
+    """(split, bytes) -> `<out>/<split>-SSSSS-of-NNNNN.tfrecord.gz` for every split (empty splits
+    still get a shard, so a reader sees 0 records rather than a missing file)."""
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+
+    def expand(self, examples):
+        from apache_beam.io.filesystems import FileSystems
+
+        parts = examples | "BySplit" >> beam.Partition(split_index, len(features.SPLITS))
+        writes = []
+        for split, part in zip(features.SPLITS, parts):
+            writes.append(
+                part
+                | f"Records_{split}" >> beam.Values()
+                | f"Write_{split}" >> beam.io.Write(TFRecordSink(FileSystems.join(self.output_dir, split))))
+        return writes

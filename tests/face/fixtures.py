@@ -1,0 +1,147 @@
+"""Tiny face-video datasets built from matplotlib's sample photo (a real face), for the face and
+pipeline tests: folder, synthetic, CK+ and AFEW layouts, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def face_image(width: int = 160) -> np.ndarray:
+    """grace_hopper.jpg, RGB, scaled to `width` pixels wide."""
+    import cv2
+    import matplotlib.cbook as cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    h, w = bgr.shape[:2]
+    bgr = cv2.resize(bgr, (width, int(round(h * width / w))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def shifted_frames(image: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """`n` frames of the image moved by a few pixels each (a face that moves a little)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    out = []
+    for _ in range(n):
+        dx, dy = rng.integers(-3, 4, size=2)
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        out.append(cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+    return np.stack(out)
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 10.0) -> str:
+    """RGB frames -> an MJPG .avi."""
+    import cv2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened(), path
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    return path
+
+
+def write_face_video(path: str, n: int = 8, seed: int = 0, width: int = 160) -> str:
+    return write_video(path, shifted_frames(face_image(width), n, seed))
+
+
+def write_noface_video(path: str, n: int = 8) -> str:
+    """Smooth grey gradients: no face anywhere."""
+    ramp = np.linspace(60, 180, 160, dtype=np.float32)
+    frames = np.stack([np.broadcast_to((ramp[None, :, None] + 5 * k), (120, 160, 3)) for k in range(n)])
+    return write_video(path, frames.astype(np.uint8))
+
+
+def write_truncated_video(path: str, n: int = 12) -> str:
+    write_face_video(path, n)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3])
+    return path
+
+
+def write_bad_files(class_dir: str) -> dict[str, str]:
+    """An empty .avi and a text file named .avi; returns {reason: path}."""
+    os.makedirs(class_dir, exist_ok=True)
+    empty = os.path.join(class_dir, "bad_empty.avi")
+    open(empty, "wb").close()
+    text = os.path.join(class_dir, "bad_text.avi")
+    with open(text, "w") as f:
+        f.write("this is not a video\n" * 20)
+    return {"empty_file": empty, "unreadable": text}
+
+
+def write_folder_dataset(root: str, classes=("happy", "sad"), subjects=("s1", "s2", "s3"),
+                         per_subject: int = 1, frames: int = 8) -> list[str]:
+    """`<root>/<class>/<subject>_<k>.avi`: one good face video per class, subject and k."""
+    paths = []
+    for ci, name in enumerate(classes):
+        for si, subject in enumerate(subjects):
+            for k in range(per_subject):
+                seed = 100 * ci + 10 * si + k
+                paths.append(write_face_video(os.path.join(root, name, f"{subject}_{k}.avi"), frames, seed))
+    return paths
+
+
+def write_synthetic_dataset(root: str, classes=("neutral", "smile"), subjects=("a", "b", "c"),
+                            frames: int = 8) -> dict:
+    """The synthetic generator's layout: folder tree plus manifest.json."""
+    videos = []
+    for ci, name in enumerate(classes):
+        for si, subject in enumerate(subjects):
+            rel = f"{name}/{subject}_0.avi"
+            write_face_video(os.path.join(root, rel), frames, seed=ci * 10 + si)
+            videos.append({"path": rel, "label": name, "subject": subject})
+    manifest = {"classes": list(classes), "fps": 10.0, "frames": frames, "size": 160,
+                "tempo_only": False, "seed": 0, "videos": videos}
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return manifest
+
+
+def write_ckplus_dataset(root: str, sequences, frames: int = 8, landmarks=None) -> None:
+    """CK+ layout. `sequences`: [(subject, seq, emotion code or None)]. `landmarks` [68, 2] in
+    pixels of the unshifted photo: when given, a Landmarks/ file per frame (shifted with it)."""
+    import cv2
+
+    image = face_image()
+    for subject, seq, code in sequences:
+        img_dir = os.path.join(root, "cohn-kanade-images", subject, seq)
+        os.makedirs(img_dir, exist_ok=True)
+        rng = np.random.default_rng(hash((subject, seq)) % 1000)
+        for t in range(frames):
+            dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            frame = cv2.warpAffine(image, m, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+            stem = f"{subject}_{seq}_{t + 1:08d}"
+            grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # CK+ frames are mostly grey
+            cv2.imwrite(os.path.join(img_dir, stem + ".png"), grey)
+            if landmarks is not None:
+                lm_dir = os.path.join(root, "Landmarks", subject, seq)
+                os.makedirs(lm_dir, exist_ok=True)
+                np.savetxt(os.path.join(lm_dir, stem + "_landmarks.txt"),
+                           np.asarray(landmarks) + [dx, dy], fmt="%.7e")
+        if code is not None:
+            emo_dir = os.path.join(root, "Emotion", subject, seq)
+            os.makedirs(emo_dir, exist_ok=True)
+            with open(os.path.join(emo_dir, f"{subject}_{seq}_{frames:08d}_emotion.txt"), "w") as f:
+                f.write(f"   {float(code):.7e}\n")
+
+
+def write_afew_dataset(root: str, train=(("Happy", 2), ("Sad", 2)), val=(("Happy", 1),),
+                       frames: int = 8) -> None:
+    for set_name, spec in (("Train_AFEW", train), ("Val_AFEW", val)):
+        for ci, (name, count) in enumerate(spec):
+            for k in range(count):
+                write_face_video(os.path.join(root, set_name, name, f"{ci:03d}{k:04d}.avi"), frames,
+                                 seed=ci * 7 + k + (50 if set_name == "Val_AFEW" else 0))
