@@ -26,6 +26,8 @@ _SKELETON_DELETE = b"0123456789eE+-. \t\r\n"
 _NUMBER_CHARS = np.zeros(256, bool)
 _NUMBER_CHARS[np.frombuffer(b"0123456789eE+-.", np.uint8)] = True
 _BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
+# Signs, points and exponents numpy would accept but JSON does not ("-", "+1", ".5", "1.", "1e").
+_NOT_JSON_NUMBER = re.compile(rb"-(?![0-9])|(?<![eE])\+|(?<![0-9])\.|\.(?![0-9])|[eE](?![0-9+\-])")
 # Arrays shorter than this go through the standard decoder (not worth the numpy set-up).
 _FAST_MIN_CHARS = 256
 
@@ -79,6 +81,8 @@ def _fast_numeric_array(string: str, start: int):
     if tokens != int(np.prod(shape)):
         return None
     is_float = b"." in raw or b"e" in raw or b"E" in raw
+    if (is_float or b"-" in raw or b"+" in raw) and _NOT_JSON_NUMBER.search(raw):
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns on trailing junk; the count check catches it
         try:
