@@ -1,0 +1,46 @@
+"""Reading videos and frame folders; every bad input gets its own clear reason."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.face import fixtures as fx
+from vtcaps_tf.face import Video, VideoReadError, read_video
+
+
+def test_reads_avi_as_rgb(tmp_path):
+    frames = np.zeros((6, 48, 64, 3), np.uint8)
+    frames[..., 0] = 220  # pure red in RGB
+    path = fx.write_video(str(tmp_path / "red.avi"), frames, fps=12.0)
+    video = read_video(path)
+    assert isinstance(video, Video)
+    assert video.frames.shape == (6, 48, 64, 3) and video.frames.dtype == np.uint8
+    assert video.fps == pytest.approx(12.0)
+    assert video.frames[..., 0].mean() > 180 and video.frames[..., 2].mean() < 40  # RGB, not BGR
+
+
+def test_reads_frame_folder_in_name_order(tmp_path):
+    import cv2
+
+    for k in (2, 0, 1):
+        cv2.imwrite(str(tmp_path / f"f_{k:03d}.png"), np.full((20, 30), 10 * k, np.uint8))  # grey
+    (tmp_path / "notes.txt").write_text("not a frame")
+    video = read_video(str(tmp_path), fps=25.0)
+    assert video.frames.shape == (3, 20, 30, 3)
+    assert [int(f[0, 0, 0]) for f in video.frames] == [0, 10, 20]
+    assert video.fps == 25.0
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda d: str(d / "nope.avi"), "missing"),
+    (lambda d: fx.write_bad_files(str(d))["empty_file"], "empty_file"),
+    (lambda d: fx.write_bad_files(str(d))["unreadable"], "unreadable"),
+    (lambda d: fx.write_truncated_video(str(d / "cut.avi")), "truncated"),
+    (lambda d: (os.makedirs(d / "noframes"), str(d / "noframes"))[1], "no_frames"),
+])
+def test_bad_inputs_have_reasons(tmp_path, make, reason):
+    with pytest.raises(VideoReadError) as err:
+        read_video(make(tmp_path))
+    assert err.value.reason == reason
+    assert str(err.value).startswith(reason)
