@@ -1,0 +1,175 @@
+"""REST serving overhead: latency and throughput of `:predict` for one clip against the same
+SavedModel called in process, measured in the same run. Prints one JSON line.
+
+The model (`small` preset by default, untrained weights: speed does not depend on them) is exported
+with `export_model`, served by `vtcaps serve` in a child process, and asked with a pre-encoded
+columnar JSON body over a keep-alive connection per client (1 client, then 8 at once). The
+in-process figure is the loaded SavedModel's `serving_default` called directly in this process.
+
+    python benchmarks/serving.py [--preset small] [--requests 20] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def log(msg):
+    print(f"[serving bench] {msg}", file=sys.stderr, flush=True)
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def clip_inputs(config, seed=0):
+    rng = np.random.default_rng(seed)
+    s = config.image_size
+    return {"frames": rng.integers(0, 256, (1, config.clip_frames, s, s, 3), dtype=np.uint8),
+            "au_map": rng.random((1, config.clip_frames, 100, 100), dtype=np.float32),
+            "long_frames": rng.integers(0, 256, (1, config.long_frames, s, s, 3), dtype=np.uint8)}
+
+
+def start_server(base_path, name):
+    cmd = [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", base_path,
+           "--model-name", name, "--rest-port", "0", "--grpc-port", "-1",
+           "--file-system-poll-wait-seconds", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = re.search(r"REST API at (http://\S+)", line)
+        if m:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+            return proc, m.group(1)
+    proc.kill()
+    raise RuntimeError("vtcaps serve did not start")
+
+
+def rest_run(url, name, body, clients, requests_per_client):
+    from vtcaps_tf.serving.client import ServingClient
+
+    latencies, errors = [], []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def worker():
+        with ServingClient(url, name) as client:
+            client.predict({}, body=body)  # open the connection (not timed)
+            barrier.wait()
+            for _ in range(requests_per_client):
+                t0 = time.perf_counter()
+                try:
+                    client.predict({}, body=body)
+                except Exception as err:  # noqa: BLE001 - counted and reported
+                    errors.append(repr(err))
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors),
+            "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
+            "throughput_rps": round(len(latencies) / wall, 3)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="small")
+    p.add_argument("--requests", type=int, default=20, help="timed requests with 1 client")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests-per-client", type=int, default=4, help="with --clients at once")
+    args = p.parse_args(argv)
+
+    from vtcaps_tf.export import export_model
+    from vtcaps_tf.models import build_model
+    from vtcaps_tf.serving.client import encode_inputs
+    from vtcaps_tf.serving.models import Servable
+
+    classes = ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
+    model = build_model(args.preset, class_names=classes)
+    inputs = clip_inputs(model.config)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.join(tmp, "bench")
+        log(f"exporting the {args.preset} model")
+        version_dir = export_model(model, base)
+        del model
+
+        log("in-process calls")
+        servable = Servable("bench", 1, version_dir, warmup=False)
+        signature = servable.signature("serving_default")
+        for _ in range(2):
+            reference = signature.run(inputs)
+        local = []
+        for _ in range(args.requests):
+            t0 = time.perf_counter()
+            signature.run(inputs)
+            local.append(time.perf_counter() - t0)
+        del servable, signature
+
+        body = encode_inputs(inputs)
+        t0 = time.perf_counter()
+        from vtcaps_tf.serving import json_codec
+        json_codec.loads(body)
+        decode_ms = (time.perf_counter() - t0) * 1000
+
+        log("starting vtcaps serve")
+        proc, url = start_server(base, "bench")
+        try:
+            from vtcaps_tf.serving.client import ServingClient
+
+            with ServingClient(url, "bench") as client:
+                served = client.predict(inputs)
+            max_diff = float(np.abs(served["probabilities"] - reference["probabilities"]).max())
+            log("REST, 1 client")
+            one = rest_run(url, "bench", body, 1, args.requests)
+            log(f"REST, {args.clients} clients")
+            many = rest_run(url, "bench", body, args.clients, args.requests_per_client)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    local_p50 = percentile(local, 50)
+    ratio = one["p50_ms"] / local_p50
+    print(json.dumps({
+        "benchmark": "serving_rest_predict",
+        "preset": args.preset,
+        "clip": {k: list(v.shape) for k, v in inputs.items()},
+        "request_body_bytes": len(body),
+        "json_decode_ms": round(decode_ms, 2),
+        "in_process_p50_ms": round(local_p50, 2),
+        "in_process_p99_ms": round(percentile(local, 99), 2),
+        "rest_1_client": one,
+        f"rest_{args.clients}_clients": many,
+        "p50_ratio_rest_to_in_process": round(ratio, 4),
+        "overhead_pct_1_client": round(100 * (ratio - 1), 2),
+        "goal_overhead_pct": 20,
+        "goal_met": bool(ratio - 1 < 0.20),
+        "max_abs_diff_rest_vs_in_process": max_diff,
+        "cpu_count": os.cpu_count(),
+    }))
+
+
+if __name__ == "__main__":
+    main()

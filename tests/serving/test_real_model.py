@@ -1,0 +1,147 @@
+"""End to end with the real `tiny` VT-3DCapsNet exported by `export_model`: REST (plain HTTP) and gRPC
+(TF Serving's PredictionServiceStub) give the Keras model's own outputs to 1e-5, `serve_examples`
+takes the Beam job's SequenceExamples, and `vtcaps predict` runs against it.
+
+Building and exporting the model takes about a minute on 2 cores, hence `slow`."""
+
+import base64
+import json
+import os
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+CLASSES = ["anger", "happy", "surprise"]
+OUTPUTS = ("probabilities", "capsule_lengths", "tpn_probabilities")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from vtcaps_tf.export import export_model
+    from vtcaps_tf.models import build_model
+
+    model = build_model("tiny", class_names=CLASSES)
+    base = str(tmp_path_factory.mktemp("tiny_models"))
+    export_model(model, base)
+    return model, base
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    from vtcaps_tf.serving.models import ModelSpec
+    from vtcaps_tf.serving.server import ModelServer, ServerConfig
+
+    with ModelServer([ModelSpec("vtcaps", tiny[1])],
+                     ServerConfig(rest_port=0, grpc_port=0, poll_wait_seconds=0)) as srv:
+        yield srv
+
+
+def _inputs(model, batch, seed=0):
+    cfg = model.config
+    rng = np.random.default_rng(seed)
+    s = cfg.image_size
+    return {"frames": rng.integers(0, 256, (batch, cfg.clip_frames, s, s, 3), dtype=np.uint8),
+            "au_map": rng.random((batch, cfg.clip_frames, 100, 100), dtype=np.float32),
+            "long_frames": rng.integers(0, 256, (batch, cfg.long_frames, s, s, 3), dtype=np.uint8)}
+
+
+def _keras(model, inputs):
+    out = model(inputs, training=False)
+    return {k: np.asarray(out[k]) for k in OUTPUTS}
+
+
+def test_metadata_has_the_model_shapes(tiny, server):
+    model, _ = tiny
+    cfg = model.config
+    meta = requests.get(f"{server.rest_url}/v1/models/vtcaps/metadata").json()
+    inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+    dims = {k: [int(d["size"]) for d in v["tensor_shape"]["dim"]] for k, v in inputs.items()}
+    s = cfg.image_size
+    assert dims == {"frames": [-1, cfg.clip_frames, s, s, 3], "au_map": [-1, cfg.clip_frames, 100, 100],
+                    "long_frames": [-1, cfg.long_frames, s, s, 3]}
+
+
+def test_rest_equals_keras_model(tiny, server):
+    model, _ = tiny
+    inputs = _inputs(model, 2, seed=1)
+    r = requests.post(f"{server.rest_url}/v1/models/vtcaps:predict",
+                      json={"inputs": {k: v.tolist() for k, v in inputs.items()}})
+    assert r.status_code == 200, r.text
+    outputs = r.json()["outputs"]
+    expected = _keras(model, inputs)
+    for key in OUTPUTS:
+        np.testing.assert_allclose(outputs[key], expected[key], atol=1e-5, rtol=0)
+    assert outputs["classes"] == [CLASSES, CLASSES]
+
+
+def test_grpc_equals_keras_model(tiny, server):
+    model, _ = tiny
+    inputs = _inputs(model, 2, seed=2)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "vtcaps"
+    request.model_spec.signature_name = "serving_default"
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    expected = _keras(model, inputs)
+    for key in OUTPUTS:
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs[key]), expected[key], atol=1e-5, rtol=0)
+
+
+def test_serve_examples_takes_beam_sequence_examples(tiny, server):
+    from vtcaps_tf.data import features
+
+    model, _ = tiny
+    cfg = model.config
+    rng = np.random.default_rng(3)
+    m, s = cfg.long_frames, cfg.image_size
+    clip = features.Clip(
+        video_id="v", subject_id="s", label=1, label_name="happy", clip_index=0,
+        clip_frames=cfg.clip_frames, clip_offset=(m - cfg.clip_frames) // 2, fps=30.0, source="test",
+        frames_jpeg=[features.encode_jpeg(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)) for _ in range(m)],
+        landmarks=rng.random((m, 68, 2)), au_maps=rng.random((m, 100, 100)), image_size=s)
+    serialized = clip.to_example().SerializeToString()
+    r = requests.post(f"{server.rest_url}/v1/models/vtcaps:predict", json={
+        "signature_name": "serve_examples",
+        "instances": [{"b64": base64.b64encode(serialized).decode()}]})
+    assert r.status_code == 200, r.text
+    (row,) = r.json()["predictions"]
+    context, sequence = features.parse_example(tf.constant(serialized))
+    decoded = features.decode_clip(context, sequence, cfg.clip_frames, m, s)
+    expected = _keras(model, {k: v[None].numpy() for k, v in decoded.items()})
+    np.testing.assert_allclose(row["probabilities"], expected["probabilities"][0], atol=1e-5, rtol=0)
+
+
+def test_predict_command_against_served_model(tiny, server, tmp_path, capsys):
+    import cv2
+    import matplotlib.cbook
+
+    from vtcaps_tf.serving.predict import cli_main
+
+    model, base = tiny
+    n = model.config.clip_frames
+    bgr = cv2.resize(cv2.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)),
+                     (128, 160))
+    video = tmp_path / "face.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (128, 160))
+    for t in range(2 * n + 3):
+        writer.write(np.roll(bgr, (t % 3, (2 * t) % 3), axis=(0, 1)))
+    writer.release()
+    rc = cli_main([str(video), "--server", server.rest_url, "--model-name", "vtcaps", "--format", "json"])
+    remote = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    rc = cli_main([str(video), "--saved-model", os.path.join(base, "1"), "--format", "json"])
+    local = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    (a,), (b,) = remote, local
+    assert a["num_clips"] == 2 and set(a["probabilities"]) == set(CLASSES)
+    for ca, cb in zip(a["clips"], b["clips"]):
+        for k in CLASSES:
+            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=1e-5)
