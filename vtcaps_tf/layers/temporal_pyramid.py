@@ -217,7 +217,8 @@ class TemporalPyramid(keras.layers.Layer):
     `call(levels, training=None)` returns `{"logits": [B, num_classes], "aux_logits": (M-1
     tensors [B, num_classes], bottom to top, a tuple), "feature": [B, M*channels]}`.
     `modulate(levels)` returns the M modulated levels, `aggregate(levels)` the M fused levels
-    before pooling; `fusion_nodes` maps the adaptive flow's node names to their fusion layers.
+    before pooling; `fusion_nodes` maps the adaptive flow's node names to their fusion layers;
+    after build, `level_lengths` holds each level's ceil(T_i / alpha_i).
     """
 
     def __init__(self, num_classes, channels, flow="adaptive", fusion="fast", alphas=None,
