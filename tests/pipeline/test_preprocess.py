@@ -1,0 +1,183 @@
+"""The whole job under TestPipeline: outputs read back through vtcaps_tf.data, every video
+accounted for, bad inputs dead-lettered, and clear failures when the output would be unusable."""
+
+import glob
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing import test_pipeline
+
+from pipeline import preprocess
+from tests.face import fixtures as fx
+from vtcaps_tf.data import dataset, features
+
+N, M, S = 4, 8, 32
+ARGS = ["--clip-frames", str(N), "--long-frames", str(M), "--image-size", str(S), "--no-progress"]
+
+
+def _run(source, root, out, *extra):
+    argv = ["--source", source, "--input", root, "--output", out, *ARGS, *extra]
+    return preprocess.run(argv, test_pipeline=test_pipeline.TestPipeline(runner=FnApiRunner()))
+
+
+def _dead_letters(out):
+    lines = []
+    for path in glob.glob(os.path.join(out, "dead_letter-*.jsonl")):
+        with open(path) as f:
+            lines += [json.loads(line) for line in f if line.strip()]
+    return lines
+
+
+def _records(out, split):
+    files = features.split_files(out, split)
+    return [features.parse_example(r)[0] for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+@pytest.fixture(scope="module")
+def folder_job(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("videos"))
+    out = str(tmp_path_factory.mktemp("out"))
+    # 4 subjects x 2 classes of good 8-frame videos (2 clips each), plus every kind of bad input.
+    good = fx.write_folder_dataset(root, classes=("happy", "sad"), subjects=("s1", "s2", "s3", "s4"))
+    bad = fx.write_bad_files(os.path.join(root, "happy"))
+    bad["truncated"] = fx.write_truncated_video(os.path.join(root, "sad", "s1_trunc.avi"))
+    bad["no_face"] = fx.write_noface_video(os.path.join(root, "sad", "s2_grey.avi"))
+    os.makedirs(os.path.join(root, "angry"))  # a class folder with no videos
+    stats = _run("folder", root, out, "--split-ratios", "0.5,0.25,0.25", "--seed", "1")
+    return root, out, good, bad, stats
+
+
+def test_every_video_is_written_or_dead_lettered(folder_job):
+    root, out, good, bad, stats = folder_job
+    letters = _dead_letters(out)
+    assert sorted((d["path"], d["reason"]) for d in letters) == sorted((p, r) for r, p in bad.items())
+    written = set()
+    for split in features.SPLITS:
+        written |= {c["video_id"].numpy().decode() for c in _records(out, split)}
+    assert written == {os.path.relpath(p, root) for p in good}
+    assert len(written) + len(letters) == len(good) + len(bad)
+    assert stats["videos"] == {"listed": 12, "written": 8, "dead_letters": 4}
+    assert stats["dead_letters"] == {"empty_file": 1, "unreadable": 1, "truncated": 1, "no_face": 1}
+    assert stats["counters"]["clips_written"] == 16 and stats["counters"]["dead_letters"] == 4
+    assert stats["counters"]["videos_read"] == 9  # the 8 good and the faceless one decode
+    assert stats["empty_classes"] == ["angry"]
+
+
+def test_outputs_read_back_through_vtcaps_data(folder_job):
+    _, out, _, _, stats = folder_job
+    meta = features.read_metadata(out)
+    assert meta["classes"] == ["angry", "happy", "sad"]
+    assert (meta["clip_frames"], meta["long_frames"], meta["image_size"]) == (N, M, S)
+    for key in ("schema_version", "au_size", "source", "counts", "seed", "split_ratios"):
+        assert key in meta
+    assert sum(meta["counts"].values()) == 16 and meta["counts"]["train"] > 0
+    ds = dataset.read_split(out, "train", N, M, S)
+    n = 0
+    for inputs, label in ds:
+        n += 1
+        assert inputs["frames"].shape == (N, S, S, 3) and inputs["frames"].dtype == tf.uint8
+        assert inputs["long_frames"].shape == (M, S, S, 3)
+        assert inputs["au_map"].shape == (N, 100, 100)
+        assert 0.0 <= float(tf.reduce_min(inputs["au_map"])) and float(tf.reduce_max(inputs["au_map"])) == 1.0
+        assert int(label) in (1, 2)
+    assert n == meta["counts"]["train"]
+    assert os.path.exists(os.path.join(out, "stats.json"))
+
+
+def test_splits_are_by_subject_and_follow_the_ratios(folder_job):
+    _, out, _, _, stats = folder_job
+    subjects = {s: {c["subject_id"].numpy().decode() for c in _records(out, s)} for s in features.SPLITS}
+    # Subjects listed: s1..s4 and "bad" (bad_empty.avi, bad_text.avi). 5 x (0.5, 0.25, 0.25) =
+    # 2.5 / 1.25 / 1.25 -> 2 / 1 / 1, the spare one to train (largest remainder): 3 / 1 / 1,
+    # taken in the order of sha256("1:<subject>") (seed 1).
+    order = sorted(["s1", "s2", "s3", "s4", "bad"],
+                   key=lambda s: hashlib.sha256(f"1:{s}".encode()).hexdigest())
+    expected = {"train": set(order[:3]), "val": {order[3]}, "test": {order[4]}}
+    for split in features.SPLITS:
+        assert subjects[split] == expected[split] - {"bad"}  # "bad" has no clip anywhere
+    assert stats["check"]["passed"]
+
+
+def test_same_seed_same_output(folder_job, tmp_path):
+    root, out, *_ = folder_job
+    _run("folder", root, str(tmp_path), "--split-ratios", "0.5,0.25,0.25", "--seed", "1")
+    for split in features.SPLITS:
+        a = sorted((c["video_id"].numpy(), int(c["clip_index"])) for c in _records(out, split))
+        b = sorted((c["video_id"].numpy(), int(c["clip_index"])) for c in _records(str(tmp_path), split))
+        assert a == b
+
+
+def test_synthetic_source_end_to_end(tmp_path):
+    root = str(tmp_path / "synth")
+    fx.write_synthetic_dataset(root, classes=("neutral", "smile"), subjects=("a", "b", "c"))
+    out = str(tmp_path / "out")
+    stats = _run("synthetic", root, out, "--split-ratios", "0.34,0.33,0.33")
+    meta = features.read_metadata(out)
+    assert meta["classes"] == ["neutral", "smile"] and meta["source"] == "synthetic"
+    assert meta["counts"] == {"train": 4, "val": 4, "test": 4}  # 3 subjects -> one per split
+    assert stats["videos"]["dead_letters"] == 0
+
+
+def test_empty_train_split_fails_clearly(tmp_path, capsys):
+    root = str(tmp_path / "bad")
+    fx.write_bad_files(os.path.join(root, "happy"))
+    fx.write_noface_video(os.path.join(root, "sad", "x_1.avi"))
+    out = str(tmp_path / "out")
+    with pytest.raises(preprocess.PreprocessError, match="train split is empty"):
+        _run("folder", root, out)
+    assert not os.path.exists(os.path.join(out, "metadata.json"))  # unusable output: no metadata
+    stats = json.load(open(os.path.join(out, "stats.json")))
+    assert not stats["check"]["passed"] and len(_dead_letters(out)) == 3
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    os.makedirs(empty / "happy")
+    code = preprocess.cli_main(["--source", "folder", "--input", str(empty), "--output",
+                                str(tmp_path / "o"), *ARGS])
+    assert code == 1
+    assert "no class" in capsys.readouterr().err
+    code = preprocess.cli_main(["--source", "folder", "--input", str(empty), "--output",
+                                str(tmp_path / "o"), "--split-ratios", "1,2", *ARGS])
+    assert code == 1 and "split ratios" in capsys.readouterr().err
+
+
+def test_default_runner_is_multiprocessing_fnapi():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    p = preprocess.make_pipeline([])
+    assert type(p.runner).__name__ == "FnApiRunner"
+    direct = p.options.view_as(DirectOptions)
+    assert direct.direct_running_mode == "multi_processing"
+    assert direct.direct_num_workers == (os.cpu_count() or 1)
+    p = preprocess.make_pipeline(["--direct_num_workers", "3", "--direct_running_mode", "in_memory"])
+    assert p.options.view_as(DirectOptions).direct_num_workers == 3
+    assert p.options.view_as(DirectOptions).direct_running_mode == "in_memory"
+
+
+def test_progress_display_counts_markers(tmp_path, capsys):
+    markers = tmp_path / "m"
+    os.makedirs(markers)
+    with preprocess.ProgressDisplay(str(markers), total=4, every_s=0.05):
+        for k in range(3):
+            (markers / str(k)).touch()
+    err = capsys.readouterr().err
+    assert "3/4 videos done (75%" in err.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_multiprocessing_runner_end_to_end(tmp_path):
+    root = str(tmp_path / "v")
+    fx.write_folder_dataset(root, classes=("happy", "sad"), subjects=("s1", "s2", "s3"))
+    out = str(tmp_path / "out")
+    code = preprocess.cli_main(["--source", "folder", "--input", root, "--output", out, *ARGS,
+                                "--direct_num_workers", "2"])
+    assert code == 0
+    meta = features.read_metadata(out)
+    assert sum(meta["counts"].values()) == 12
+    assert np.sum([len(_records(out, s)) for s in features.SPLITS]) == 12
