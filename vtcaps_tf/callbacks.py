@@ -151,6 +151,15 @@ class FusionWeightSummaries(keras.callbacks.Callback):
             self._writer = None
 
 
+class OptimizerStepLogger(keras.callbacks.Callback):
+    """Adds `optimizer_step` (the optimizer's `iterations`) to each epoch's logs, so the CSV
+    history and TensorBoard show that a resumed run continues the step count."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.model.optimizer is not None:
+            logs["optimizer_step"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+
 class HardExitAfterEpoch(keras.callbacks.Callback):
     """Fault injection for resume tests: ends the process with os._exit right after epoch
     `epoch` (1-based) has been checkpointed, as a crash or a preemption would."""

@@ -24,12 +24,17 @@ import tensorflow as tf
 
 from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
+from vtcaps_tf.models.presets import PRESETS
 
 PAPER_EPOCHS = 500  # paper section 4.2.1
 # Set to N to end the process hard right after epoch N's checkpoint (resume tests).
 EXIT_AFTER_EPOCH_ENV = "VTCAPS_EXIT_AFTER_EPOCH"
 # Fields whose change between a run and its resume would make the checkpoint meaningless.
 _MODEL_FIELDS = ("preset", "flow", "fusion", "use_tpn", "model_overrides", "mixed_precision")
+
+
+class SetupError(ValueError):
+    """The run cannot start as configured (run directory state, devices, batch split)."""
 
 
 @dataclasses.dataclass
@@ -59,11 +64,13 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise SetupError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise SetupError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise SetupError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.preset not in PRESETS:
+            raise SetupError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if isinstance(self.augment, dict):
             self.augment = data_lib.AugmentConfig(**self.augment)
 
@@ -90,6 +97,7 @@ class TrainResult:
     history: dict
     model_path: str
     initial_epoch: int
+    replicas: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +115,7 @@ def configure_cpu_replicas(n: int) -> None:
     except RuntimeError:
         have = len(tf.config.list_logical_devices("CPU"))
         if have < n:
-            raise RuntimeError(
+            raise SetupError(
                 f"TensorFlow's devices are already initialised with {have} CPU device(s); "
                 f"--cpu-replicas {n} has to be applied before anything runs on a device") from None
 
@@ -173,7 +181,7 @@ def _check_run_dir(config: TrainConfig, ckpt_dir: str) -> None:
     has_ckpt = tf.io.gfile.exists(os.path.join(ckpt_dir, "training_metadata.json"))
     cfg_path = os.path.join(config.run_dir, "train_config.json")
     if has_ckpt and not config.resume:
-        raise FileExistsError(f"{config.run_dir!r} holds a checkpoint of an earlier run: pass "
+        raise SetupError(f"{config.run_dir!r} holds a checkpoint of an earlier run: pass "
                               "--resume to continue it, or choose a new --run-dir")
     if has_ckpt and tf.io.gfile.exists(cfg_path):
         with tf.io.gfile.GFile(cfg_path) as f:
@@ -181,7 +189,7 @@ def _check_run_dir(config: TrainConfig, ckpt_dir: str) -> None:
         new = config.to_json()
         changed = [k for k in _MODEL_FIELDS if old.get(k) != new.get(k)]
         if changed:
-            raise ValueError(f"cannot resume {config.run_dir!r} with a different {', '.join(changed)} "
+            raise SetupError(f"cannot resume {config.run_dir!r} with a different {', '.join(changed)} "
                              f"(was {', '.join(repr(old.get(k)) for k in changed)})")
     if config.resume and not has_ckpt:
         print(f"vtcaps train: no checkpoint in {ckpt_dir}, starting from epoch 1", file=sys.stderr)
@@ -233,7 +241,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
     strategy = make_strategy(config.cpu_replicas)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-        raise ValueError(f"the global batch size {config.batch_size} does not split evenly over "
+        raise SetupError(f"the global batch size {config.batch_size} does not split evenly over "
                          f"{replicas} replicas")
 
     previous_policy = keras.config.dtype_policy()
@@ -276,6 +284,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
 
         # 4. callbacks and fit
         callbacks = [
+            cb.OptimizerStepLogger(),
             keras.callbacks.BackupAndRestore(ckpt_dir, save_freq="epoch", delete_checkpoint=False,
                                              double_checkpoint=True),
             keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
@@ -304,7 +313,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return TrainResult(model=model, history=dict(history.history), model_path=model_path,
-                       initial_epoch=initial_epoch)
+                       initial_epoch=initial_epoch, replicas=replicas)
 
 
 def _warn_on_size_mismatch(meta, mc):
@@ -366,7 +375,7 @@ def cli_main(argv=None) -> int:
         if args.cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
             configure_cpu_replicas(args.cpu_replicas)
         result = train(config)
-    except (features.SchemaError, FileExistsError, ValueError, RuntimeError) as err:
+    except (features.SchemaError, SetupError) as err:
         print(f"vtcaps train: {err}", file=sys.stderr)
         return 2
     print(f"model: {result.model_path}")

@@ -1,0 +1,122 @@
+"""Export of the `tiny` model: versions, atomic write, both signatures loaded with
+tf.saved_model.load and compared with the in-memory model, saved_model_cli listing."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.data.fixtures import synthetic_clip
+from vtcaps_tf import export
+from vtcaps_tf.data import features
+
+CLASSES = ["anger", "happy", "sad"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from vtcaps_tf.models import build_model
+
+    return build_model("tiny", class_names=CLASSES, num_classes=3)
+
+
+def _inputs(cfg, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    n, m, s = cfg.clip_frames, cfg.long_frames, cfg.image_size
+    return {
+        "frames": rng.integers(0, 256, (batch, n, s, s, 3), dtype=np.uint8),
+        "au_map": rng.random((batch, n, 100, 100), dtype=np.float32),
+        "long_frames": rng.integers(0, 256, (batch, m, s, s, 3), dtype=np.uint8),
+    }
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("export") / "fer")
+    return base, export.export_model(model, base)
+
+
+@pytest.mark.slow
+def test_both_signatures_match_the_in_memory_model(model, exported):
+    _, path = exported
+    loaded = tf.saved_model.load(path)
+    assert set(loaded.signatures) == {"serving_default", "serve_examples"}
+    cfg = model.config
+
+    inputs = _inputs(cfg)
+    want = model(inputs, training=False)
+    got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(got["capsule_lengths"], want["capsule_lengths"], atol=1e-5)
+    np.testing.assert_allclose(got["tpn_probabilities"], want["tpn_probabilities"], atol=1e-5)
+    assert got["classes"].numpy().tolist() == [[c.encode() for c in CLASSES]] * 2
+
+    # serve_examples: serialized SequenceExamples as the Beam job writes them.
+    rng = np.random.default_rng(1)
+    clips = [synthetic_clip(k, 3, cfg.long_frames, cfg.clip_frames, cfg.image_size, rng) for k in range(3)]
+    serialized = [c.to_example().SerializeToString() for c in clips]
+    decoded = [features.decode_clip(*features.parse_example(s), cfg.clip_frames, cfg.long_frames,
+                                    cfg.image_size) for s in serialized]
+    batch = {k: tf.stack([d[k] for d in decoded]) for k in decoded[0]}
+    want = model(batch, training=False)
+    got = loaded.signatures["serve_examples"](examples=tf.constant(serialized))
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(got["tpn_probabilities"], want["tpn_probabilities"], atol=1e-5)
+    assert got["classes"].shape == (3, 3)
+
+
+@pytest.mark.slow
+def test_saved_model_cli_lists_both_signatures(exported):
+    _, path = exported
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    out = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "signature_def['serving_default']" in text and "signature_def['serve_examples']" in text
+    for name in ("frames", "au_map", "long_frames", "examples", "probabilities", "capsule_lengths",
+                 "classes", "tpn_probabilities"):
+        assert f"['{name}']" in text, name
+
+
+@pytest.mark.slow
+def test_versions_are_integers_never_overwritten_and_appear_whole(model, exported, monkeypatch):
+    base, first = exported
+    assert os.path.basename(first) == "1"
+    with pytest.raises(FileExistsError):
+        export.export_model(model, base, version=1)
+
+    # While the SavedModel is being written, no integer version directory exists yet.
+    seen = []
+    real_save = tf.saved_model.save
+
+    def spying_save(obj, path, **kw):
+        real_save(obj, path, **kw)
+        seen.append(sorted(os.listdir(base)))
+
+    monkeypatch.setattr(tf.saved_model, "save", spying_save)
+    second = export.export_model(model, base)
+    assert os.path.basename(second) == "2"
+    assert seen and "2" not in seen[0] and any(n.startswith(".tmp-") for n in seen[0])
+    assert sorted(os.listdir(base)) == ["1", "2"]  # the temporary directory is gone
+    assert os.path.isfile(os.path.join(second, "saved_model.pb"))
+    assert export.existing_versions(base) == [1, 2]
+
+
+@pytest.mark.slow
+def test_export_cli(model, tmp_path, capsys):
+    model_path = str(tmp_path / "model.keras")
+    model.save(model_path)
+    base = str(tmp_path / "models" / "fer")
+    assert export.cli_main(["--model", model_path, "--base-path", base, "--version", "7"]) == 0
+    assert capsys.readouterr().out.strip() == os.path.join(os.path.abspath(base), "7")
+    assert export.cli_main(["--model", model_path, "--base-path", base, "--version", "7"]) == 1
+    assert "never overwritten" in capsys.readouterr().err
+
+
+def test_export_cli_missing_model(tmp_path, capsys):
+    assert export.cli_main(["--model", str(tmp_path / "none.keras"), "--base-path", str(tmp_path)]) == 2
+    assert "no model file" in capsys.readouterr().err

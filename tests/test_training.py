@@ -1,0 +1,175 @@
+"""The trainer: fit of the `tiny` model on 2 CPU replicas, TensorBoard contents read back with
+TensorBoard's own event reader, kill-and-resume in a real separate process, clear errors."""
+
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.data.fixtures import write_dataset
+from vtcaps_tf import training
+from vtcaps_tf.data import features
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOSS_TERMS = ("loss", "margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching_loss",
+              "accuracy", "tpn_accuracy")
+
+
+def _read_events(directory):
+    """{tag: [(step, value or image bytes)]} from every event file under `directory`."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        for event in EventFileLoader(path).Load():
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                arr = tensor_util.make_ndarray(value.tensor)
+                item = arr.reshape(-1)[2:] if plugin == "images" else float(arr)
+                out.setdefault(value.tag, []).append((event.step, plugin, item))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two epochs of the tiny model on 2 replicas through the TFX-shaped run_fn."""
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.fail("tests/conftest.py should have made 2 logical CPU devices")
+    root = tmp_path_factory.mktemp("train")
+    data = write_dataset(str(root / "data"), counts={"train": 16, "val": 6}, num_classes=3)
+    fn_args = training.FnArgs(
+        train_files=[os.path.join(data, "train-*.tfrecord.gz")],
+        eval_files=[os.path.join(data, "val-*.tfrecord.gz")],
+        model_run_dir=str(root / "run"),
+        serving_model_dir=str(root / "serving"),
+        custom_config={"preset": "tiny", "epochs": 2, "batch_size": 4, "cpu_replicas": 2,
+                       "learning_rate": 1e-3, "augment": {"crop_scale": 1.0, "flip": False,
+                                                          "brightness": 0.0, "contrast": 0.0,
+                                                          "temporal_jitter": 0},
+                       "verbose": 0},
+    )
+    result = training.run_fn(fn_args)
+    return result, root
+
+
+@pytest.mark.slow
+def test_fit_two_epochs_on_two_replicas_lowers_the_loss(trained):
+    result, root = trained
+    assert result.replicas == 2
+    hist = result.history
+    for term in LOSS_TERMS:
+        assert len(hist[term]) == 2 and np.all(np.isfinite(hist[term])), term
+    assert hist["loss"][1] < hist["loss"][0]
+    assert hist["optimizer_step"] == [4, 8]  # 16 clips / batch 4 per epoch
+    assert os.path.isfile(root / "run" / "model.keras")
+    assert os.path.isfile(root / "serving" / "saved_model.pb")  # run_fn's export step
+    with open(root / "run" / "logs" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+
+
+@pytest.mark.slow
+def test_tensorboard_event_files_hold_scalars_and_the_confusion_matrix(trained):
+    _, root = trained
+    logs = root / "run" / "logs"
+    train_tags = _read_events(logs / "train")
+    val_tags = _read_events(logs / "validation")
+    for term in LOSS_TERMS:
+        assert f"epoch_{term}" in train_tags, term
+        assert f"epoch_{term}" in val_tags, term
+    lr = train_tags["epoch_learning_rate"]
+    assert [s for s, _, _ in lr] == [0, 1] and lr[0][2] == pytest.approx(1e-3)
+    for k in range(3):
+        assert [s for s, _, _ in val_tags[f"f1/class_{k}"]] == [0, 1]
+        assert all(0.0 <= v <= 1.0 for _, _, v in val_tags[f"f1/class_{k}"])
+    assert "macro_f1" in val_tags and "uar" in val_tags
+    images = val_tags["confusion_matrix"]
+    assert [s for s, _, _ in images] == [0, 1] and images[0][1] == "images"
+    png = images[0][2][0]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # The adaptive flow's fusion nodes: raw weights (start at 1) and normalised coefficients.
+    fusion = {t: v for t, v in train_tags.items() if t.startswith("fusion/")}
+    assert any(t.endswith("/w0") for t in fusion) and any(t.endswith("/coef1") for t in fusion)
+    for tag, values in fusion.items():
+        if "/coef" in tag:
+            assert all(0.0 <= v <= 1.0 for _, _, v in values)
+
+
+def _train_cmd(data, run_dir, *extra):
+    return [sys.executable, "-m", "vtcaps_tf.training", "--data", data, "--run-dir", run_dir,
+            "--preset", "tiny", "--epochs", "2", "--batch-size", "4", "--steps-per-epoch", "3",
+            "--cpu-replicas", "2", "--no-augment", "--verbose", "2", *extra]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_path, capsys):
+    data = write_dataset(str(tmp_path / "data"), counts={"train": 12, "val": 4})
+    run_dir = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+
+    # First process: dies hard (os._exit) right after epoch 1's checkpoint.
+    first = subprocess.run(_train_cmd(data, run_dir), cwd=REPO, capture_output=True, text=True,
+                           env=dict(env, **{training.EXIT_AFTER_EPOCH_ENV: "1"}), timeout=600)
+    assert first.returncode == 75, first.stderr[-3000:]
+    assert "tensorboard --logdir" in first.stdout
+    with open(os.path.join(run_dir, "checkpoints", "training_metadata.json")) as f:
+        assert json.load(f)["epoch"] == 1
+    assert not os.path.exists(os.path.join(run_dir, "model.keras"))
+
+    # Without --resume the run directory is refused rather than overwritten.
+    assert training.cli_main(_train_cmd(data, run_dir)[3:]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+    second = subprocess.run(_train_cmd(data, run_dir, "--resume"), cwd=REPO, capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
+
+    with open(os.path.join(run_dir, "logs", "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    # One row per epoch over both processes; the step count continues from 3, not from 0.
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(float(r["optimizer_step"])) for r in rows] == [3, 6]
+
+    import keras
+
+    import vtcaps_tf  # noqa: F401
+
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
+    rc = training.cli_main(["--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_empty_data_dir_is_a_clear_error(tmp_path, capsys):
+    data = write_dataset(str(tmp_path / "d"), counts={"val": 1})  # metadata, but no train shards
+    rc = training.cli_main(["--data", data, "--run-dir", str(tmp_path / "r"), "--preset", "tiny"])
+    assert rc == 2 and "no training clips" in capsys.readouterr().err
+    rc = training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r")])
+    assert rc == 2 and "metadata.json" in capsys.readouterr().err
+
+
+def test_other_schema_version_is_a_clear_error(tmp_path, capsys):
+    data = write_dataset(str(tmp_path / "d"), counts={"train": 1},
+                         schema_version=features.SCHEMA_VERSION + 1)
+    rc = training.cli_main(["--data", data, "--run-dir", str(tmp_path / "r"), "--preset", "tiny"])
+    assert rc == 2 and "schema version" in capsys.readouterr().err
+
+
+def test_bad_config_values_are_refused(tmp_path, capsys):
+    with pytest.raises(training.SetupError, match="preset"):
+        training.TrainConfig(data_dir="d", run_dir="r", preset="huge")
+    with pytest.raises(training.SetupError, match="epochs"):
+        training.TrainConfig(data_dir="d", run_dir="r", epochs=0)
+    assert training.cli_main(["--data", "d", "--run-dir", "r", "--batch-size", "0"]) == 2
+    assert "batch_size" in capsys.readouterr().err
