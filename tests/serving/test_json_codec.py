@@ -43,6 +43,8 @@ def test_numeric_arrays_decode_to_equal_numpy(shape, kind, indent):
     '[[1,2],["a","b"]]',
     "[]",
     "[[],[]]",
+    "[99999999999999999999, 1]",  # beyond int64: left to the json module
+    "[-9223372036854775808, 9223372036854775807]",
 ])
 def test_unusual_arrays_match_json_module(inner):
     padded = inner[0] + " " * 300 + inner[1:]  # long enough for the fast path to try
@@ -52,13 +54,20 @@ def test_unusual_arrays_match_json_module(inner):
 
 
 @pytest.mark.parametrize("bad", ["[1,,2]", "[1 2]", "[1,2,]", "[[1,2][3,4]]", "[1.2.3, 4]", "[-, 1]",
-                                 "[1, 2", "[1e, 2]", "[+1, 2]", "[.5, 1]", "[1., 2]"])
+                                 "[1, 2", "[1e, 2]", "[+1, 2]", "[.5, 1]", "[1., 2]", "[1-2, 3]", "[--1, 2]", "[1e+, 2]", "[1.e5, 2]"])
 def test_malformed_arrays_raise_json_errors(bad):
     padded = bad[0] + " " * 300 + bad[1:]
     with pytest.raises(json.JSONDecodeError):
         json.loads(padded)  # the reference agrees that it is malformed
     with pytest.raises(json.JSONDecodeError):
         json_codec.loads(padded)
+
+
+def test_ragged_big_array_with_nan_decodes_like_json_module():
+    rows = [[float(i)] * (3 + i % 2) for i in range(2000)] + [[float("nan")]]
+    text = json.dumps({"inputs": {"x": rows}})
+    got = json_codec.loads(text)["inputs"]["x"]
+    assert len(got) == len(rows) and got[1] == rows[1] and np.isnan(got[-1][0])
 
 
 def test_to_tensor_rules():

@@ -26,8 +26,8 @@ _SKELETON_DELETE = b"0123456789eE+-. \t\r\n"
 _NUMBER_CHARS = np.zeros(256, bool)
 _NUMBER_CHARS[np.frombuffer(b"0123456789eE+-.", np.uint8)] = True
 _BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
-# Signs, points and exponents numpy would accept but JSON does not ("-", "+1", ".5", "1.", "1e").
-_NOT_JSON_NUMBER = re.compile(rb"-(?![0-9])|(?<![eE])\+|(?<![0-9])\.|\.(?![0-9])|[eE](?![0-9+\-])")
+_SIGN_POINT_EXP = np.zeros(256, bool)
+_SIGN_POINT_EXP[np.frombuffer(b"+-.eE", np.uint8)] = True
 # Arrays shorter than this go through the standard decoder (not worth the numpy set-up).
 _FAST_MIN_CHARS = 256
 
@@ -39,10 +39,15 @@ class _ArrayDecoder(json.JSONDecoder):
         super().__init__()
         self.parse_array = self._parse_array
         self.scan_once = json.scanner.py_make_scanner(self)
+        self._standard = json.JSONDecoder()  # the C scanner
 
     def _parse_array(self, s_and_end, scan_once):
         string, end = s_and_end
         fast = _fast_numeric_array(string, end - 1)
+        if fast is _STANDARD:
+            # A long numeric-looking array the fast path refused (ragged, NaN, bad syntax): parse
+            # it whole in C, not element by element here, which would rescan it once per sub-array.
+            return self._standard.raw_decode(string, end - 1)
         if fast is not None:
             return fast
         return json.decoder.JSONArray(s_and_end, scan_once)
@@ -55,12 +60,22 @@ def loads(text):
     return _ArrayDecoder().decode(text)
 
 
+_INT64 = np.iinfo(np.int64)
+_STANDARD = object()  # "leave this array to the standard decoder"
+
+
 def _fast_numeric_array(string: str, start: int):
-    """(ndarray, end) for the rectangular numeric array starting at string[start] == '[', or None."""
+    """(ndarray, end) for the rectangular numeric array starting at string[start] == '['; None when
+    it does not start as a long numeric array; _STANDARD when it does but cannot be taken."""
     run = _NUMERIC_RUN.match(string, start)
     if run.end() - start < _FAST_MIN_CHARS:
         return None
-    raw = string[start:run.end()].encode("ascii")
+    result = _parse_numeric_run(string, start, run.end())
+    return _STANDARD if result is None else result
+
+
+def _parse_numeric_run(string: str, start: int, run_end: int):
+    raw = string[start:run_end].encode("ascii")
     # Find the bracket closing the array (the run may continue past it, e.g. "], ").
     buf = np.frombuffer(raw, np.uint8)
     brackets = np.flatnonzero((buf == 91) | (buf == 93))
@@ -81,7 +96,7 @@ def _fast_numeric_array(string: str, start: int):
     if tokens != int(np.prod(shape)):
         return None
     is_float = b"." in raw or b"e" in raw or b"E" in raw
-    if (is_float or b"-" in raw or b"+" in raw) and _NOT_JSON_NUMBER.search(raw):
+    if (is_float or b"-" in raw or b"+" in raw) and not _json_number_marks_ok(buf[:stop]):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns on trailing junk; the count check catches it
@@ -91,7 +106,26 @@ def _fast_numeric_array(string: str, start: int):
             return None
     if values.size != int(np.prod(shape)):
         return None
+    if not is_float and values.size and (values.max() == _INT64.max or values.min() == _INT64.min):
+        return None  # possibly saturated: leave big integers to the standard decoder
     return values.reshape(shape), start + stop
+
+
+def _is_digit(v):
+    return (v >= 48) & (v <= 57)
+
+
+def _json_number_marks_ok(buf) -> bool:
+    """Signs, points and exponents sit where JSON allows them ("-", "+1", ".5", "1.", "1e", "1-2"
+    are refused; numpy would read some of them). `buf` starts with '[' and ends with ']'."""
+    at = np.flatnonzero(_SIGN_POINT_EXP[buf])
+    c, before, after = buf[at], buf[at - 1], buf[at + 1]
+    exp_before = (before == 101) | (before == 69)
+    ok = np.where(c == 45, _is_digit(after) & ~_is_digit(before) & (before != 46),  # '-'
+         np.where(c == 43, exp_before & _is_digit(after),  # '+'
+         np.where(c == 46, _is_digit(before) & _is_digit(after),  # '.'
+                  _is_digit(before) & (_is_digit(after) | (after == 43) | (after == 45)))))  # e E
+    return bool(ok.all())
 
 
 def _shape_from_skeleton(skeleton: str):

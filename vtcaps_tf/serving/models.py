@@ -300,18 +300,19 @@ class ServedModel:
         return served[version]
 
     def status(self, version: int | None = None, label: str | None = None) -> list[tuple[int, VersionStatus]]:
+        statuses = self._status.copy()  # the poller may add entries meanwhile
         if label is not None:
             labels = dict(self.spec.labels)
             if label not in labels:
                 raise not_found(f"Unrecognized servable version label: {label}")
             version = labels[label]
         if version is not None:
-            if version not in self._status:
+            if version not in statuses:
                 raise not_found(f"Could not find version {version} of model {self.spec.name}")
-            return [(version, self._status[version])]
-        if not self._status:
+            return [(version, statuses[version])]
+        if not statuses:
             raise not_found(f"Could not find any versions of model {self.spec.name}")
-        return sorted(self._status.items(), reverse=True)
+        return sorted(statuses.items(), reverse=True)
 
     @property
     def versions(self) -> list[int]:

@@ -1,0 +1,65 @@
+"""`vtcaps serve` flags (TF Serving's spellings accepted) and the command run as a process."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from vtcaps_tf.serving.server import build_parser, specs_from_args
+
+
+def test_tf_serving_flag_spellings_are_accepted():
+    args = build_parser().parse_args(["--model_name", "m", "--model_base_path", "/models/m",
+                                      "--rest_api_port", "0", "--port", "9000",
+                                      "--file_system_poll_wait_seconds", "5"])
+    assert (args.model_name, args.model_base_path, args.rest_port, args.grpc_port,
+            args.poll_wait_seconds) == ("m", "/models/m", 0, 9000, 5.0)
+    (spec,) = specs_from_args(args, build_parser())
+    assert spec.name == "m" and spec.base_path == "/models/m"
+
+
+def test_defaults_are_tf_serving_ports():
+    args = build_parser().parse_args(["--model-base-path", "x"])
+    assert (args.rest_port, args.grpc_port, args.poll_wait_seconds) == (8501, 8500, 1.0)
+
+
+@pytest.mark.parametrize("argv", [[], ["--model-base-path", "a", "--model-config-file", "b"]])
+def test_exactly_one_model_source(argv, capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        specs_from_args(parser.parse_args(argv), parser)
+    assert "exactly one of" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_serve_command_runs_and_stops_on_sigterm(toy_base_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", toy_base_path,
+         "--model-name", "toy", "--rest-port", "0", "--grpc-port", "0"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url, lines, deadline = None, [], time.time() + 120
+        while url is None and time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"REST API at (http://\S+)", line)
+            url = m.group(1) if m else None
+        assert url, lines
+        assert any("serving version 1" in line for line in lines)
+        assert any(re.search(r"gRPC API at 127\.0\.0\.1:\d+", line) for line in lines)
+        status = requests.get(f"{url}/v1/models/toy", timeout=10).json()
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
