@@ -28,6 +28,7 @@ class ModelConfig:
     tpn_channels: int = 1024
     tpn_levels: tuple[int, ...] = (3, 4)  # backbone stages collected by the pyramid (2..4)
     tpn_alphas: tuple[int, ...] | None = None  # temporal rate per level; None -> all 1
+    tpn_dropout: float = 0.5  # before the TPN head and its auxiliary heads
     flow: str = "adaptive"
     fusion: str = "fast"
     primary_channels: int = 512  # backbone output projected to this before PrimaryCaps
