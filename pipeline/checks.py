@@ -14,6 +14,11 @@ class ValidationError(ValueError):
     """The written dataset would not train: the message lists every problem found."""
 
 
+def _context_of(serialized):
+    """The context features only: cheap, no image decoding."""
+    return features.parse_example(serialized)[0]
+
+
 def split_statistics(data_dir: str, split: str) -> dict:
     """Read every record of a split with the reader's spec -> clips, videos, subjects, per class."""
     files = features.split_files(data_dir, split)
@@ -21,8 +26,7 @@ def split_statistics(data_dir: str, split: str) -> dict:
              "label_ids": {}, "num_frames": [], "clip_frames": [], "image_size": []}
     if not files:
         return stats
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    ds = ds.map(lambda s: features.parse_example(s)[0])  # context only: cheap, no image decode
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(_context_of)
     videos, subjects = set(), set()
     num_frames, clip_frames, image_size = set(), set(), set()
     for ctx in ds.as_numpy_iterator():

@@ -26,7 +26,8 @@ import time
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, WorkerOptions,
+                                                  StandardOptions)
 
 from pipeline import checks, sources, transforms
 from vtcaps_tf.data import features
@@ -92,6 +93,9 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
         direct.direct_running_mode = "multi_processing"
     if not any(a.startswith("--direct_num_workers") for a in beam_args):
         direct.direct_num_workers = os.cpu_count() or 1
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+        # Worker processes otherwise log every bundle at INFO on the user's terminal.
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -273,11 +277,21 @@ def run(argv=None, test_pipeline=None) -> dict:
           f"({discovery.source}: {args.input}) -> {out}", file=sys.stderr, flush=True)
     p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)
     build(p, discovery, config, split_of, out)
+    start = time.time()
     with ProgressDisplay(marker_dir, len(discovery.items), enabled=not args.no_progress):
         result = p.run()
         result.wait_until_finish()
+    ran = time.time() - start
+    done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
     tf.io.gfile.rmtree(marker_dir)
     stats = finalize(out, args, discovery, query_counters(result))
+    stats["seconds"] = {"pipeline": round(ran, 2), "checks": round(time.time() - start - ran, 2)}
+    if done:  # when the first and the last video finished (worker start-up shows in the first)
+        stats["seconds"].update(first_video_done=round(done[0] - start, 2),
+                                last_video_done=round(done[-1] - start, 2))
+    _write_json(os.path.join(out, features.STATS_FILE), stats)
+    print(f"preprocess: pipeline {ran:.1f} s, checks {stats['seconds']['checks']:.1f} s",
+          file=sys.stderr, flush=True)
     return stats
 
 

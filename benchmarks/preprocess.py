@@ -1,0 +1,103 @@
+"""Benchmark: frames per second of the preprocessing job (Beam, 2 worker processes) against a
+plain sequential loop over the same videos that decodes them and calls MediaPipe directly.
+
+Prints one JSON line. The job's time is its whole wall time as a user sees it (worker start-up,
+face analysis, crops, AU maps, clips, TFRecord writing, the checks after the write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+# The repository root, so that the test fixtures (the sample-photo videos) can be imported.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def make_videos(root: str, videos: int, frames: int, width: int) -> int:
+    """`videos` face videos of `frames` frames (the sample photo, moving a little) in the folder
+    layout, over 2 classes and `videos` // 2 subjects; returns the number of frames written."""
+    from tests.face import fixtures as fx
+
+    image = fx.face_image(width)
+    for k in range(videos):
+        label = ("happy", "sad")[k % 2]
+        fx.write_video(os.path.join(root, label, f"s{k // 2}_{k}.avi"),
+                       fx.shifted_frames(image, frames, seed=k), fps=30.0)
+    return videos * frames
+
+
+def sequential_loop(root: str) -> tuple[int, float]:
+    """Decode every video and run MediaPipe on every frame, one process, one video at a time."""
+    from vtcaps_tf.face import FaceMesh, read_video
+
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".avi"))
+    start = time.perf_counter()
+    n = 0
+    with FaceMesh(video=True) as mesh:
+        for path in paths:
+            mesh.reset()
+            for frame in read_video(path).frames:
+                mesh.detect(frame)
+                n += 1
+    return n, time.perf_counter() - start
+
+
+def job(root: str, out: str, workers: int, preset: str, mode: str) -> tuple[float, dict]:
+    """Wall time of the whole job, and its stats.json."""
+    from pipeline import preprocess
+
+    start = time.perf_counter()
+    stats = preprocess.run(["--source", "folder", "--input", root, "--output", out, "--preset", preset,
+                            "--split-ratios", "0.6,0.2,0.2", "--no-progress",
+                            "--direct_num_workers", str(workers), "--direct_running_mode", mode])
+    return time.perf_counter() - start, stats
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--videos", type=int, default=24)
+    p.add_argument("--frames", type=int, default=96, help="frames per video")
+    p.add_argument("--width", type=int, default=256, help="frame width in pixels")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--preset", default="small")
+    args = p.parse_args(argv)
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        root, out = os.path.join(tmp, "videos"), os.path.join(tmp, "out")
+        total = make_videos(root, args.videos, args.frames, args.width)
+        load_before = os.getloadavg()[0]
+        n, seq_s = sequential_loop(root)
+        assert n == total, (n, total)
+        result = {}
+        for mode in ("multi_processing", "multi_threading"):
+            job_s, stats = job(root, os.path.join(out, mode), args.workers, args.preset, mode)
+            sec = stats["seconds"]
+            # Throughput between the first and the last video finishing: worker start-up and the
+            # write finalisation left out (the first `workers` videos are not counted).
+            span = sec["last_video_done"] - sec["first_video_done"]
+            steady = (args.videos - args.workers) * args.frames / span if span > 0 else float("nan")
+            result[mode] = {"job_s": round(job_s, 2), "job_fps": round(total / job_s, 1),
+                            "ratio": round(seq_s / job_s, 3),
+                            "steady_fps": round(steady, 1), "steady_ratio": round(steady * seq_s / total, 3),
+                            "seconds": sec, "clips": stats["counters"].get("clips_written"),
+                            "dead_letters": stats["videos"]["dead_letters"]}
+    print(json.dumps({
+        "benchmark": "preprocess", "videos": args.videos, "frames": total,
+        "frame_size": [args.width, int(round(args.width * 600 / 512))], "preset": args.preset,
+        "workers": args.workers, "cpu_count": os.cpu_count(), "load_avg_before": round(load_before, 2),
+        "sequential_s": round(seq_s, 2), "sequential_fps": round(total / seq_s, 1),
+        # The headline: the default mode (multi_processing) against the sequential loop.
+        "job_fps": result["multi_processing"]["job_fps"], "ratio": result["multi_processing"]["ratio"],
+        "goal_ratio": 1.6, "modes": result,
+    }))
+
+
+if __name__ == "__main__":
+    main()
