@@ -7,11 +7,18 @@
     then, in the launching process: statistics and schema checks on the written shards,
     stats.json, and metadata.json last (only a usable output gets one).
 
-Runs here on the DirectRunner's FnApiRunner in multi-processing mode (one worker per core); any
-other Beam runner takes the usual flags, e.g. `--runner FlinkRunner --flink_master HOST:8081
---environment_type LOOPBACK`, `--runner SparkRunner --spark_master_url spark://HOST:7077`,
-`--runner DataflowRunner --project P --region R --temp_location gs://B/tmp
---setup_file ./setup.py` (with `--input`/`--output` on storage every worker can read).
+Runs here on the DirectRunner's FnApiRunner in multi-processing mode (one worker process per
+core; `--direct_running_mode multi_threading` skips the workers' start-up, which pays on small
+jobs: MediaPipe releases the GIL). Other runners take the usual Beam flags:
+
+    vtcaps preprocess ... --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
+    vtcaps preprocess ... --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
+    vtcaps preprocess ... --runner DataflowRunner --project P --region R --temp_location gs://B/tmp \
+        --extra_package dist/vtcaps-0.1.0.tar.gz --requirements_file requirements.txt
+
+The videos are listed by the launching process and opened by the workers with OpenCV, so
+`--input` must be a path every worker can read (local, NFS, a GCS FUSE mount); `--output` may be
+any filesystem Beam and TensorFlow both know (local, gs://).
 """
 
 from __future__ import annotations

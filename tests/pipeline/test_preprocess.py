@@ -181,3 +181,28 @@ def test_multiprocessing_runner_end_to_end(tmp_path):
     meta = features.read_metadata(out)
     assert sum(meta["counts"].values()) == 12
     assert np.sum([len(_records(out, s)) for s in features.SPLITS]) == 12
+
+
+def test_afew_keeps_its_val_set_as_test(tmp_path):
+    root = str(tmp_path / "afew")
+    fx.write_afew_dataset(root, train=(("Happy", 2), ("Sad", 2)), val=(("Happy", 1),))
+    out = str(tmp_path / "out")
+    stats = _run("afew", root, out)
+    meta = features.read_metadata(out)
+    assert meta["classes"] == ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"]
+    test_videos = {c["video_id"].numpy().decode() for c in _records(out, "test")}
+    assert test_videos == {"Val_AFEW/Happy/0000000.avi"}
+    # 4 Train clips (one subject each) over train/val at 0.7/0.15 -> 3 / 1.
+    assert stats["splits"]["train"]["videos"] == 3 and stats["splits"]["val"]["videos"] == 1
+
+
+def test_ckplus_with_unlabelled_sequence(tmp_path):
+    root = str(tmp_path / "ck")
+    fx.write_ckplus_dataset(root, [("S005", "001", 1), ("S010", "002", 7), ("S011", "001", None)], frames=4)
+    out = str(tmp_path / "out")
+    stats = _run("ckplus", root, out, "--clip-frames", "4", "--long-frames", "4")
+    assert stats["dead_letters"] == {"no_label": 1}  # CK+'s unlabelled sequence, counted
+    [letter] = _dead_letters(out)
+    assert letter["path"].endswith(os.path.join("S011", "001"))
+    names = {c["label_name"].numpy().decode() for s in features.SPLITS for c in _records(out, s)}
+    assert names == {"anger", "surprise"}
