@@ -23,9 +23,11 @@ def test_tf_serving_flag_spellings_are_accepted():
     assert spec.name == "m" and spec.base_path == "/models/m"
 
 
-def test_defaults_are_tf_serving_ports():
-    args = build_parser().parse_args(["--model-base-path", "x"])
+def test_defaults_are_tf_serving_ports_and_the_folder_name():
+    parser = build_parser()
+    args = parser.parse_args(["--model-base-path", "saved_models/vtcaps/"])
     assert (args.rest_port, args.grpc_port, args.poll_wait_seconds) == (8501, 8500, 1.0)
+    assert specs_from_args(args, parser)[0].name == "vtcaps"
 
 
 @pytest.mark.parametrize("argv", [[], ["--model-base-path", "a", "--model-config-file", "b"]])

@@ -21,8 +21,9 @@ import numpy as np
 from vtcaps_tf.serving.errors import invalid
 
 # Characters that can make up a nested array of JSON numbers.
-_NUMERIC_RUN = re.compile(r"[\[\],\s0-9eE+\-.]*")
+_NUMERIC_RUN = re.compile(rb"[][, \t\r\n0-9eE+.-]*")
 _SKELETON_DELETE = b"0123456789eE+-. \t\r\n"
+_TRAILING = b", \t\r\n"
 _NUMBER_CHARS = np.zeros(256, bool)
 _NUMBER_CHARS[np.frombuffer(b"0123456789eE+-.", np.uint8)] = True
 _BRACKETS_TO_SPACES = bytes.maketrans(b"[]", b"  ")
@@ -30,20 +31,25 @@ _SIGN_POINT_EXP = np.zeros(256, bool)
 _SIGN_POINT_EXP[np.frombuffer(b"+-.eE", np.uint8)] = True
 # Arrays shorter than this go through the standard decoder (not worth the numpy set-up).
 _FAST_MIN_CHARS = 256
+_INT64 = np.iinfo(np.int64)
+_STANDARD = object()  # "leave this array to the standard decoder"
 
 
 class _ArrayDecoder(json.JSONDecoder):
-    """json.JSONDecoder whose arrays of numbers come back as numpy arrays (int64 or float64)."""
+    """json.JSONDecoder whose arrays of numbers come back as numpy arrays (int64 or float64).
 
-    def __init__(self):
+    `data` is the body's bytes, ASCII, so that positions in it and in the text agree."""
+
+    def __init__(self, data: bytes):
         super().__init__()
         self.parse_array = self._parse_array
         self.scan_once = json.scanner.py_make_scanner(self)
         self._standard = json.JSONDecoder()  # the C scanner
+        self._data = data
 
     def _parse_array(self, s_and_end, scan_once):
         string, end = s_and_end
-        fast = _fast_numeric_array(string, end - 1)
+        fast = _fast_numeric_array(self._data, end - 1)
         if fast is _STANDARD:
             # A long numeric-looking array the fast path refused (ragged, NaN, bad syntax): parse
             # it whole in C, not element by element here, which would rescan it once per sub-array.
@@ -55,60 +61,76 @@ class _ArrayDecoder(json.JSONDecoder):
 
 def loads(text):
     """Parse a request body (str or bytes). Raises json.JSONDecodeError / UnicodeDecodeError."""
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        text = bytes(text).decode("utf-8")
-    return _ArrayDecoder().decode(text)
+    if isinstance(text, str):
+        data = text.encode("utf-8")
+    else:
+        data = bytes(text)
+        text = data.decode("utf-8")
+    if not data.isascii():
+        return json.loads(text)  # non-ASCII text: byte and character positions differ
+    return _ArrayDecoder(data).decode(text)
 
 
-_INT64 = np.iinfo(np.int64)
-_STANDARD = object()  # "leave this array to the standard decoder"
-
-
-def _fast_numeric_array(string: str, start: int):
-    """(ndarray, end) for the rectangular numeric array starting at string[start] == '['; None when
-    it does not start as a long numeric array; _STANDARD when it does but cannot be taken."""
-    run = _NUMERIC_RUN.match(string, start)
+def _fast_numeric_array(data: bytes, start: int):
+    """(ndarray, end) for the rectangular numeric array at data[start] == '['; None when it does
+    not start as a long numeric array; _STANDARD when it does but cannot be taken."""
+    run = _NUMERIC_RUN.match(data, start)
     if run.end() - start < _FAST_MIN_CHARS:
         return None
-    result = _parse_numeric_run(string, start, run.end())
+    result = _parse_numeric_run(data, start, run.end())
     return _STANDARD if result is None else result
 
 
-def _parse_numeric_run(string: str, start: int, run_end: int):
-    raw = string[start:run_end].encode("ascii")
-    # Find the bracket closing the array (the run may continue past it, e.g. "], ").
+def _parse_numeric_run(data: bytes, start: int, run_end: int):
+    # Usually the array ends at the run's last bracket (a key or '}' follows): try that first, and
+    # count brackets only when the structure check says it does not ("[1,2],[3,4]" in a list).
+    raw = data[start:run_end].rstrip(_TRAILING)
+    parsed = _structure(raw)
+    if parsed is None:
+        buf = np.frombuffer(raw, np.uint8)
+        brackets = np.flatnonzero((buf & 0xF9) == 0x59)  # '[' or ']' (or 'Y', '_': not in a run)
+        depth = np.cumsum(np.where(buf[brackets] == 91, 1, -1))
+        closed = np.flatnonzero(depth == 0)
+        if closed.size == 0:
+            return None
+        raw = raw[:int(brackets[closed[0]]) + 1]
+        parsed = _structure(raw)
+        if parsed is None:
+            return None
+    shape, count = parsed
+    stop = len(raw)
     buf = np.frombuffer(raw, np.uint8)
-    brackets = np.flatnonzero((buf == 91) | (buf == 93))
-    depth = np.cumsum(np.where(buf[brackets] == 91, 1, -1))
-    closed = np.flatnonzero(depth == 0)
-    if closed.size == 0:
-        return None
-    stop = int(brackets[closed[0]]) + 1
-    raw = raw[:stop]
-    skeleton = raw.translate(None, _SKELETON_DELETE).decode("ascii")
-    shape = _shape_from_skeleton(skeleton)
-    if shape is None or _skeleton_of(shape) != skeleton:
-        return None
-    body = raw.translate(_BRACKETS_TO_SPACES)
-    # Numbers separated by blanks only ("[1 2]") would parse as one value each: count the tokens.
-    chars = _NUMBER_CHARS[buf[:stop]]
-    tokens = int(chars[0]) + int(np.count_nonzero(chars[1:] & ~chars[:-1]))
-    if tokens != int(np.prod(shape)):
+    # numpy stops reading at a number separated by blanks only ("1 2"), so the count check below
+    # catches one anywhere but in the last slot: check that slot here.
+    chars = _NUMBER_CHARS[buf[raw.rfind(b",") + 1:]]
+    if int(chars[0]) + int(np.count_nonzero(chars[1:] & ~chars[:-1])) != 1:
         return None
     is_float = b"." in raw or b"e" in raw or b"E" in raw
-    if (is_float or b"-" in raw or b"+" in raw) and not _json_number_marks_ok(buf[:stop]):
+    if (is_float or b"-" in raw or b"+" in raw) and not _json_number_marks_ok(buf):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numpy warns on trailing junk; the count check catches it
         try:
-            values = np.fromstring(body, dtype=np.float64 if is_float else np.int64, sep=",")
+            values = np.fromstring(raw.translate(_BRACKETS_TO_SPACES),
+                                   dtype=np.float64 if is_float else np.int64, sep=",")
         except ValueError:
             return None
-    if values.size != int(np.prod(shape)):
+    if values.size != count:
         return None
     if not is_float and values.size and (values.max() == _INT64.max or values.min() == _INT64.min):
         return None  # possibly saturated: leave big integers to the standard decoder
     return values.reshape(shape), start + stop
+
+
+def _structure(raw: bytes):
+    """(shape, size) when `raw`'s brackets and commas are those of one rectangular array."""
+    if not raw.endswith(b"]"):
+        return None
+    skeleton = raw.translate(None, _SKELETON_DELETE).decode("latin-1")
+    shape = _shape_from_skeleton(skeleton)
+    if shape is None or _skeleton_of(shape) != skeleton:
+        return None
+    return shape, int(np.prod(shape))
 
 
 def _is_digit(v):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -94,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vtcaps serve",
         description="Serve SavedModels over TensorFlow Serving's REST and gRPC APIs. Serves the "
                     "highest version under the base path and switches when a newer one appears.")
-    p.add_argument("--model-name", "--model_name", dest="model_name", default="default",
-                   help="name in the URLs /v1/models/<name> (default: default)")
+    p.add_argument("--model-name", "--model_name", dest="model_name", default=None,
+                   help="name in the URLs /v1/models/<name> (default: the base path's folder name, "
+                        "e.g. vtcaps for saved_models/vtcaps)")
     p.add_argument("--model-base-path", "--model_base_path", dest="model_base_path",
                    help="folder holding integer version folders, e.g. saved_models/vtcaps")
     p.add_argument("--model-config-file", "--model_config_file", dest="model_config_file",
@@ -128,8 +130,9 @@ def specs_from_args(args, parser):
             return read_model_config_file(args.model_config_file)
         except ConfigFileError as err:
             parser.error(str(err))
+    name = args.model_name or os.path.basename(os.path.normpath(args.model_base_path))
     try:
-        return [ModelSpec(args.model_name, args.model_base_path)]
+        return [ModelSpec(name, args.model_base_path)]
     except ValueError as err:
         parser.error(str(err))
 
