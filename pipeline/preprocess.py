@@ -1,15 +1,16 @@
 """`vtcaps preprocess`: the Beam job turning a dataset of face videos into TFRecords.
 
     list videos (source) -> Create -> Reshuffle -> AnalyzeVideos (decode, MediaPipe, 68 landmarks,
-    aligned crop, AU map, clips) -> Partition by split -> WriteToTFRecord (gzip)
+    aligned crop, AU map, clips) -> Partition by split -> gzip TFRecord shards
                                                        -> dead letters -> WriteToText (.jsonl)
                                                        -> outcomes -> CombineGlobally -> stats
     then, in the launching process: statistics and schema checks on the written shards,
     stats.json, and metadata.json last (only a usable output gets one).
 
 Runs here on the DirectRunner's FnApiRunner in multi-processing mode (one worker process per
-core; `--direct_running_mode multi_threading` skips the workers' start-up, which pays on small
-jobs: MediaPipe releases the GIL). Other runners take the usual Beam flags:
+core: each worker imports TensorFlow and MediaPipe once, ~10 s on a busy 2-core machine;
+`--direct_running_mode multi_threading` skips that start-up but analyses one frame at a time, as
+MediaPipe holds the GIL). Other runners take the usual Beam flags:
 
     vtcaps preprocess ... --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     vtcaps preprocess ... --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
