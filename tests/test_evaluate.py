@@ -47,3 +47,47 @@ def test_write_report_files(tmp_path):
     assert "| anger | 3 | 1 | 0 |" in md
     with open(paths["confusion_matrix.png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_the_tiny_model(tmp_path, capsys):
+    import keras
+    import tensorflow as tf
+
+    from tests.data.fixtures import write_dataset
+    from vtcaps_tf.data import dataset
+    from vtcaps_tf.models import build_model
+
+    data = write_dataset(str(tmp_path / "data"), counts={"test": 5}, num_classes=3)
+    model = build_model("tiny", class_names=["class_0", "class_1", "class_2"], num_classes=3)
+    model_path = str(tmp_path / "model.keras")
+    model.save(model_path)
+    out_dir = str(tmp_path / "eval")
+    assert evaluate.cli_main(["--model", model_path, "--data", data, "--output", out_dir,
+                              "--batch-size", "2"]) == 0
+    with open(os.path.join(out_dir, "report.json")) as f:
+        rep = json.load(f)
+    # Re-computed here, clip by clip, with the reloaded model.
+    reloaded = keras.saving.load_model(model_path, compile=False)
+    cfg = reloaded.config
+    labels, preds = [], []
+    for x, y in dataset.read_split(data, "test", cfg.clip_frames, cfg.long_frames, cfg.image_size):
+        probs = reloaded({k: tf.expand_dims(v, 0) for k, v in x.items()}, training=False)["probabilities"]
+        preds.append(int(np.argmax(probs[0])))
+        labels.append(int(y))
+    assert labels == [0, 1, 2, 0, 1]
+    assert rep["num_samples"] == 5 and rep["split"] == "test"
+    assert rep["accuracy"] == pytest.approx(np.mean(np.array(preds) == np.array(labels)))
+    cm = np.zeros((3, 3), int)
+    for t, p in zip(labels, preds):
+        cm[t, p] += 1
+    assert rep["confusion_matrix"] == cm.tolist()
+    assert "tpn_accuracy" in rep
+    assert os.path.isfile(os.path.join(out_dir, "confusion_matrix.png"))
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_cli_errors(tmp_path, capsys):
+    assert evaluate.cli_main(["--model", str(tmp_path / "x.keras"), "--data", str(tmp_path),
+                              "--output", str(tmp_path / "o")]) == 2
+    assert "no model file" in capsys.readouterr().err

@@ -302,7 +302,8 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
 
         history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
                             validation_data=fit_val_ds, validation_steps=val_steps,
-                            callbacks=callbacks, verbose=config.verbose)
+                            callbacks=callbacks, verbose=config.verbose,
+                            shuffle=False)  # the dataset shuffles itself
         initial_epoch = int(history.epoch[0]) if history.epoch else config.epochs
 
         # 5. the final model, renamed into place so a reader never sees a partial file
