@@ -47,39 +47,48 @@ def split_statistics(data_dir: str, split: str) -> dict:
 
 def _check_decoded(data_dir, split, clip_frames, long_frames, image_size, sample) -> list[str]:
     """Decode a few records exactly as training does; check shapes and value ranges."""
-    problems = []
+    def decode(serialized):
+        context, sequence = features.parse_example(serialized)
+        inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
+        lengths = tf.stack([tf.shape(sequence[k])[0] for k in ("frames", "landmarks", "au_map")])
+        return inputs, sequence["landmarks"], lengths
+
     files = features.split_files(data_dir, split)
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(sample)
-    for serialized in ds:
-        try:
-            context, sequence = features.parse_example(serialized)
-            inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
-        except (tf.errors.InvalidArgumentError, ValueError) as err:
-            problems.append(f"{split}: a record does not decode with the reader's spec: "
-                            f"{str(err).splitlines()[0]}")
-            break
-        expect = {"frames": (clip_frames, image_size, image_size, 3),
-                  "au_map": (clip_frames, features.AU_MAP_SIZE, features.AU_MAP_SIZE),
-                  "long_frames": (long_frames, image_size, image_size, 3)}
-        for key, shape in expect.items():
-            if tuple(inputs[key].shape) != shape:
-                problems.append(f"{split}: {key} decodes to {tuple(inputs[key].shape)}, expected {shape}")
-        au = inputs["au_map"].numpy()
-        if not (np.isfinite(au).all() and au.min() >= 0.0 and au.max() <= 1.0):
-            problems.append(f"{split}: AU map values outside [0, 1]")
-        landmarks = sequence["landmarks"].numpy()
-        if not np.isfinite(landmarks).all():
-            problems.append(f"{split}: landmarks are not finite")
-        if len(sequence["frames"]) != len(sequence["au_map"]) or len(sequence["frames"]) != len(landmarks):
-            problems.append(f"{split}: frames, landmarks and au_map differ in length")
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(sample).map(decode)
+    expect = {"frames": (clip_frames, image_size, image_size, 3),
+              "au_map": (clip_frames, features.AU_MAP_SIZE, features.AU_MAP_SIZE),
+              "long_frames": (long_frames, image_size, image_size, 3)}
+    problems = []
+    try:
+        for inputs, landmarks, lengths in ds.as_numpy_iterator():
+            for key, shape in expect.items():
+                if tuple(inputs[key].shape) != shape:
+                    problems.append(f"{split}: {key} decodes to {tuple(inputs[key].shape)}, expected {shape}")
+            au = inputs["au_map"]
+            if not (np.isfinite(au).all() and au.min() >= 0.0 and au.max() <= 1.0):
+                problems.append(f"{split}: AU map values outside [0, 1]")
+            if not np.isfinite(landmarks).all():
+                problems.append(f"{split}: landmarks are not finite")
+            if len(set(lengths.tolist())) != 1:
+                problems.append(f"{split}: frames, landmarks and au_map differ in length {lengths.tolist()}")
+    except (tf.errors.InvalidArgumentError, ValueError) as err:
+        problems.append(f"{split}: a record does not decode with the reader's spec: "
+                        f"{str(err).splitlines()[0]}")
     return problems
 
 
 def validate(data_dir: str, classes, clip_frames: int, long_frames: int, image_size: int,
              sample: int = 4) -> dict:
     """Statistics of every split, checked; raises `ValidationError` listing all problems."""
-    stats = {split: split_statistics(data_dir, split) for split in features.SPLITS}
-    problems = []
+    stats, problems = {}, []
+    for split in features.SPLITS:
+        try:
+            stats[split] = split_statistics(data_dir, split)
+        except tf.errors.OpError as err:
+            problems.append(f"{split}: records do not parse with the reader's spec: "
+                            f"{str(err).splitlines()[0]}")
+    if problems:
+        raise ValidationError("the written dataset failed its checks:\n  - " + "\n  - ".join(problems))
     if stats["train"]["clips"] == 0:
         problems.append("the train split is empty: no video of a train subject gave a clip "
                         "(see the dead letters and stats.json)")

@@ -103,6 +103,7 @@ def test_splits_are_by_subject_and_follow_the_ratios(folder_job):
     assert stats["check"]["passed"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_output(folder_job, tmp_path):
     root, out, *_ = folder_job
     _run("folder", root, str(tmp_path), "--split-ratios", "0.5,0.25,0.25", "--seed", "1")
@@ -183,6 +184,7 @@ def test_multiprocessing_runner_end_to_end(tmp_path):
     assert np.sum([len(_records(out, s)) for s in features.SPLITS]) == 12
 
 
+@pytest.mark.slow
 def test_afew_keeps_its_val_set_as_test(tmp_path):
     root = str(tmp_path / "afew")
     fx.write_afew_dataset(root, train=(("Happy", 2), ("Sad", 2)), val=(("Happy", 1),))
@@ -206,3 +208,39 @@ def test_ckplus_with_unlabelled_sequence(tmp_path):
     assert letter["path"].endswith(os.path.join("S011", "001"))
     names = {c["label_name"].numpy().decode() for s in features.SPLITS for c in _records(out, s)}
     assert names == {"anger", "surprise"}
+
+
+def _write_shard(path, examples):
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as w:
+        for ex in examples:
+            w.write(ex.SerializeToString())
+
+
+def _clip(frames, label=0, name="a", subject="s1"):
+    rgb = np.zeros((S, S, 3), np.uint8)
+    return features.Clip(video_id="v", subject_id=subject, label=label, label_name=name, clip_index=0,
+                         clip_frames=N, clip_offset=0, fps=10.0, source="folder",
+                         frames_jpeg=[features.encode_jpeg(rgb)] * frames,
+                         landmarks=np.full((frames, 68, 2), 0.5), au_maps=np.zeros((frames, 100, 100)),
+                         image_size=S).to_example()
+
+
+def test_schema_check_catches_what_the_reader_cannot_use(tmp_path):
+    from pipeline import checks
+
+    out = str(tmp_path)
+    _write_shard(os.path.join(out, "train-00000-of-00001.tfrecord.gz"), [_clip(M), _clip(6)])
+    _write_shard(os.path.join(out, "val-00000-of-00001.tfrecord.gz"), [_clip(M, label=1, name="a")])
+    _write_shard(os.path.join(out, "test-00000-of-00001.tfrecord.gz"), [_clip(M, subject="s1")])
+    with pytest.raises(checks.ValidationError) as err:
+        checks.validate(out, ["a", "b"], N, M, S)
+    text = str(err.value)
+    assert "stored windows of [6, 8] frames, expected 8" in text
+    assert "label ids [1]" in text  # "a" is class 0
+    assert "subject 's1' is in both" in text
+    # A record without the context features the reader needs.
+    bare = tf.train.SequenceExample()
+    bare.context.feature["video_id"].bytes_list.value.append(b"v")
+    _write_shard(os.path.join(out, "train-00000-of-00001.tfrecord.gz"), [bare])
+    with pytest.raises(checks.ValidationError, match="do not parse with the reader's spec"):
+        checks.validate(out, ["a", "b"], N, M, S)
