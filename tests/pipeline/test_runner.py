@@ -1,0 +1,224 @@
+"""The TFX-style step runner: fingerprints, caching, blessing, failures, and the stage wiring."""
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from pipeline import runner
+from pipeline.runner import Pipeline, Step, StepContext
+
+
+# ---- fake steps: each counts its runs and writes something derived from its config and inputs ----
+
+def _fake_steps(calls):
+    def gen(ctx):
+        calls.append("gen")
+        with open(os.path.join(ctx.config["input"], "data.txt")) as f:
+            data = f.read()
+        with open(os.path.join(ctx.output, "examples.txt"), "w") as f:
+            f.write(data.upper())
+        return {"n": len(data)}
+
+    def train(ctx):
+        calls.append("train")
+        with open(os.path.join(ctx.inputs["Gen"], "examples.txt")) as f:
+            data = f.read()
+        with open(os.path.join(ctx.output, "model.txt"), "w") as f:
+            f.write(f"{data}|lr={ctx.config['lr']}")
+        return {}
+
+    def evaluate(ctx):
+        calls.append("evaluate")
+        acc = ctx.config["accuracy"]  # the fake model's "measured" accuracy
+        with open(os.path.join(ctx.output, "report.json"), "w") as f:
+            json.dump({"accuracy": acc}, f)
+        return {"accuracy": acc, "blessed": acc >= ctx.config["threshold"]}
+
+    def push(ctx):
+        calls.append("push")
+        with open(os.path.join(ctx.output, "pushed.txt"), "w") as f:
+            f.write("v1")
+        return {"pushed": True}
+
+    return [Step("Gen", gen, "gen", external_inputs=lambda c: [c["input"]]),
+            Step("Train", train, "train", inputs=("Gen",)),
+            Step("Evaluate", evaluate, "evaluate", inputs=("Train",)),
+            Step("Push", push, "push", inputs=("Train",), requires_blessing="Evaluate")]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.txt").write_text("abc")
+    config = {"pipeline_root": str(tmp_path / "root"), "gen": {"input": str(data)},
+              "train": {"lr": 0.1}, "evaluate": {"accuracy": 0.95, "threshold": 0.9}, "push": {}}
+    calls = []
+    return config, calls, data
+
+
+def _run(config, calls, **kw):
+    return {r.name: r.status for r in
+            Pipeline(config["pipeline_root"], _fake_steps(calls), config, log=lambda _: None).run(**kw)}
+
+
+def test_first_run_runs_everything_second_run_is_cached(setup):
+    config, calls, _ = setup
+    assert _run(config, calls) == {"Gen": "ran", "Train": "ran", "Evaluate": "ran", "Push": "ran"}
+    assert calls == ["gen", "train", "evaluate", "push"]
+    root = config["pipeline_root"]
+    assert open(os.path.join(root, "Train", "output", "model.txt")).read() == "ABC|lr=0.1"
+    record = json.load(open(os.path.join(root, "Gen", "execution.json")))
+    assert record["status"] == "complete" and record["result"] == {"n": 3}
+    calls.clear()
+    assert set(_run(config, calls).values()) == {"cached"}
+    assert calls == []
+    calls.clear()
+    assert set(_run(config, calls, force=True).values()) == {"ran"}
+
+
+def test_config_change_reruns_the_step_and_what_depends_on_its_output(setup):
+    config, calls, _ = setup
+    _run(config, calls)
+    calls.clear()
+    config["train"]["lr"] = 0.2
+    assert _run(config, calls) == {"Gen": "cached", "Train": "ran", "Evaluate": "ran", "Push": "ran"}
+    # A config change that leaves the step's output identical does not ripple downstream.
+    calls.clear()
+    config["gen"]["comment"] = "same data"
+    assert _run(config, calls) == {"Gen": "ran", "Train": "cached", "Evaluate": "cached",
+                                   "Push": "cached"}
+
+
+def test_changed_input_data_reruns_the_chain(setup):
+    config, calls, data = setup
+    _run(config, calls)
+    calls.clear()
+    (data / "data.txt").write_text("abcd")
+    assert _run(config, calls) == {"Gen": "ran", "Train": "ran", "Evaluate": "ran", "Push": "ran"}
+    root = config["pipeline_root"]
+    assert open(os.path.join(root, "Train", "output", "model.txt")).read() == "ABCD|lr=0.1"
+
+
+def test_push_only_when_blessed(setup):
+    config, calls, _ = setup
+    config["evaluate"] = {"accuracy": 0.85, "threshold": 0.9}
+    assert _run(config, calls)["Push"] == "not_blessed"
+    assert "push" not in calls
+    assert not os.path.exists(os.path.join(config["pipeline_root"], "Push", "output", "pushed.txt"))
+    calls.clear()
+    config["evaluate"]["threshold"] = 0.85  # accuracy equal to the threshold passes
+    assert _run(config, calls) == {"Gen": "cached", "Train": "cached", "Evaluate": "ran", "Push": "ran"}
+
+
+def test_failed_step_stops_the_chain_and_runs_again_next_time(setup):
+    config, calls, _ = setup
+    steps = _fake_steps(calls)
+
+    def broken(ctx):
+        raise RuntimeError("disk full")
+
+    steps[1] = Step("Train", broken, "train", inputs=("Gen",))
+    with pytest.raises(runner.PipelineError, match="Train failed.*disk full"):
+        Pipeline(config["pipeline_root"], steps, config, log=lambda _: None).run()
+    record = json.load(open(os.path.join(config["pipeline_root"], "Train", "execution.json")))
+    assert record["status"] == "failed" and "disk full" in record["error"]
+    assert calls == ["gen"]
+    calls.clear()
+    assert _run(config, calls)["Train"] == "ran"  # not cached: the last attempt failed
+
+
+def test_steps_must_follow_their_inputs(setup):
+    config, calls, _ = setup
+    steps = _fake_steps(calls)
+    with pytest.raises(ValueError, match="needs 'Gen'"):
+        Pipeline(config["pipeline_root"], [steps[1], steps[0]], config)
+    with pytest.raises(ValueError, match="unique"):
+        Pipeline(config["pipeline_root"], [steps[0], steps[0]], config)
+
+
+def test_fingerprint_path(tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_bytes(b"one")
+    (d / "sub" / "b.txt").write_bytes(b"two")
+    expected = hashlib.sha256(b"a.txt\x003\x00one" + b"sub/b.txt\x003\x00two").hexdigest()
+    assert runner.fingerprint_path(str(d)) == expected
+    quick = runner.fingerprint_path(str(d), content=False)
+    (d / "a.txt").write_bytes(b"uno")  # same size, new content and time
+    os.utime(d / "a.txt", ns=(1, 1))
+    assert runner.fingerprint_path(str(d)) != expected
+    assert runner.fingerprint_path(str(d), content=False) != quick
+    with pytest.raises(FileNotFoundError):
+        runner.fingerprint_path(str(tmp_path / "missing"))
+
+
+# ---- the real chain's wiring, with a stage caller that stands in for the stages ---------------------
+
+def _ctx(tmp_path, config, inputs=None, results=None):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    seen = []
+
+    def call(module, argv):
+        seen.append((module, [str(a) for a in argv]))
+        return 0
+
+    return StepContext("x", config, inputs or {}, str(out), results or {}, call), seen
+
+
+def test_example_gen_and_train_pass_the_contract_flags(tmp_path):
+    ctx, seen = _ctx(tmp_path, {"source": "synthetic", "input": "in", "preset": "tiny", "seed": 3,
+                                "args": ["--direct_num_workers", "2"]})
+    (tmp_path / "out" / "metadata.json").write_text(json.dumps({"counts": {"train": 5}, "classes": ["a"]}))
+    assert runner.run_example_gen(ctx) == {"counts": {"train": 5}, "classes": ["a"]}
+    assert seen == [("pipeline.preprocess", ["--source", "synthetic", "--input", "in", "--output",
+                                             ctx.output, "--preset", "tiny", "--seed", "3",
+                                             "--direct_num_workers", "2"])]
+    ctx, seen = _ctx(tmp_path, {"preset": "tiny", "epochs": 4, "batch_size": 8, "use_tpn": False},
+                     inputs={"ExampleGen": "ex"})
+    (tmp_path / "out" / "model.keras").write_bytes(b"k")
+    runner.run_train(ctx)
+    assert seen == [("vtcaps_tf.training", ["--data", "ex", "--run-dir", ctx.output, "--preset", "tiny",
+                                            "--epochs", "4", "--batch-size", "8", "--no-tpn"])]
+
+
+def test_evaluate_blesses_against_the_threshold_and_push_exports(tmp_path, capsys):
+    for accuracy, blessed in ((0.93, True), (0.89, False)):
+        ctx, seen = _ctx(tmp_path, {"accuracy_threshold": 0.9}, inputs={"ExampleGen": "ex", "Train": "tr"})
+        (tmp_path / "out" / "report.json").write_text(json.dumps({"accuracy": accuracy, "macro_f1": 0.5}))
+        result = runner.run_evaluate(ctx)
+        assert result["blessed"] is blessed and result["accuracy"] == accuracy
+        assert json.load(open(tmp_path / "out" / runner.BLESSING_FILE))["blessed"] is blessed
+        assert seen[0] == ("vtcaps_tf.evaluate", ["--model", os.path.join("tr", "model.keras"), "--data",
+                                                  "ex", "--split", "test", "--output", ctx.output])
+
+    out = tmp_path / "out"
+
+    def export(module, argv):
+        print("exported")
+        print("saved_models/vtcaps/3")
+        return 0
+
+    ctx = StepContext("Push", {"base_path": "saved_models/vtcaps"}, {"Train": "tr"}, str(out), {}, export)
+    assert runner.run_push(ctx)["pushed"] == "saved_models/vtcaps/3"
+    with pytest.raises(ValueError, match="base_path"):
+        runner.run_push(StepContext("Push", {}, {"Train": "tr"}, str(out), {}, export))
+
+
+def test_stage_error_on_nonzero_exit():
+    with pytest.raises(runner.StageError, match="exited with 2"):
+        runner.call_stage("pipeline.synth", ["--output", "x", "--frames", "1"])
+
+
+def test_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"pipeline_root": "r", "trian": {}}))
+    assert runner.cli_main(["run", "--config", str(bad)]) == 2
+    assert "unknown sections ['trian']" in capsys.readouterr().err
+    assert runner.cli_main(["run", "--config", str(tmp_path / "none.json")]) == 2
+    good = tmp_path / "c.yaml"
+    good.write_text("pipeline_root: r\ntrain:\n  epochs: 2\n")
+    assert runner.load_config(str(good)) == {"pipeline_root": "r", "train": {"epochs": 2}}
