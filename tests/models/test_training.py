@@ -14,6 +14,7 @@ from vtcaps_tf.models import build_model
 TERMS = ("margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching_loss")
 
 
+@pytest.mark.slow  # tracing the two-replica train and test steps of the full model takes minutes here
 def test_fit_under_mirrored_strategy_with_two_cpu_replicas():
     assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest should make two logical CPUs"
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -61,7 +61,9 @@ def build_backbone(config, frames: int, use_au_attention: bool | None = None,
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_temporal_bn")(x)
     x = keras.layers.ReLU(name="stem_temporal_relu")(x)
     pt, ps = config.pool_strides
-    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(pt, ps, ps), padding="same", name="stem_pool")(x)
+    # Pooled in float32: TF has no float16 MaxPool3D kernel on CPU (mixed precision still works there).
+    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(pt, ps, ps), padding="same", dtype="float32",
+                                  name="stem_pool")(x)
 
     outputs = {}
     for stage, (blocks, filters, strides) in enumerate(
