@@ -398,7 +398,7 @@ def load_config(path: str) -> dict:
             config = json.load(f)
     if not isinstance(config, dict) or "pipeline_root" not in config:
         raise ValueError(f"{path}: a pipeline config is a mapping with at least `pipeline_root`")
-    known = {"pipeline_root", "example_gen", "statistics", "validate", "train", "evaluate", "push"}
+    known = {"pipeline_root", "synth", "example_gen", "statistics", "validate", "train", "evaluate", "push"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
