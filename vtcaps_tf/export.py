@@ -91,6 +91,8 @@ def save_serving_model(model, path: str) -> str:
     """Write the SavedModel with both signatures at `path` (which must not exist), atomically:
     into a hidden sibling directory first, renamed into place once complete."""
     path = os.path.abspath(path)
+    if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)  # an empty directory prepared by the caller (a TFX Trainer does this)
     if os.path.exists(path):
         raise FileExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
     parent, name = os.path.split(path)

@@ -182,11 +182,11 @@ def _check_run_dir(config: TrainConfig, ckpt_dir: str) -> None:
     cfg_path = os.path.join(config.run_dir, "train_config.json")
     if has_ckpt and not config.resume:
         raise SetupError(f"{config.run_dir!r} holds a checkpoint of an earlier run: pass "
-                              "--resume to continue it, or choose a new --run-dir")
+                         "--resume to continue it, or choose a new --run-dir")
     if has_ckpt and tf.io.gfile.exists(cfg_path):
         with tf.io.gfile.GFile(cfg_path) as f:
             old = json.load(f)
-        new = config.to_json()
+        new = json.loads(json.dumps(config.to_json()))  # tuples -> lists, as stored
         changed = [k for k in _MODEL_FIELDS if old.get(k) != new.get(k)]
         if changed:
             raise SetupError(f"cannot resume {config.run_dir!r} with a different {', '.join(changed)} "
