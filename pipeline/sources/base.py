@@ -73,7 +73,8 @@ def parse_ratios(text_or_seq) -> tuple[float, ...]:
     """'0.7,0.15,0.15' (or a sequence) -> three non-negative ratios summing to 1."""
     if isinstance(text_or_seq, str):
         try:
-            values = tuple(float(v) for v in text_or_seq.split(","))
+            # "0.7,0.15,0.15", and also a list as a config file would print it: "[0.7, 0.15, 0.15]"
+            values = tuple(float(v) for v in text_or_seq.strip().strip("[]()").split(","))
         except ValueError:
             raise ValueError(f"split ratios must be numbers like 0.7,0.15,0.15, got {text_or_seq!r}")
     else:

@@ -132,6 +132,7 @@ def test_afew_classes_and_official_split(tmp_path):
 def test_parse_ratios():
     assert parse_ratios("0.7,0.15,0.15") == pytest.approx((0.7, 0.15, 0.15))
     assert parse_ratios("2,1,1") == pytest.approx((0.5, 0.25, 0.25))
+    assert parse_ratios("[0.6, 0.2, 0.2]") == pytest.approx((0.6, 0.2, 0.2))
     for bad in ("0.7,0.3", "a,b,c", "0,0.5,0.5", "-1,1,1"):
         with pytest.raises(ValueError):
             parse_ratios(bad)
