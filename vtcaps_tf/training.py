@@ -58,7 +58,7 @@ class TrainConfig:
     validation_steps: int | None = None
     summary_freq: int = 1  # epochs between confusion-matrix / per-class F1 summaries
     cache: str = "auto"
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = 512  # clips; a parsed clip is ~0.7 MB at the small preset
     seed: int = 0
     verbose: int | str = "auto"
 

@@ -142,3 +142,16 @@ def test_missing_shards_is_a_clear_error(tmp_path):
 def test_bad_augment_config():
     with pytest.raises(ValueError, match="crop_scale"):
         dataset.AugmentConfig(crop_scale=0.0)
+
+
+def test_auto_cache_keeps_what_fits():
+    # small preset sizes: decoded clip = (16+32)*112*112*3 + 16*100*100*4 = 2,446,336 bytes;
+    # parsed record ~ 32*(100*100*2 + 112*112*3//8) = 800,512 bytes.
+    mode = dataset._cache_mode
+    assert mode("auto", False, 100, 16, 32, 112, 2_446_336 * 100) == "memory"
+    assert mode("auto", False, 101, 16, 32, 112, 2_446_336 * 100) == "records"
+    assert mode("auto", True, 10, 16, 32, 112, 1 << 40) == "records"  # jitter: decode each epoch
+    assert mode("auto", False, 1000, 16, 32, 112, 800_512 * 999) is None
+    assert mode("auto", False, None, 16, 32, 112, 1 << 40) is None
+    assert mode("memory", True, 10, 16, 32, 112, 0) == "records"
+    assert mode(False, False, 10, 16, 32, 112, 1 << 40) is None

@@ -129,7 +129,7 @@ def count_records(files) -> int:
 
 def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
-                 shuffle_buffer: int = 1024, cache: str | bool = "auto",
+                 shuffle_buffer: int = 512, cache: str | bool = "auto",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
                  drop_remainder: bool | None = None) -> tf.data.Dataset:
     """Batched (inputs dict, label) pairs from TFRecord shards.
@@ -137,7 +137,8 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
     training=True: repeats forever (fit with steps_per_epoch), reshuffles each epoch, augments
     (`augment`, default AugmentConfig()), drops the last partial batch. training=False: one pass,
     in file order, no augmentation, keeps the partial batch unless drop_remainder=True.
-    cache: "auto" (decoded clips when they fit `cache_budget`, else the parsed records), "memory"
+    cache: "auto" (decoded clips when they fit `cache_budget`, else the parsed records when those
+    fit, else nothing; needs num_records), "memory"
     (decoded clips), "records" (parsed records), a file path prefix, or False.
     """
     if not files:
@@ -151,7 +152,8 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
     ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
     # Temporal jitter changes which frames are decoded, so a jittered pipeline caches records.
     jitter = augment is not None and augment.temporal_jitter > 0
-    cache_mode = _cache_mode(cache, jitter, num_records, long_frames, image_size, cache_budget)
+    cache_mode = _cache_mode(cache, jitter, num_records, clip_frames, long_frames, image_size,
+                             cache_budget)
     if cache_mode == "records":
         ds = ds.cache()
     elif cache_mode == "file":
@@ -173,6 +175,8 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
         decoded = False
 
     if training:
+        if num_records:
+            shuffle_buffer = min(shuffle_buffer, num_records)  # a whole-epoch shuffle at most
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds)
@@ -194,18 +198,21 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _cache_mode(cache, jitter, num_records, long_frames, image_size, budget):
+def _cache_mode(cache, jitter, num_records, clip_frames, long_frames, image_size, budget):
     if cache is False or cache is None:
         return None
     if cache in ("memory", "records"):
-        if cache == "memory" and jitter:
-            return "records"
-        return cache
+        # Jitter picks the frames at decode time, so decoded clips cannot be reused.
+        return "records" if cache == "memory" and jitter else cache
     if cache == "auto":
-        if jitter or num_records is None:
-            return "records"
-        per_clip = long_frames * image_size * image_size * 3 + 2 * long_frames * features.AU_MAP_SIZE ** 2 * 4
-        return "memory" if num_records * per_clip <= budget else "records"
+        if num_records is None:
+            return None
+        au = features.AU_MAP_SIZE ** 2
+        decoded = (clip_frames + long_frames) * image_size ** 2 * 3 + clip_frames * au * 4
+        record = long_frames * (au * 2 + image_size ** 2 * 3 // 8)  # float16 maps + JPEG (~1/8)
+        if not jitter and num_records * decoded <= budget:
+            return "memory"
+        return "records" if num_records * record <= budget else None
     return "file"
 
 
