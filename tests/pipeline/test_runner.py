@@ -222,3 +222,15 @@ def test_config_errors(tmp_path, capsys):
     good = tmp_path / "c.yaml"
     good.write_text("pipeline_root: r\ntrain:\n  epochs: 2\n")
     assert runner.load_config(str(good)) == {"pipeline_root": "r", "train": {"epochs": 2}}
+
+
+def test_demo_scores_rest_predictions_against_the_manifest():
+    from pipeline import demo
+
+    manifest = {"videos": [{"path": "happy/s00_0.avi", "label": "happy"},
+                           {"path": "anger/s01_1.avi", "label": "anger"},
+                           {"path": "fear/s00_2.avi", "label": "fear"}]}
+    predictions = [{"video": "/x/heldout/happy/s00_0.avi", "emotion": "happy"},
+                   {"video": "/x/heldout/anger/s01_1.avi", "emotion": "fear"},
+                   {"video": "/x/heldout/fear/s00_2.avi", "error": "no face"}]
+    assert demo.predict_accuracy(predictions, manifest) == (0.5, 2)  # the failed video is not scored
