@@ -146,12 +146,13 @@ def test_bad_augment_config():
 
 def test_auto_cache_keeps_what_fits():
     # small preset sizes: decoded clip = (16+32)*112*112*3 + 16*100*100*4 = 2,446,336 bytes;
-    # parsed record ~ 32*(100*100*2 + 112*112*3//8) = 800,512 bytes.
+    # parsed record ~ 32*(100*100*2 + 112*112*3//8) = 32*(20000 + 4704) = 790,528 bytes.
     mode = dataset._cache_mode
     assert mode("auto", False, 100, 16, 32, 112, 2_446_336 * 100) == "memory"
     assert mode("auto", False, 101, 16, 32, 112, 2_446_336 * 100) == "records"
     assert mode("auto", True, 10, 16, 32, 112, 1 << 40) == "records"  # jitter: decode each epoch
-    assert mode("auto", False, 1000, 16, 32, 112, 800_512 * 999) is None
+    assert mode("auto", False, 1000, 16, 32, 112, 790_528 * 999) is None
+    assert mode("auto", False, 999, 16, 32, 112, 790_528 * 999) == "records"
     assert mode("auto", False, None, 16, 32, 112, 1 << 40) is None
     assert mode("memory", True, 10, 16, 32, 112, 0) == "records"
     assert mode(False, False, 10, 16, 32, 112, 1 << 40) is None
