@@ -5,8 +5,9 @@ The model (`small` preset by default, untrained weights: speed does not depend o
 with `export_model`, served by `vtcaps serve` in a child process, and asked with a pre-encoded
 columnar JSON body (as `ServingClient` encodes it) over a keep-alive connection per client. The
 in-process figure is the same SavedModel's `serving_default` loaded and called in this process.
-With 1 client, in-process and REST calls alternate, so that load from other processes on the
-machine falls on both alike; then 8 clients at once, against 8 in-process threads.
+With 1 client, in-process, REST and gRPC (TF Serving's stub, binary TensorProtos) calls
+alternate, so that load from other processes on the machine falls on all alike; then 8 REST
+clients at once, against 8 in-process threads.
 
     python benchmarks/serving.py [--preset small] [--requests 20] [--clients 8]
 """
@@ -46,19 +47,21 @@ def clip_inputs(config, seed=0):
 
 def start_server(base_path, name):
     cmd = [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", base_path,
-           "--model-name", name, "--rest-port", "0", "--grpc-port", "-1",
+           "--model-name", name, "--rest-port", "0", "--grpc-port", "0",
            "--file-system-poll-wait-seconds", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    deadline = time.time() + 600
+    deadline, grpc_address = time.time() + 600, None
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
+        m = re.search(r"gRPC API at (\S+)", line)
+        grpc_address = m.group(1) if m else grpc_address
         m = re.search(r"REST API at (http://\S+)", line)
         if m:
             threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-            return proc, m.group(1)
+            return proc, m.group(1), grpc_address
     proc.kill()
     raise RuntimeError("vtcaps serve did not start")
 
@@ -94,6 +97,22 @@ def rest_run(url, name, body, clients, requests_per_client):
     return {"clients": clients, "requests": len(latencies), "errors": len(errors),
             "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
             "throughput_rps": round(len(latencies) / wall, 3)}
+
+
+def grpc_predictor(address, name, inputs):
+    """A no-argument callable doing one gRPC Predict with TF Serving's own stub."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1),
+                                                      ("grpc.max_receive_message_length", -1)])
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return lambda: stub.Predict(request, timeout=600)
 
 
 def local_threads(signature, inputs, threads, calls_per_thread):
@@ -157,15 +176,17 @@ def main(argv=None):
             decode.append(time.perf_counter() - t0)
 
         log("starting vtcaps serve")
-        proc, url = start_server(base, "bench")
+        proc, url, grpc_address = start_server(base, "bench")
         try:
             from vtcaps_tf.serving.client import ServingClient
 
             with ServingClient(url, "bench") as client:
                 served = client.predict(inputs)
                 max_diff = float(np.abs(served["probabilities"] - reference["probabilities"]).max())
-                log(f"1 client: {args.requests} in-process and REST calls, alternating")
-                local, remote = [], []
+                grpc_call = grpc_predictor(grpc_address, "bench", inputs)
+                grpc_call()
+                log(f"1 client: {args.requests} in-process, REST and gRPC calls, alternating")
+                local, remote, grpc_times = [], [], []
                 for _ in range(args.requests):
                     t0 = time.perf_counter()
                     signature.run(inputs)
@@ -173,6 +194,9 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     client.predict({}, body=body)
                     remote.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    grpc_call()
+                    grpc_times.append(time.perf_counter() - t0)
             one = {"clients": 1, "requests": len(remote), "errors": 0,
                    "p50_ms": round(percentile(remote, 50), 2), "p99_ms": round(percentile(remote, 99), 2),
                    "throughput_rps": round(len(remote) / sum(remote), 3)}
@@ -204,6 +228,8 @@ def main(argv=None):
         f"throughput_ratio_rest_to_in_process_{args.clients}": round(
             many["throughput_rps"] / many_local["throughput_cps"], 4),
         "overhead_pct_1_client": round(100 * (ratio - 1), 2),
+        "grpc_1_client_p50_ms": round(percentile(grpc_times, 50), 2),
+        "grpc_p50_ratio_to_in_process": round(percentile(grpc_times, 50) / local_p50, 4),
         "goal_overhead_pct": 20,
         "goal_met": bool(ratio - 1 < 0.20),
         "max_abs_diff_rest_vs_in_process": max_diff,

@@ -105,3 +105,15 @@ def test_bad_requests_get_status_codes(channel, toy_in_process, make, code):
     response = stub.Predict(_request(good), timeout=30)
     np.testing.assert_allclose(tf.make_ndarray(response.outputs["probabilities"]),
                                toy_in_process(good)["probabilities"], atol=1e-5, rtol=0)
+
+
+def test_oversized_request_is_refused_and_server_stays_up(channel, toy_server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    x = toy_model.random_inputs(1)
+    request = _request(x)
+    # The fixture's limit is 8 MiB: a 9 MiB tensor is refused by gRPC itself.
+    request.inputs["padding"].CopyFrom(tf.make_tensor_proto(np.zeros(9 << 20, np.uint8)))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stub.Predict(_request(x), timeout=30).outputs["probabilities"].dtype == tf.float32.as_datatype_enum

@@ -2,7 +2,7 @@
 
 `loads` is a JSON decoder that turns every all-numeric nested array straight into a numpy array
 with one vectorised parse: a video clip is millions of numbers, which the plain `json` module plus
-`np.asarray` decode about ten times slower. Anything it cannot prove well formed and rectangular
+`np.asarray` decode several times slower (about 0.9 s against 0.1 s for one `small` clip here). Anything it cannot prove well formed and rectangular
 (NaN tokens, strings, objects, ragged lists, bad syntax) goes to the standard decoder, so the
 result and the errors are the standard ones.
 """
