@@ -237,6 +237,8 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
         json.dump(config.to_json(), f, indent=2)
     print(f"TensorBoard: tensorboard --logdir {os.path.abspath(log_dir)}", flush=True)
 
+    keras.utils.set_random_seed(config.seed)  # same initial weights and augmentations per seed
+
     # 1. strategy
     strategy = make_strategy(config.cpu_replicas)
     replicas = strategy.num_replicas_in_sync
