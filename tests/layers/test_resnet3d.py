@@ -139,3 +139,5 @@ def test_bad_input_is_rejected():
         BasicBlock2Plus1D(0)
     with pytest.raises(ValueError, match="B,T,H,W,C"):
         BasicBlock2Plus1D(4)(np.zeros((2, 4, 4, 3), "float32"))
+    with pytest.raises(ValueError, match="identity shortcut"):
+        BasicBlock2Plus1D(4, strides=2, use_projection=False)(np.zeros((1, 4, 4, 4, 4), "float32"))

@@ -48,7 +48,7 @@ class AUAttention(keras.layers.Layer):
                              f"{tuple(feat_shape)} and {tuple(map_shape)}")
 
     def resize_map(self, au_map, size):
-        """au_map [B,N,A,B'] -> [B,T,H,W] by area resampling to `size` = (T, H, W)."""
+        """au_map [B,N,A,A] -> [B,T,H,W] by area resampling to `size` = (T, H, W)."""
         n, a_h, a_w = au_map.shape[1:]
         t, h, w = size
         dtype = au_map.dtype

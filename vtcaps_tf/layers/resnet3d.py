@@ -111,9 +111,10 @@ class _Residual2Plus1D(keras.layers.Layer):
             self.shortcut_conv = self._conv(self.out_channels, 1, (st, ss, ss), "shortcut")
             self.shortcut_bn = self._bn("shortcut_bn")
             _build_chain([self.shortcut_conv, self.shortcut_bn], skip_shape)
-        elif skip_shape[-1] != self.out_channels:
-            raise ValueError(f"identity shortcut needs {self.out_channels} input channels, "
-                             f"got {skip_shape[-1]}; use use_projection=True")
+        elif skip_shape[-1] != self.out_channels or self.strides != (1, 1):
+            raise ValueError(f"an identity shortcut needs stride 1 and {self.out_channels} input "
+                             f"channels, got strides {self.strides} and {skip_shape[-1]} channels; "
+                             "use use_projection=True")
 
     def call(self, inputs, training=None):
         x, skip = _split_inputs(inputs)
