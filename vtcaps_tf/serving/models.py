@@ -260,7 +260,9 @@ class ServedModel:
             # Unload only once every wanted version that could load is in: availability first.
             keep = {v: s for v, s in served.items() if v in wanted}
             if not keep and served:
-                keep = served  # nothing new could load: keep serving what there is
+                # No wanted version could load (or the folders vanished): keep serving what there
+                # is rather than answer nothing.
+                keep = served
             self._served = keep
             for version in set(served) - set(keep):
                 self._status[version] = VersionStatus(END)
