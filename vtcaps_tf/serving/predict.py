@@ -270,16 +270,20 @@ def format_csv(results: list[VideoPrediction]) -> str:
 FORMATS = {"table": format_table, "json": format_json, "csv": format_csv}
 
 
-def plot_timelines(results: list[VideoPrediction], path: str):
-    """Per-clip class probabilities over time, one panel per predicted video."""
+MAX_PLOT_PANELS = 24
+
+
+def plot_timelines(results: list[VideoPrediction], path: str) -> int:
+    """Per-clip class probabilities over time, one panel per predicted video (the first
+    MAX_PLOT_PANELS of them, so that the image stays readable). Returns the panels drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in results if r.ok]
+    done = [r for r in results if r.ok][:MAX_PLOT_PANELS]
     if not done:
-        return False
+        return 0
     fig, axes = plt.subplots(len(done), 1, figsize=(8, 2.6 * len(done)), squeeze=False)
     for ax, r in zip(axes[:, 0], done):
         t = np.array([c.start for c in r.clips] + [r.clips[-1].end])
@@ -297,7 +301,7 @@ def plot_timelines(results: list[VideoPrediction], path: str):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return True
+    return len(done)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,8 +390,11 @@ def cli_main(argv=None) -> int:
     else:
         sys.stdout.write(text)
     if args.plot:
-        if plot_timelines(results, args.plot):
-            say(f"wrote {args.plot}")
+        panels = plot_timelines(results, args.plot)
+        predicted = sum(r.ok for r in results)
+        if panels:
+            say(f"wrote {args.plot}" + (f" (the first {panels} of {predicted} videos)"
+                                        if panels < predicted else ""))
     predicted = sum(r.ok for r in results)
     say(f"{predicted} of {len(results)} videos predicted")
     return 0 if predicted else 1
