@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module holding cli_main, one-line help)
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(SUBCOMMANDS)}")
     module_name, _ = SUBCOMMANDS[name]
+    # TensorFlow's C++ start-up chatter (INFO/WARNING) hides the command's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
