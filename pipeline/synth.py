@@ -152,7 +152,7 @@ def draw_subject(base: BaseFace, name: str, rng: np.random.Generator) -> Subject
         aspect=float(rng.uniform(0.9, 1.1)),
         shear=float(rng.uniform(-0.07, 0.07)),
         scale=float(rng.uniform(0.94, 1.06)),
-        tint=tuple(float(g) for g in rng.uniform(0.85, 1.15, 3)),
+        tint=tuple(float(g) for g in rng.uniform(0.9, 1.1, 3)),
         shape=synth_au.identity_displacement(base.face, rng),
     )
 
@@ -163,7 +163,7 @@ def draw_clip(label: str, subject: str, index: int, aus: tuple[str, ...], rise: 
     return ClipParams(
         label=label, subject=subject, index=index, onset=onset,
         apex=onset + int(rng.integers(rise[0], rise[1] + 1)),
-        amplitude=float(rng.uniform(0.85, 1.15)),
+        amplitude=float(rng.uniform(0.9, 1.2)),
         gains={au: float(rng.uniform(0.8, 1.2)) for au in aus},
         angle=float(rng.uniform(-6, 6)),
         shift=(float(rng.uniform(-0.04, 0.04) * size), float(rng.uniform(-0.04, 0.04) * size)),
@@ -172,8 +172,8 @@ def draw_clip(label: str, subject: str, index: int, aus: tuple[str, ...], rise: 
                float(rng.uniform(0, 0.01) * size)),
         drift_phase=tuple(float(p) for p in rng.uniform(0, 2 * np.pi, 3)),
         drift_period=float(rng.uniform(20, 60)),
-        brightness=float(rng.uniform(0.8, 1.2)),
-        offset=float(rng.uniform(-15, 15)),
+        brightness=float(rng.uniform(0.85, 1.15)),
+        offset=float(rng.uniform(-10, 10)),
         noise=float(rng.uniform(1.0, 4.0)),
     )
 

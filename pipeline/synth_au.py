@@ -64,7 +64,7 @@ def _both(left: tuple[int, ...], right: tuple[int, ...], dx: float, dy: float, r
 AU_TERMS: dict[str, tuple[Term, ...]] = {
     "AU1": _both(INNER_BROW_L, INNER_BROW_R, 0.0, -0.16, 0.13),  # inner brow raiser
     "AU2": _both(OUTER_BROW_L + MID_BROW_L, OUTER_BROW_R + MID_BROW_R, 0.0, -0.15, 0.13),  # outer brow
-    "AU4": _both(INNER_BROW_L + MID_BROW_L, INNER_BROW_R + MID_BROW_R, -0.06, 0.10, 0.13),  # lowerer
+    "AU4": _both(INNER_BROW_L + MID_BROW_L, INNER_BROW_R + MID_BROW_R, -0.07, 0.13, 0.13),  # lowerer
     "AU5": _both(UPPER_LID_L, UPPER_LID_R, 0.0, -0.06, 0.06),  # upper lid raiser
     "AU6": (_both(CHEEK_L, CHEEK_R, 0.0, -0.10, 0.16)
             + _both(LOWER_LID_L, LOWER_LID_R, 0.0, -0.04, 0.05)),  # cheek raiser
@@ -74,9 +74,9 @@ AU_TERMS: dict[str, tuple[Term, ...]] = {
             + (Term(GLABELLA, (0.0, 0.06), 0.10),)
             + _both(INNER_BROW_L, INNER_BROW_R, -0.03, 0.06, 0.10)),  # nose wrinkler
     "AU10": (Term(UPPER_LIP_OUTER + UPPER_LIP_INNER, (0.0, -0.10), 0.10, "upper"),),  # upper lip raiser
-    "AU12": _both(CORNER_L, CORNER_R, 0.14, -0.12, 0.14),  # lip corner puller
-    "AU14": _both(CORNER_L, CORNER_R, 0.08, -0.01, 0.10),  # dimpler
-    "AU15": _both(CORNER_L, CORNER_R, 0.02, 0.12, 0.13),  # lip corner depressor
+    "AU12": _both(CORNER_L, CORNER_R, 0.18, -0.15, 0.14),  # lip corner puller
+    "AU14": _both(CORNER_L, CORNER_R, 0.10, -0.01, 0.10),  # dimpler
+    "AU15": _both(CORNER_L, CORNER_R, 0.03, 0.16, 0.13),  # lip corner depressor
     "AU20": _both(CORNER_L, CORNER_R, 0.14, 0.03, 0.14),  # lip stretcher
     "AU23": (_both(CORNER_L, CORNER_R, -0.07, 0.0, 0.10)
              + (Term(UPPER_LIP_OUTER, (0.0, 0.03), 0.08, "upper"),
