@@ -1,0 +1,1 @@
+"""The TFRecord schema (`features`) and the tf.data readers (`dataset`)."""
