@@ -146,6 +146,22 @@ def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_p
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
 
 
+def test_two_trainings_in_one_process_each_get_their_own_collective_keys():
+    # Two plain MirroredStrategy objects over the same devices share collective keys, and the
+    # second fit of a model of another size fails on the first one's recorded shapes.
+    import keras
+
+    for width in (3, 5):
+        strategy = training.make_strategy(2)
+        assert strategy.num_replicas_in_sync == 2
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(width),
+                                      keras.layers.Dense(2)])
+            model.compile(optimizer="adam", loss="mse")
+        history = model.fit(np.ones((8, 4)), np.zeros((8, 2)), batch_size=4, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+
+
 def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
     rc = training.cli_main(["--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err

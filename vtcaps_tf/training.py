@@ -120,13 +120,32 @@ def configure_cpu_replicas(n: int) -> None:
                 f"--cpu-replicas {n} has to be applied before anything runs on a device") from None
 
 
+class MirroredStrategy(tf.distribute.MirroredStrategy):
+    """`tf.distribute.MirroredStrategy` whose collective keys no earlier instance in the process used.
+
+    Every plain MirroredStrategy numbers its collective groups from 1 and instances from 100, and
+    the runtime keeps each (group, instance) key's tensor shape for the life of the process, so a
+    second strategy over the same devices (a second training in one notebook or pipeline) fails with
+    "Shape mismatch in the collective instance 100". Each instance here takes its own key range.
+    """
+
+    _KEY_RANGE = 1000  # group keys one strategy may use: one per distinct device set
+    _instances = 0
+
+    def __init__(self, devices=None, cross_device_ops=None):
+        MirroredStrategy._instances += 1
+        # MirroredExtended reads this base while it is built, so it is set before super().__init__.
+        self._collective_key_base = MirroredStrategy._instances * self._KEY_RANGE
+        super().__init__(devices=devices, cross_device_ops=cross_device_ops)
+
+
 def make_strategy(cpu_replicas: int = 0) -> tf.distribute.MirroredStrategy:
     """All GPUs when there are any; otherwise `cpu_replicas` logical CPUs (at least one)."""
     if tf.config.list_physical_devices("GPU"):
-        return tf.distribute.MirroredStrategy()
+        return MirroredStrategy()
     configure_cpu_replicas(cpu_replicas)
     n = max(1, cpu_replicas)
-    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+    return MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 
 # ---------------------------------------------------------------------------------------------

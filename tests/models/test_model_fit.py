@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from helpers import random_inputs
 from vtcaps_tf.models import build_model
+from vtcaps_tf.training import make_strategy
 
 TERMS = ("margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching_loss")
 
@@ -17,7 +18,7 @@ TERMS = ("margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching
 @pytest.mark.slow  # tracing the two-replica train and test steps of the full model takes minutes here
 def test_fit_under_mirrored_strategy_with_two_cpu_replicas():
     assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest should make two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = make_strategy(2)
     assert strategy.num_replicas_in_sync == 2
     reference = build_model("tiny")
     with strategy.scope():
