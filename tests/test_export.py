@@ -120,3 +120,7 @@ def test_export_cli(model, tmp_path, capsys):
 def test_export_cli_missing_model(tmp_path, capsys):
     assert export.cli_main(["--model", str(tmp_path / "none.keras"), "--base-path", str(tmp_path)]) == 2
     assert "no model file" in capsys.readouterr().err
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    assert export.cli_main(["--model", str(text), "--base-path", str(tmp_path)]) == 2
+    assert "cannot load" in capsys.readouterr().err

@@ -108,15 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if not os.path.isfile(args.model):
-        print(f"vtcaps evaluate: no model file {args.model!r}", file=sys.stderr)
-        return 2
-    import keras
-
-    import vtcaps_tf  # noqa: F401  (registers the custom objects)
     from vtcaps_tf.data.features import SchemaError
+    from vtcaps_tf.models import load_trained_model
 
-    model = keras.saving.load_model(args.model, compile=False)
+    try:
+        model = load_trained_model(args.model)
+    except (OSError, ValueError) as err:
+        print(f"vtcaps evaluate: {err}", file=sys.stderr)
+        return 2
     try:
         labels, probs, tpn = predict_split(model, args.data, args.split, args.batch_size, verbose=1)
     except (SchemaError, ValueError) as err:

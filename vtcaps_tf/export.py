@@ -149,14 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if not os.path.isfile(args.model):
-        print(f"vtcaps export: no model file {args.model!r}", file=sys.stderr)
+    from vtcaps_tf.models import load_trained_model
+
+    try:
+        model = load_trained_model(args.model)
+    except (OSError, ValueError) as err:
+        print(f"vtcaps export: {err}", file=sys.stderr)
         return 2
-    import keras
-
-    import vtcaps_tf  # noqa: F401  (registers the custom objects the .keras file names)
-
-    model = keras.saving.load_model(args.model, compile=False)
     try:
         path = export_model(model, args.base_path, args.version)
     except (FileExistsError, ValueError) as err:

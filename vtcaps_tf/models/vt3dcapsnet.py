@@ -21,6 +21,7 @@ regress the pyramid's motion feature, which is gradient-stopped as a target.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
@@ -277,3 +278,20 @@ def build_model(config_or_preset_name="tiny", class_names=None, **overrides) -> 
     config = dataclasses.replace(config, **overrides) if overrides else config
     cls = VT3DCapsNet if config.use_tpn else CapsNet3D
     return cls(config, class_names=class_names)
+
+
+def load_trained_model(path: str) -> VT3DCapsNet:
+    """The model a `vtcaps train` run saved (`RUN_DIR/model.keras`), uncompiled.
+
+    Raises FileNotFoundError when there is no such file and ValueError, naming the file, when it
+    is not a `.keras` archive of a VT3DCapsNet.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file {path!r}")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # Keras raises ValueError, OSError or zipfile errors by file kind
+        raise ValueError(f"cannot load {path!r} as a .keras model: {err}") from err
+    if not isinstance(model, VT3DCapsNet):
+        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a model of `vtcaps train`")
+    return model
