@@ -171,6 +171,17 @@ def train(config: TrainConfig) -> TrainResult:
     return _fit(config, meta, train_files, n_train, eval_files if n_eval else [], n_eval)
 
 
+def train_on_files(config: TrainConfig, train_files, eval_files=()) -> TrainResult:
+    """Train on explicit shards of `config.data_dir` (cross-validation folds); eval_files may be
+    empty (no validation)."""
+    meta = features.read_metadata(config.data_dir)
+    n_train = data_lib.count_records(train_files) if train_files else 0
+    if n_train == 0:
+        raise features.SchemaError(f"no training clips in {list(train_files)}")
+    n_eval = data_lib.count_records(eval_files) if eval_files else 0
+    return _fit(config, meta, list(train_files), n_train, list(eval_files) if n_eval else [], n_eval)
+
+
 def run_fn(fn_args) -> TrainResult:
     """TFX Trainer entry point. `custom_config` holds TrainConfig fields (and `data_dir` when the
     metadata.json is not beside the training files); the SavedModel goes to serving_model_dir."""
