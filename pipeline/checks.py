@@ -78,10 +78,11 @@ def _check_decoded(data_dir, split, clip_frames, long_frames, image_size, sample
 
 
 def validate(data_dir: str, classes, clip_frames: int, long_frames: int, image_size: int,
-             sample: int = 4) -> dict:
-    """Statistics of every split, checked; raises `ValidationError` listing all problems."""
+             sample: int = 4, splits=features.SPLITS) -> dict:
+    """Statistics of every split (train/val/test, or the folds), checked; raises
+    `ValidationError` listing all problems."""
     stats, problems = {}, []
-    for split in features.SPLITS:
+    for split in splits:
         try:
             stats[split] = split_statistics(data_dir, split)
         except tf.errors.OpError as err:
@@ -89,9 +90,13 @@ def validate(data_dir: str, classes, clip_frames: int, long_frames: int, image_s
                             f"{str(err).splitlines()[0]}")
     if problems:
         raise ValidationError("the written dataset failed its checks:\n  - " + "\n  - ".join(problems))
-    if stats["train"]["clips"] == 0:
+    if "train" in stats and stats["train"]["clips"] == 0:
         problems.append("the train split is empty: no video of a train subject gave a clip "
                         "(see the dead letters and stats.json)")
+    for split in (s for s in stats if s.startswith("fold")):
+        if stats[split]["clips"] == 0:
+            problems.append(f"{split} is empty: no video of its subjects gave a clip "
+                            "(see the dead letters and stats.json)")
     for split, s in stats.items():
         if s["shards"] == 0:
             problems.append(f"{split}: no {split}-*{features.SHARD_SUFFIX} shard was written")

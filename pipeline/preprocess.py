@@ -38,6 +38,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions)
 
 from pipeline import checks, sources, transforms
+from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.models.presets import PRESETS, get_preset
 
@@ -67,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="side of the aligned face crop (default: the preset's)")
     p.add_argument("--split-ratios", default=DEFAULT_RATIOS, help=f"train,val,test (default {DEFAULT_RATIOS})")
     p.add_argument("--seed", type=int, default=42, help="seed of the subject split (default 42)")
+    p.add_argument("--folds", type=int, default=0,
+                   help="K >= 2: subject-independent K-fold cross-validation instead of "
+                        "train/val/test: every subject in one of K folds balanced by clips, "
+                        "shards fold00..fold{K-1} (for `vtcaps crossval`)")
+    p.add_argument("--short-policy", choices=clips_lib.SHORT_POLICIES, default=None,
+                   help="a sequence shorter than a clip: resample (uniform temporal resampling), "
+                        "pad_first (repeat the first frame), loop, or drop (dead letter "
+                        "too_few_frames); default per source (ckplus pad_first, others resample)")
+    p.add_argument("--clip-labels", choices=clips_lib.CLIP_LABELS, default=None,
+                   help="all: every clip carries the video's label; near_peak: only clips reaching "
+                        "the last third of the sequence (onset-to-peak data such as CK+, whose "
+                        "label describes the last frame); default per source (ckplus near_peak)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored frames")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
@@ -85,6 +98,11 @@ def parse_args(argv):
     if not 1 <= args.jpeg_quality <= 100:
         raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     args.split_ratios = sources.base.parse_ratios(args.split_ratios)
+    if args.folds and args.folds < 2:
+        raise ValueError(f"--folds must be at least 2 (or 0: train/val/test), got {args.folds}")
+    short, labels = sources.TEMPORAL_DEFAULTS[args.source]
+    args.short_policy = args.short_policy or short
+    args.clip_labels = args.clip_labels or labels
     return args, beam_args
 
 
@@ -117,7 +135,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 def clear_outputs(out: str):
     """Remove what an earlier run left (stale shards would be read with the new ones)."""
     tf.io.gfile.makedirs(out)
-    patterns = [f"{s}-*{features.SHARD_SUFFIX}" for s in features.SPLITS] + [
+    patterns = [f"{s}-*{features.SHARD_SUFFIX}" for s in (*features.SPLITS, "fold*")] + [
         f"{features.DEAD_LETTER_PREFIX}-*.jsonl", features.METADATA_FILE, features.STATS_FILE,
         PARTIAL_STATS + "*"]
     for pattern in patterns:
@@ -173,7 +191,7 @@ def build(p: beam.Pipeline, discovery, config: transforms.JobConfig, split_of: d
     """The job's graph on `p`."""
     items = p | "ListVideos" >> beam.Create(discovery.items)
     processed = items | "ProcessVideos" >> transforms.ProcessVideos(config, split_of)
-    processed["examples"] | "WriteTFRecords" >> transforms.WriteExamples(out)
+    processed["examples"] | "WriteTFRecords" >> transforms.WriteExamples(out, config.splits)
     (processed["dead_letters"]
      | "DeadLettersToJson" >> beam.Map(transforms.to_json_line)
      | "WriteDeadLetters" >> beam.io.WriteToText(
@@ -207,7 +225,8 @@ def count_dead_letters(out: str) -> dict[str, int]:
     return counts
 
 
-def finalize(out: str, args, discovery, counters: dict) -> dict:
+def finalize(out: str, args, discovery, counters: dict, split_names=features.SPLITS,
+             fold_of_subject: dict | None = None) -> dict:
     """Checks on the written output, stats.json, then metadata.json. Raises PreprocessError."""
     job = _read_json(os.path.join(out, PARTIAL_STATS + ".json"))
     tf.io.gfile.remove(os.path.join(out, PARTIAL_STATS + ".json"))
@@ -223,10 +242,10 @@ def finalize(out: str, args, discovery, counters: dict) -> dict:
     problems = []
     try:
         checked = checks.validate(out, discovery.classes, args.clip_frames, args.long_frames,
-                                  args.image_size)
+                                  args.image_size, splits=split_names)
     except checks.ValidationError as err:
         checked, problems = None, [str(err)]
-    for split in features.SPLITS:
+    for split in split_names:
         s = dict(job["splits"].get(split) or transforms._empty_split())
         s["videos"] = sum(s["videos_per_class"].values())
         s["clips"] = sum(s["clips_per_class"].values())
@@ -237,6 +256,10 @@ def finalize(out: str, args, discovery, counters: dict) -> dict:
             if checked[split]["clips"] != s["clips"]:
                 problems.append(f"{split}: {s['clips']} clips made but {checked[split]['clips']} read back")
         stats["splits"][split] = s
+    stats["temporal"] = {
+        "short_policy": args.short_policy, "clip_labels": args.clip_labels,
+        "short_sequences": sum(s["short_sequences"] for s in stats["splits"].values()),
+        "clips_not_near_peak": sum(s["clips_not_near_peak"] for s in stats["splits"].values())}
     if written_videos + sum(dead.values()) != len(discovery.items):
         problems.append(f"{len(discovery.items)} videos listed, but {written_videos} written and "
                         f"{sum(dead.values())} dead letters")
@@ -248,11 +271,46 @@ def finalize(out: str, args, discovery, counters: dict) -> dict:
         "schema_version": features.SCHEMA_VERSION, "classes": discovery.classes,
         "clip_frames": args.clip_frames, "long_frames": args.long_frames,
         "image_size": args.image_size, "au_size": features.AU_MAP_SIZE, "source": discovery.source,
-        "counts": {split: stats["splits"][split]["clips"] for split in features.SPLITS},
-        "videos": {split: stats["splits"][split]["videos"] for split in features.SPLITS},
-        "seed": args.seed, "split_ratios": list(args.split_ratios), "preset": args.preset,
+        "counts": {split: stats["splits"][split]["clips"] for split in split_names},
+        "videos": {split: stats["splits"][split]["videos"] for split in split_names},
+        "seed": args.seed, "split_ratios": None if args.folds else list(args.split_ratios),
+        "preset": args.preset, "folds": args.folds, "splits": list(split_names),
+        "fold_of_subject": fold_of_subject, "short_policy": args.short_policy,
+        "clip_labels": args.clip_labels,
     })
     return stats
+
+
+def count_frames(item) -> int:
+    """Frames of a listed video without decoding it: its frame files, or the container's count."""
+    if item.frame_files is not None:
+        return len(item.frame_files)
+    import cv2
+
+    cap = cv2.VideoCapture(item.path)
+    try:
+        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
+def fold_plan(discovery, args) -> tuple[dict[str, str], dict[str, int]]:
+    """(video_id -> foldNN shard, subject -> fold) for `--folds K`, balanced by the clips each
+    usable video is expected to give (from its frame count, before any decoding)."""
+    if any(item.split for item in discovery.items):
+        raise ValueError(f"the {discovery.source} source fixes its own split (AFEW's Val set is "
+                         "the test set); --folds is for sources split by subject")
+    clips = {}
+    for item in discovery.items:
+        if item.dead_reason or item.label_name not in discovery.classes:
+            continue  # dead-lettered before its split is looked up
+        n = len(clips_lib.sequence_windows(max(count_frames(item), 1), args.clip_frames,
+                                           args.long_frames, "resample"))
+        clips[item.subject] = clips.get(item.subject, 0) + n
+    fold_of_subject = sources.base.assign_folds(clips, args.folds, args.seed)
+    split_of = {item.video_id: features.fold_split(fold_of_subject[item.subject])
+                for item in discovery.items if item.subject in fold_of_subject}
+    return split_of, fold_of_subject
 
 
 def query_counters(result) -> dict:
@@ -272,7 +330,13 @@ def run(argv=None, test_pipeline=None) -> dict:
     PreprocessError (with a clear message) when the input or the output is unusable."""
     args, beam_args = parse_args(argv)
     discovery = sources.discover(args.source, args.input)
-    split_of = sources.split_plan(discovery.items, args.split_ratios, args.seed)
+    fold_of_subject = None
+    if args.folds:
+        split_of, fold_of_subject = fold_plan(discovery, args)
+        split_names = tuple(features.fold_split(k) for k in range(args.folds))
+    else:
+        split_of = sources.split_plan(discovery.items, args.split_ratios, args.seed)
+        split_names = features.SPLITS
     out = args.output
     clear_outputs(out)
     marker_dir = os.path.join(out, PROGRESS_DIR)
@@ -280,7 +344,8 @@ def run(argv=None, test_pipeline=None) -> dict:
     config = transforms.JobConfig(
         source=discovery.source, classes=tuple(discovery.classes), clip_frames=args.clip_frames,
         long_frames=args.long_frames, image_size=args.image_size, jpeg_quality=args.jpeg_quality,
-        progress_dir=marker_dir)
+        progress_dir=marker_dir, short_policy=args.short_policy, clip_labels=args.clip_labels,
+        splits=split_names)
     print(f"preprocess: {len(discovery.items)} videos, {len(discovery.classes)} classes "
           f"({discovery.source}: {args.input}) -> {out}", file=sys.stderr, flush=True)
     p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)
@@ -292,7 +357,7 @@ def run(argv=None, test_pipeline=None) -> dict:
     ran = time.time() - start
     done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
     tf.io.gfile.rmtree(marker_dir)
-    stats = finalize(out, args, discovery, query_counters(result))
+    stats = finalize(out, args, discovery, query_counters(result), split_names, fold_of_subject)
     stats["seconds"] = {"pipeline": round(ran, 2), "checks": round(time.time() - start - ran, 2)}
     if done:  # when the first and the last video finished (worker start-up shows in the first)
         stats["seconds"].update(first_video_done=round(done[0] - start, 2),
@@ -310,7 +375,7 @@ def cli_main(argv) -> int:
     except (sources.SourceError, checks.ValidationError, PreprocessError, ValueError) as err:
         print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
         return 1
-    splits = ", ".join(f"{s} {stats['splits'][s]['clips']} clips" for s in features.SPLITS)
+    splits = ", ".join(f"{s} {v['clips']} clips" for s, v in stats["splits"].items())
     print(f"preprocess: done: {splits}; {stats['videos']['dead_letters']} dead letters "
           f"{stats['dead_letters'] or ''}")
     return 0

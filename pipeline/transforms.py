@@ -39,6 +39,9 @@ class JobConfig:
     margin: float = DEFAULT_MARGIN
     jpeg_quality: int = 95
     progress_dir: str | None = None  # one empty marker file per finished video
+    short_policy: str = "resample"  # a sequence shorter than a clip: clips.SHORT_POLICIES
+    clip_labels: str = "all"  # which clips carry the video's label: clips.CLIP_LABELS
+    splits: tuple[str, ...] = features.SPLITS  # shard names (train/val/test or fold00, ...)
 
 
 def dead_letter(path: str, reason: str, detail: str = "") -> dict:
@@ -123,10 +126,16 @@ class AnalyzeVideoFn(beam.DoFn):
         except VideoReadError as err:
             raise _DeadLetter(err.reason, err.detail)
         self.videos_read.inc()
-        windows = clips_lib.clip_windows(video.num_frames, cfg.clip_frames, cfg.long_frames)
+        windows = clips_lib.sequence_windows(video.num_frames, cfg.clip_frames, cfg.long_frames,
+                                             cfg.short_policy)
         if not windows:
-            raise _DeadLetter("too_few_frames",
-                              f"{video.num_frames} frames, a clip needs {cfg.clip_frames}")
+            raise _DeadLetter("too_few_frames", f"{video.num_frames} frames, a clip needs "
+                              f"{cfg.clip_frames} (short policy {cfg.short_policy!r})")
+        all_clips = len(windows)
+        if cfg.clip_labels == "near_peak":
+            # The label describes the last frame: clips that do not reach its last third are left out.
+            windows = [w for w in windows
+                       if clips_lib.near_peak(w, video.num_frames, cfg.clip_frames)]
         try:
             track = self._analyzer.analyze(video.frames, landmarks=landmarks)
         except NoFaceError:
@@ -134,6 +143,7 @@ class AnalyzeVideoFn(beam.DoFn):
         self.frames_without_face.inc(track.num_missing)
         jpegs = [features.encode_jpeg(crop, cfg.jpeg_quality) for crop in track.crops]
         label = cfg.classes.index(item.label_name)
+        fold = features.fold_index(split)
         for w in windows:
             start_time, end_time = w.times(video.fps)
             clip = features.Clip(
@@ -142,13 +152,15 @@ class AnalyzeVideoFn(beam.DoFn):
                 clip_offset=w.offset, fps=video.fps, source=cfg.source,
                 frames_jpeg=[jpegs[t] for t in w.window], landmarks=track.landmarks[w.window],
                 au_maps=track.au_maps[w.window], image_size=cfg.image_size,
-                start_time=start_time, end_time=end_time)
+                start_time=start_time, end_time=end_time, fold=fold)
             yield split, clip.to_example().SerializeToString()
         self.clips_written.inc(len(windows))
         yield beam.pvalue.TaggedOutput(OUTCOMES, {
             "status": "ok", "video_id": item.video_id, "split": split, "label_name": item.label_name,
             "subject": item.subject, "frames": video.num_frames, "clips": len(windows),
-            "faces_found": int(track.found.sum()), "faces_missing": track.num_missing})
+            "faces_found": int(track.found.sum()), "faces_missing": track.num_missing,
+            "short_sequences": int(video.num_frames < cfg.clip_frames),
+            "clips_not_near_peak": all_clips - len(windows)})
 
     def _mark_done(self, item):
         if not self.config.progress_dir:
@@ -172,9 +184,9 @@ def dead_letter_outcome(letter: dict) -> dict:
     return {"status": "dead_letter", "reason": letter["reason"]}
 
 
-def split_index(element, num_partitions: int) -> int:
-    """Partition function: (split, record) -> index of the split in SPLITS."""
-    return features.SPLITS.index(element[0])
+def split_index(element, num_partitions: int, splits=features.SPLITS) -> int:
+    """Partition function: (split, record) -> index of the split in `splits`."""
+    return list(splits).index(element[0])
 
 
 class SummarizeOutcomesFn(beam.CombineFn):
@@ -192,8 +204,8 @@ class SummarizeOutcomesFn(beam.CombineFn):
         label = outcome["label_name"]
         s["videos_per_class"][label] = s["videos_per_class"].get(label, 0) + 1
         s["clips_per_class"][label] = s["clips_per_class"].get(label, 0) + outcome["clips"]
-        for key in ("frames", "faces_found", "faces_missing"):
-            s[key] += outcome[key]
+        for key in _SUMMED:
+            s[key] += outcome.get(key, 0)
         s["subjects"] = sorted(set(s["subjects"]) | {outcome["subject"]})
         return acc
 
@@ -207,7 +219,7 @@ class SummarizeOutcomesFn(beam.CombineFn):
                 for key in ("videos_per_class", "clips_per_class"):
                     for label, n in s[key].items():
                         o[key][label] = o[key].get(label, 0) + n
-                for key in ("frames", "faces_found", "faces_missing"):
+                for key in _SUMMED:
                     o[key] += s[key]
                 o["subjects"] = sorted(set(o["subjects"]) | set(s["subjects"]))
         return out
@@ -216,9 +228,11 @@ class SummarizeOutcomesFn(beam.CombineFn):
         return acc
 
 
+_SUMMED = ("frames", "faces_found", "faces_missing", "short_sequences", "clips_not_near_peak")
+
+
 def _empty_split():
-    return {"videos_per_class": {}, "clips_per_class": {}, "frames": 0, "faces_found": 0,
-            "faces_missing": 0, "subjects": []}
+    return {"videos_per_class": {}, "clips_per_class": {}, "subjects": [], **{k: 0 for k in _SUMMED}}
 
 
 def to_json_line(record: dict) -> str:
@@ -273,16 +287,17 @@ class WriteExamples(beam.PTransform):
     """(split, bytes) -> `<out>/<split>-SSSSS-of-NNNNN.tfrecord.gz` for every split (empty splits
     still get a shard, so a reader sees 0 records rather than a missing file)."""
 
-    def __init__(self, output_dir: str):
+    def __init__(self, output_dir: str, splits=features.SPLITS):
         super().__init__()
         self.output_dir = output_dir
+        self.splits = tuple(splits)
 
     def expand(self, examples):
         from apache_beam.io.filesystems import FileSystems
 
-        parts = examples | "BySplit" >> beam.Partition(split_index, len(features.SPLITS))
+        parts = examples | "BySplit" >> beam.Partition(split_index, len(self.splits), self.splits)
         writes = []
-        for split, part in zip(features.SPLITS, parts):
+        for split, part in zip(self.splits, parts):
             writes.append(
                 part
                 | f"Records_{split}" >> beam.Values()

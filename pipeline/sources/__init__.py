@@ -8,6 +8,17 @@ from pipeline.sources.base import Discovery, SourceError, VideoItem, split_plan 
 
 SOURCES = ("folder", "ckplus", "afew", "synthetic")
 
+# Per source: (policy for a sequence shorter than a clip, which clips carry the video's label);
+# see vtcaps_tf/data/clips.py and BUILD.md. CK+ sequences run neutral onset -> peak and only the
+# peak is labelled: the first frame is repeated in front (real tempo, a longer neutral onset) and
+# only clips reaching the last third are labelled. The others hold the expression throughout.
+TEMPORAL_DEFAULTS = {
+    "ckplus": ("pad_first", "near_peak"),
+    "afew": ("resample", "all"),
+    "folder": ("resample", "all"),
+    "synthetic": ("resample", "all"),
+}
+
 
 def discover(source: str, root: str) -> Discovery:
     """List the videos of `root` with the named source's layout."""

@@ -140,3 +140,24 @@ def split_plan(items, ratios, seed: int) -> dict[str, str]:
         free, free_ratios = ["train"], [1.0]
     of_subject = assign_splits((i.subject for i in items if not i.split), free_ratios, seed, free)
     return {item.video_id: item.split or of_subject[item.subject] for item in items}
+
+
+# ---- K folds by subject ------------------------------------------------------------------------
+
+def assign_folds(clips_of_subject: dict[str, int], folds: int, seed: int) -> dict[str, int]:
+    """subject -> fold in 0..folds-1, balanced by clips: subjects in decreasing clip count (ties in
+    the seeded hash order of `subject_key`) each go to the fold with the fewest clips so far (ties:
+    fewest subjects, then the lowest fold). Deterministic for a seed."""
+    if folds < 2:
+        raise ValueError(f"--folds must be at least 2, got {folds}")
+    if len(clips_of_subject) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} subjects, the data has "
+                         f"{len(clips_of_subject)}")
+    order = sorted(clips_of_subject, key=lambda s: (-clips_of_subject[s], subject_key(s, seed), s))
+    load, members, out = [0] * folds, [0] * folds, {}
+    for subject in order:
+        k = min(range(folds), key=lambda i: (load[i], members[i], i))
+        out[subject] = k
+        load[k] += clips_of_subject[subject]
+        members[k] += 1
+    return out

@@ -56,12 +56,13 @@ def _run(dofn, item):
 
 
 def test_video_becomes_clips_with_the_schema(fn, tmp_path):
-    path = fx.write_face_video(str(tmp_path / "s1_0.avi"), n=10)  # 10 frames -> 2 clips of 4
+    # 10 frames -> clips of 4 at 0 and 4, and the last one aligned to the end: frames 6..9.
+    path = fx.write_face_video(str(tmp_path / "s1_0.avi"), n=10)
     examples, tagged = _run(fn, _item(path, label="sad"))
     assert DEAD not in tagged
-    assert len(examples) == 2 and all(split == "train" for split, _ in examples)
+    assert len(examples) == 3 and all(split == "train" for split, _ in examples)
     [outcome] = tagged[transforms.OUTCOMES]
-    assert outcome["status"] == "ok" and outcome["clips"] == 2 and outcome["frames"] == 10
+    assert outcome["status"] == "ok" and outcome["clips"] == 3 and outcome["frames"] == 10
     assert outcome["faces_found"] == 10 and outcome["faces_missing"] == 0
     for k, (_, serialized) in enumerate(examples):
         context, sequence = features.parse_example(tf.constant(serialized))
@@ -70,7 +71,8 @@ def test_video_becomes_clips_with_the_schema(fn, tmp_path):
         assert context["clip_frames"].numpy() == N and context["image_size"].numpy() == S
         # Long window of 8 centred on clip k of 4: offset (8 - 4) // 2 = 2.
         assert context["clip_offset"].numpy() == 2
-        assert context["start_time"].numpy() == pytest.approx(k * N / 10.0)
+        assert context["start_time"].numpy() == pytest.approx([0, 4, 6][k] / 10.0)
+        assert context["fold"].numpy() == -1  # train/val/test output: no fold
         assert context["subject_id"].numpy() == b"s1" and context["source"].numpy() == b"folder"
         assert sequence["frames"].shape == (M,) and sequence["landmarks"].shape == (M, 136)
         au = np.frombuffer(sequence["au_map"].numpy()[0], np.float16)
@@ -87,7 +89,6 @@ DEAD = transforms.DEAD_LETTERS
     (lambda d: fx.write_bad_files(d)["unreadable"], "unreadable"),
     (lambda d: fx.write_truncated_video(os.path.join(d, "cut.avi")), "truncated"),
     (lambda d: fx.write_noface_video(os.path.join(d, "grey.avi")), "no_face"),
-    (lambda d: fx.write_face_video(os.path.join(d, "short.avi"), n=3), "too_few_frames"),
 ])
 def test_bad_videos_become_one_dead_letter(fn, tmp_path, maker, reason):
     path = maker(str(tmp_path))
@@ -96,6 +97,22 @@ def test_bad_videos_become_one_dead_letter(fn, tmp_path, maker, reason):
     assert [d["reason"] for d in tagged[DEAD]] == [reason]
     assert tagged[DEAD][0]["path"] == path and tagged[DEAD][0]["detail"]
     assert transforms.OUTCOMES not in tagged  # the outcome of a dead letter is made downstream
+
+
+def test_short_video_is_brought_to_length_or_dropped_by_policy(fn, tmp_path):
+    path = fx.write_face_video(str(tmp_path / "short.avi"), n=3)
+    examples, tagged = _run(fn, _item(path))  # default policy: resample -> one clip
+    [outcome] = tagged[transforms.OUTCOMES]
+    assert len(examples) == 1 and outcome["short_sequences"] == 1 and outcome["clips"] == 1
+    context, _ = features.parse_example(tf.constant(examples[0][1]))
+    assert context["end_time"].numpy() == pytest.approx(3 / 10.0)  # the clip spans the whole video
+    dofn = transforms.AnalyzeVideoFn(_config(short_policy="drop"), split_of=_Splits())
+    dofn.setup()
+    try:
+        examples, tagged = _run(dofn, _item(path))
+    finally:
+        dofn.teardown()
+    assert examples == [] and [d["reason"] for d in tagged[DEAD]] == ["too_few_frames"]
 
 
 def test_unknown_and_missing_labels(fn, tmp_path):
@@ -154,7 +171,8 @@ def test_summarize_outcomes_combines_by_split():
     assert out["dead_letters"] == {"no_face": 2}
     assert out["splits"]["train"] == {"videos_per_class": {"a": 1, "b": 1},
                                       "clips_per_class": {"a": 2, "b": 2}, "frames": 18,
-                                      "faces_found": 17, "faces_missing": 1, "subjects": ["s1", "s2"]}
+                                      "faces_found": 17, "faces_missing": 1, "subjects": ["s1", "s2"],
+                                      "short_sequences": 0, "clips_not_near_peak": 0}
     assert out["splits"]["val"]["clips_per_class"] == {"a": 1}
 
 

@@ -39,3 +39,75 @@ def clip_windows(num_frames: int, clip_frames: int, long_frames: int) -> list[Cl
         window = np.clip(np.arange(first, first + long_frames), 0, num_frames - 1)
         out.append(ClipWindow(k, start, start + clip_frames, window, start - first))
     return out
+
+
+# ---- whole-sequence cutting (the preprocessing job) --------------------------------------------
+
+# How a sequence shorter than one clip is brought to `clip_frames` frames. Each map ends on the
+# sequence's last frame (CK+'s peak), so the peak is always inside the clip.
+SHORT_POLICIES = ("resample", "pad_first", "loop", "drop")
+
+
+def short_index_map(num_frames: int, clip_frames: int, policy: str) -> np.ndarray | None:
+    """[clip_frames] frame indices of a sequence shorter than a clip, or None for `drop`.
+
+    resample: uniform temporal resampling (first and last frame kept, frames repeated evenly);
+    pad_first: the first frame repeated in front (real tempo, a longer neutral onset);
+    loop: the sequence repeated backwards from its last frame.
+    """
+    if policy not in SHORT_POLICIES:
+        raise ValueError(f"short policy must be one of {SHORT_POLICIES}, got {policy!r}")
+    if num_frames < 1:
+        raise ValueError("a sequence needs at least one frame")
+    if policy == "drop":
+        return None
+    k = np.arange(clip_frames)
+    if policy == "resample":
+        return np.rint(np.linspace(0, num_frames - 1, clip_frames)).astype(np.int64)
+    if policy == "pad_first":
+        return np.clip(k - (clip_frames - num_frames), 0, num_frames - 1).astype(np.int64)
+    return ((k - clip_frames) % num_frames).astype(np.int64)  # loop, ending on the last frame
+
+
+def sequence_windows(num_frames: int, clip_frames: int, long_frames: int,
+                     short_policy: str = "resample") -> list[ClipWindow]:
+    """Clips covering a whole sequence, its last frame included.
+
+    Non-overlapping clips from the start (paper Eq. 1), plus, when frames are left over, one more
+    clip aligned to the end (overlapping the one before), so the last frame - CK+'s peak - is in a
+    clip. A sequence shorter than one clip gives one clip made by `short_policy` (`drop`: none).
+    The long TPN window is centred on each clip, edge frames repeated.
+    """
+    if clip_frames <= 0 or long_frames < clip_frames:
+        raise ValueError("need 0 < clip_frames <= long_frames")
+    if num_frames < clip_frames:
+        base = short_index_map(num_frames, clip_frames, short_policy)
+        if base is None:
+            return []
+        first = -((long_frames - clip_frames) // 2)
+        window = base[np.clip(np.arange(first, first + long_frames), 0, clip_frames - 1)]
+        return [ClipWindow(0, 0, num_frames, window, -first)]
+    starts = list(range(0, num_frames - clip_frames + 1, clip_frames))
+    if starts[-1] + clip_frames < num_frames:
+        starts.append(num_frames - clip_frames)
+    out = []
+    for k, start in enumerate(starts):
+        first = start - (long_frames - clip_frames) // 2
+        window = np.clip(np.arange(first, first + long_frames), 0, num_frames - 1)
+        out.append(ClipWindow(k, start, start + clip_frames, window, start - first))
+    return out
+
+
+def clip_frame_indices(w: ClipWindow, clip_frames: int) -> np.ndarray:
+    """The short clip's frame indices into the sequence."""
+    return w.window[w.offset:w.offset + clip_frames]
+
+
+# Which clips of an onset-to-peak sequence carry its label (CK+ labels the peak frame only).
+CLIP_LABELS = ("all", "near_peak")
+
+
+def near_peak(w: ClipWindow, num_frames: int, clip_frames: int) -> bool:
+    """Whether the short clip reaches into the last third of the sequence (the frames nearest
+    the peak): its last frame index >= num_frames - ceil(num_frames / 3)."""
+    return int(clip_frame_indices(w, clip_frames).max()) >= num_frames - -(-num_frames // 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +39,9 @@ CONTEXT_FEATURES = {
     "fps": tf.io.FixedLenFeature([], tf.float32),
     "image_size": tf.io.FixedLenFeature([], tf.int64),
     "source": tf.io.FixedLenFeature([], tf.string),
+    # Cross-validation fold of the clip's subject (`preprocess --folds K`); -1: not split in folds.
+    # The default keeps records written before the field existed readable.
+    "fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
 }
 SEQUENCE_FEATURES = {
     "frames": tf.io.FixedLenSequenceFeature([], tf.string),  # JPEG of the aligned RGB face crop
@@ -65,6 +69,7 @@ class Clip:
     image_size: int
     start_time: float = 0.0
     end_time: float = 0.0
+    fold: int = -1
 
     def to_example(self) -> tf.train.SequenceExample:
         t = len(self.frames_jpeg)
@@ -96,6 +101,7 @@ class Clip:
             "fps": _float(self.fps),
             "image_size": _int(self.image_size),
             "source": _bytes(self.source.encode()),
+            "fold": _int(self.fold),
         })
         sequence = tf.train.FeatureLists(feature_list={
             "frames": tf.train.FeatureList(feature=[_bytes(b) for b in self.frames_jpeg]),
@@ -181,8 +187,24 @@ def read_metadata(data_dir: str) -> dict:
     return meta
 
 
+def fold_split(k: int) -> str:
+    """Shard name of fold k: the output of `preprocess --folds K` holds fold00 .. fold{K-1}."""
+    return f"fold{k:02d}"
+
+
+def fold_index(split: str) -> int:
+    """foldNN -> NN; -1 for train/val/test."""
+    return int(split[4:]) if split.startswith("fold") else -1
+
+
+def data_splits(meta: dict) -> list[str]:
+    """The shard names a preprocessing output holds: train/val/test, or one per fold."""
+    folds = int(meta.get("folds") or 0)
+    return [fold_split(k) for k in range(folds)] if folds else list(SPLITS)
+
+
 def split_files(data_dir: str, split: str) -> list[str]:
-    """The shards of one split, sorted."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    """The shards of one split (train, val, test or a fold's foldNN), sorted."""
+    if split not in SPLITS and not re.fullmatch(r"fold\d{2,}", split):
+        raise ValueError(f"split must be one of {SPLITS} or a fold (fold00, ...), got {split!r}")
     return sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*{SHARD_SUFFIX}")))
