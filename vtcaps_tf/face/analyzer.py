@@ -44,12 +44,36 @@ def nearest_found(found: np.ndarray) -> np.ndarray:
     return np.where(np.abs(t - before) <= np.abs(after - t), before, after)
 
 
+@dataclasses.dataclass
+class StreamedTrack:
+    """What `FaceAnalyzer.analyze_stream` gives: the face track, the number of frames read, and
+    the most faces any one frame showed (more than 1: the video shows several people)."""
+
+    track: FaceTrack
+    num_frames: int
+    max_faces: int
+    peak_frames_held: int
+
+
+class _Collector:
+    """TrackCropper sink keeping every frame's crop (the whole-video `FaceTrack`)."""
+
+    def __init__(self):
+        self.crops, self.landmarks, self.found = [], [], []
+
+    def push(self, fc):
+        self.crops.append(fc.crop)
+        self.landmarks.append(fc.landmarks)
+        self.found.append(fc.found)
+
+
 class FaceAnalyzer:
     """Detects the face (MediaPipe mesh -> 68 landmarks) in every frame, aligns a `crop_size`
-    crop and draws the AU map. Open one per worker (`DoFn.setup()`), `close()` when done."""
+    crop and draws the AU map. Open one per worker (`DoFn.setup()`), `close()` when done.
+    `max_num_faces`: how many faces one frame may give (`detect_faces`)."""
 
     def __init__(self, crop_size: int, video: bool = True, margin: float = DEFAULT_MARGIN,
-                 au_size: int = AU_MAP_SIZE):
+                 au_size: int = AU_MAP_SIZE, max_num_faces: int = 1):
         if crop_size < 8:
             raise ValueError(f"crop_size must be at least 8 pixels, got {crop_size}")
         from vtcaps_tf.face.mesh import FaceMesh
@@ -58,21 +82,88 @@ class FaceAnalyzer:
         self.video = video
         self.margin = float(margin)
         self.au_size = int(au_size)
-        self._mesh = FaceMesh(video=video)
+        self._mesh = FaceMesh(video=video, max_num_faces=max_num_faces)
+
+    def reset(self):
+        """Forget the tracked faces: the next frame starts a new video."""
+        if self._mesh is None:
+            raise RuntimeError("FaceAnalyzer is closed")
+        self._mesh.reset()
+
+    def detect_faces(self, frame: np.ndarray) -> list[np.ndarray]:
+        """RGB frame -> the 68 landmarks [68, 2] in pixels of every face found."""
+        if self._mesh is None:
+            raise RuntimeError("FaceAnalyzer is closed")
+        return [landmarks68(mesh) for mesh in self._mesh.detect_all(frame)]
+
+    def crop(self, frame: np.ndarray, landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(aligned crop uint8 [S, S, 3], landmarks [68, 2] in crop coordinates / S)."""
+        aligned = align_face(frame, landmarks_px, self.crop_size, self.margin)
+        return aligned.crop, aligned.landmarks
+
+    def au_map(self, landmarks01: np.ndarray) -> np.ndarray:
+        return au_attention_map(landmarks01 * self.au_size, self.au_size)
 
     def detect_landmarks(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames [T, H, W, 3] -> (68 landmarks in pixels [T, 68, 2] (NaN where none), found [T])."""
-        if self._mesh is None:
-            raise RuntimeError("FaceAnalyzer is closed")
-        self._mesh.reset()  # each video starts without a tracked face
+        self.reset()  # each video starts without a tracked face
         out = np.full((len(frames), NUM_LANDMARKS, 2), np.nan, np.float32)
         found = np.zeros(len(frames), bool)
         for t, frame in enumerate(frames):
-            mesh = self._mesh.detect(frame)
-            if mesh is not None:
-                out[t] = landmarks68(mesh)
+            faces = self.detect_faces(frame)
+            if faces:
+                out[t] = _largest(faces)
                 found[t] = True
         return out, found
+
+    def analyze_stream(self, frames, landmarks=None, bridge: int | None = None) -> StreamedTrack:
+        """RGB frames, one at a time (any iterable), -> the video's one face track, reading each
+        frame once and keeping its aligned crop only.
+
+        The largest face of each frame is the subject. A frame without a face takes the landmarks
+        of the nearest frame with one (its own pixels are kept); `bridge` bounds the raw frames
+        held to find the next one (None: no bound, exactly the nearest frame; with a bound, the
+        older frames of a longer gap take the face before it, and frames before the first face
+        beyond the bound are grey). `landmarks`: [T, 68, 2] pixels given per frame (a dataset's
+        own, e.g. CK+) skip detection; rows of NaN count as frames without a face.
+        Raises `NoFaceError` when no frame has a face.
+        """
+        from vtcaps_tf.face.streaming import TrackCropper
+
+        if landmarks is not None:
+            landmarks = np.asarray(landmarks, np.float32)
+            if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
+                raise ValueError(f"landmarks must be [T, 68, 2], got {landmarks.shape}")
+        else:
+            self.reset()  # each video starts without a tracked face
+        sink = _Collector()
+        cropper = TrackCropper(self.crop, sink, self.crop_size, bridge, whole_video=True)
+        t, max_faces, peak = 0, 0, 0
+        for t, frame in enumerate(frames):
+            frame = np.asarray(frame)
+            if frame.ndim != 3 or frame.shape[-1] != 3:
+                raise ValueError(f"expected RGB frames [H, W, 3], got {frame.shape}")
+            if landmarks is not None:
+                if t >= len(landmarks):
+                    raise ValueError(f"landmarks must be [T, 68, 2] for every frame, got {len(landmarks)}")
+                faces = [landmarks[t]] if np.all(np.isfinite(landmarks[t])) else []
+            else:
+                faces = self.detect_faces(frame)
+            max_faces = max(max_faces, len(faces))
+            if faces:
+                cropper.found(t, frame, _largest(faces))
+            else:
+                cropper.missing(t, frame)
+            peak = max(peak, cropper.frames_held + 1)
+            t += 1
+        if landmarks is not None and t != len(landmarks):
+            raise ValueError(f"landmarks must be [{t}, 68, 2], got {landmarks.shape}")
+        if not cropper.finish():
+            raise NoFaceError("no frame has a face")
+        au = np.stack([self.au_map(lm) for lm in sink.landmarks]).astype(np.float32)
+        track = FaceTrack(np.stack(sink.crops), np.stack(sink.landmarks).astype(np.float32), au,
+                          np.array(sink.found, bool))
+        return StreamedTrack(track, t, max_faces, peak)
 
     def analyze(self, frames: np.ndarray, landmarks: np.ndarray | None = None) -> FaceTrack:
         """RGB frames uint8 [T, H, W, 3] -> `FaceTrack`.
@@ -84,24 +175,9 @@ class FaceAnalyzer:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise ValueError(f"expected RGB frames [T, H, W, 3] with T >= 1, got {frames.shape}")
-        if landmarks is None:
-            lm_px, found = self.detect_landmarks(frames)
-        else:
-            lm_px = np.asarray(landmarks, np.float32)
-            if lm_px.shape != (len(frames), NUM_LANDMARKS, 2):
-                raise ValueError(f"landmarks must be [{len(frames)}, 68, 2], got {lm_px.shape}")
-            found = np.all(np.isfinite(lm_px), axis=(1, 2))
-        source = nearest_found(found)
-        s = self.crop_size
-        crops = np.empty((len(frames), s, s, 3), np.uint8)
-        lm01 = np.empty((len(frames), NUM_LANDMARKS, 2), np.float32)
-        au_maps = np.empty((len(frames), self.au_size, self.au_size), np.float32)
-        for t, frame in enumerate(frames):
-            aligned = align_face(frame, lm_px[source[t]], s, self.margin)
-            crops[t] = aligned.crop
-            lm01[t] = aligned.landmarks
-            au_maps[t] = au_attention_map(aligned.landmarks * self.au_size, self.au_size)
-        return FaceTrack(crops, lm01, au_maps, found)
+        if landmarks is not None and np.shape(landmarks) != (len(frames), NUM_LANDMARKS, 2):
+            raise ValueError(f"landmarks must be [{len(frames)}, 68, 2], got {np.shape(landmarks)}")
+        return self.analyze_stream(frames, landmarks, bridge=None).track
 
     def close(self):
         if self._mesh is not None:
@@ -113,3 +189,10 @@ class FaceAnalyzer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _largest(faces: list[np.ndarray]) -> np.ndarray:
+    """The face with the largest landmark box."""
+    from vtcaps_tf.face.tracking import box_area, landmark_box
+
+    return max(faces, key=lambda lm: box_area(landmark_box(lm)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -70,56 +71,118 @@ def read_image(path: str) -> np.ndarray:
     return _to_rgb(image)
 
 
-def _read_frame_folder(path: str, fps: float | None, max_frames: int | None) -> Video:
-    files = list_frame_files(path)
-    if not files:
-        raise VideoReadError("no_frames", f"folder {path} holds no image files")
-    if max_frames:
-        files = files[:max_frames]
-    frames = [read_image(f) for f in files]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise VideoReadError("unreadable", f"frames of {path} differ in size: {sorted(shapes)}")
-    return Video(np.stack(frames), float(fps or DEFAULT_FPS))
+@dataclasses.dataclass
+class FrameStream:
+    """A video opened for reading one frame at a time: `frames` yields RGB uint8 [H, W, 3] frames
+    and is consumed once. `still` marks a single image (a photo); `promised` is the container's
+    frame count (0 when it has none), an estimate for some formats."""
+
+    path: str
+    fps: float
+    frames: Iterator[np.ndarray]
+    promised: int = 0
+    still: bool = False
 
 
-def _read_video_file(path: str, max_frames: int | None) -> Video:
-    import cv2
+def _too_long(path: str, count: int, limit: int) -> VideoReadError:
+    return VideoReadError("too_long", f"{path} has {count} frames, more than the limit of {limit}"
+                          " (raise it with --max-frames)")
 
-    if os.path.getsize(path) == 0:
-        raise VideoReadError("empty_file", f"{path} is 0 bytes")
-    cap = cv2.VideoCapture(path)
+
+def _folder_frames(path: str, files: list[str], limit: int | None) -> Iterator[np.ndarray]:
+    shape = None
+    for k, f in enumerate(files):
+        if limit and k >= limit:
+            raise _too_long(path, len(files), limit)
+        frame = read_image(f)
+        if shape is not None and frame.shape != shape:
+            raise VideoReadError("unreadable", f"frames of {path} differ in size: {shape} and "
+                                 f"{frame.shape} ({os.path.basename(f)})")
+        shape = frame.shape
+        yield frame
+
+
+def _file_frames(path: str, cap, promised: int, limit: int | None) -> Iterator[np.ndarray]:
+    n = 0
     try:
-        if not cap.isOpened():
-            raise VideoReadError("unreadable", f"OpenCV cannot open {path} as a video")
-        promised = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        frames = []
-        while not max_frames or len(frames) < max_frames:
+        while True:
             ok, frame = cap.read()
             if not ok:
                 break
-            frames.append(_to_rgb(frame))
+            n += 1
+            if limit and n > limit:
+                raise _too_long(path, max(promised, n), limit)
+            yield _to_rgb(frame)
     finally:
         cap.release()
-    if not frames:
+    if n == 0:
         raise VideoReadError("no_frames", f"no frame of {path} decodes")
-    if not max_frames and promised > 0 and len(frames) < TRUNCATED_FRACTION * promised:
-        raise VideoReadError("truncated", f"{path}: {len(frames)} of {promised} frames decode")
-    if not (0.0 < fps < 1000.0):
-        fps = DEFAULT_FPS
-    return Video(np.stack(frames), fps)
+    if promised > 0 and n < TRUNCATED_FRACTION * promised:
+        raise VideoReadError("truncated", f"{path}: {n} of {promised} frames decode")
+
+
+def open_frames(path: str, fps: float | None = None, max_frames: int | None = None) -> FrameStream:
+    """Open a video file, a frame folder or a still image for reading frame by frame, so that
+    only one decoded frame need be in memory at a time.
+
+    `max_frames`: a longer video raises `VideoReadError("too_long")` (at once when the container
+    says so, otherwise when the frame past the limit is read). The other reasons are those of
+    `read_video`; a truncated file raises when its end is reached.
+    """
+    import cv2
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = list_frame_files(path)
+        if not files:
+            raise VideoReadError("no_frames", f"folder {path} holds no image files")
+        if max_frames and len(files) > max_frames:
+            raise _too_long(path, len(files), max_frames)
+        return FrameStream(path, float(fps or DEFAULT_FPS), _folder_frames(path, files, max_frames),
+                           len(files))
+    if not os.path.exists(path):
+        raise VideoReadError("missing", f"{path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError("empty_file", f"{path} is 0 bytes")
+    if is_image_file(path):
+        return FrameStream(path, float(fps or DEFAULT_FPS), iter([read_image(path)]), 1, still=True)
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        cap.release()
+        raise VideoReadError("unreadable", f"OpenCV cannot open {path} as a video")
+    promised = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    if not (0.0 < rate < 1000.0):
+        rate = DEFAULT_FPS
+    if max_frames and promised > max_frames / TRUNCATED_FRACTION:
+        cap.release()
+        raise _too_long(path, promised, max_frames)
+    return FrameStream(path, rate, _file_frames(path, cap, promised, max_frames), promised)
 
 
 def read_video(path: str, fps: float | None = None, max_frames: int | None = None) -> Video:
-    """A video file or a folder of image frames -> `Video` (RGB frames, fps).
+    """A video file or a folder of image frames -> `Video` (all RGB frames in one array, fps).
 
-    `fps` sets the rate of a frame folder (default 30); `max_frames` stops reading early.
+    `fps` sets the rate of a frame folder (default 30); `max_frames` stops reading early. Holds
+    the whole video in memory: long videos are read with `open_frames`.
     Raises `VideoReadError` with reason missing, empty_file, unreadable, truncated or no_frames.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        return _read_frame_folder(path, fps, max_frames)
-    if not os.path.exists(path):
-        raise VideoReadError("missing", f"{path} does not exist")
-    return _read_video_file(path, max_frames)
+        files = list_frame_files(path)
+        if not files:
+            raise VideoReadError("no_frames", f"folder {path} holds no image files")
+        files = files[:max_frames] if max_frames else files
+        stream = FrameStream(path, float(fps or DEFAULT_FPS), _folder_frames(path, files, None))
+        return Video(np.stack(list(stream.frames)), stream.fps)
+    stream = open_frames(path)
+    if max_frames:  # the first frames only: a truncated end is not looked at
+        frames = []
+        for frame in stream.frames:
+            frames.append(frame)
+            if len(frames) >= max_frames:
+                stream.frames.close()
+                break
+    else:
+        frames = list(stream.frames)
+    return Video(np.stack(frames), stream.fps)
