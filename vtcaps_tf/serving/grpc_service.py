@@ -1,6 +1,6 @@
-"""TF Serving's gRPC API: PredictionService (Predict, GetModelMetadata) and ModelService
-(GetModelStatus, HandleReloadConfigRequest), on the tensorflow-serving-api protos, so that TF
-Serving's own Python client (`prediction_service_pb2_grpc.PredictionServiceStub`) works unchanged.
+"""TF Serving's gRPC API: PredictionService (Predict, Classify, Regress, MultiInference,
+GetModelMetadata) and ModelService (GetModelStatus, HandleReloadConfigRequest), on the
+tensorflow-serving-api protos, so that TF Serving's own Python client (`prediction_service_pb2_grpc.PredictionServiceStub`) works unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from vtcaps_tf.serving import responses
+from vtcaps_tf.serving import inference, responses
 from vtcaps_tf.serving.errors import ServingError, invalid
 from vtcaps_tf.serving.models import ModelManager
 
@@ -59,7 +59,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = predict_pb2.PredictResponse()
             response.model_spec.CopyFrom(responses.model_spec_proto(name, servable.version, signature.name))
             for key, value in outputs.items():
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+                as_proto_field(np.asarray(value), response.outputs[key])
             return response
         except ServingError as err:
             _abort(context, err)
@@ -73,10 +73,62 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         except ServingError as err:
             _abort(context, err)
 
-    def _unimplemented(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "only Predict and GetModelMetadata are served")
+    def Classify(self, request, context):  # noqa: N802 - gRPC method name
+        try:
+            name, version, label = _spec_args(request.model_spec)
+            return inference.classify(self.manager, name, version, label,
+                                      request.model_spec.signature_name or None, request.input)
+        except ServingError as err:
+            _abort(context, err)
 
-    Classify = Regress = MultiInference = _unimplemented
+    def Regress(self, request, context):  # noqa: N802 - gRPC method name
+        try:
+            name, version, label = _spec_args(request.model_spec)
+            return inference.regress(self.manager, name, version, label,
+                                     request.model_spec.signature_name or None, request.input)
+        except ServingError as err:
+            _abort(context, err)
+
+    def MultiInference(self, request, context):  # noqa: N802 - gRPC method name
+        try:
+            return inference.multi_inference(self.manager, request)
+        except ServingError as err:
+            _abort(context, err)
+
+
+# numpy dtype kind/size -> the TensorProto field TF Serving's Tensor::AsProtoField fills.
+_VALUE_FIELDS = {"f2": "half_val", "f4": "float_val", "f8": "double_val", "i1": "int_val",
+                 "i2": "int_val", "i4": "int_val", "i8": "int64_val", "u1": "int_val",
+                 "u2": "int_val", "u4": "uint32_val", "u8": "uint64_val", "b1": "bool_val",
+                 "c8": "scomplex_val", "c16": "dcomplex_val"}
+
+
+def as_proto_field(arr: np.ndarray, proto):
+    """Fill `proto` (a TensorProto) with `arr` in the typed value fields (float_val, ...), as TF
+    Serving's Predict answers, rather than in tensor_content: clients that read `float_val`
+    directly (TF Serving's own tests do) see the values."""
+    import tensorflow as tf
+
+    proto.Clear()
+    if arr.dtype.kind in ("O", "S", "U"):
+        proto.dtype = tf.string.as_datatype_enum
+        values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in arr.reshape(-1)]
+        proto.string_val.extend(values)
+    else:
+        proto.dtype = tf.as_dtype(arr.dtype).as_datatype_enum
+        key = f"{arr.dtype.kind}{arr.dtype.itemsize}"
+        if key not in _VALUE_FIELDS:  # e.g. bfloat16: leave it to TensorFlow's own encoding
+            proto.CopyFrom(tf.make_tensor_proto(arr))
+            return proto
+        flat = arr.reshape(-1)
+        if key == "f2":
+            flat = flat.view(np.uint16)
+        elif arr.dtype.kind == "c":
+            flat = np.stack([flat.real, flat.imag], axis=-1).reshape(-1)
+        getattr(proto, _VALUE_FIELDS[key]).extend(flat.tolist())
+    for size in arr.shape:
+        proto.tensor_shape.dim.add().size = size
+    return proto
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):

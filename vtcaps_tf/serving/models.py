@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 
@@ -68,27 +69,55 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r} needs a base path")
 
 
-def ready_versions(base_path: str) -> list[int]:
-    """Integer version folders under `base_path` whose SavedModel file exists, ascending."""
+_VERSION_NAME = re.compile(r"[0-9]+")
+_MAX_VERSION = 2 ** 63 - 1  # versions are int64 in TF Serving's protos
+
+
+def parse_version(name: str) -> int | None:
+    """A version folder's number, or None for a name that is not one.
+
+    As TF Serving reads folder names: any run of ASCII digits, leading zeros allowed (its own test
+    data uses `00000123`), up to int64's largest value (timestamps such as 1712345678901 fit)."""
+    if not _VERSION_NAME.fullmatch(name):
+        return None
+    value = int(name)
+    return value if value <= _MAX_VERSION else None
+
+
+def ready_version_dirs(base_path: str) -> dict[int, str]:
+    """{version: folder name} of the version folders under `base_path` whose SavedModel file exists.
+
+    Folders whose names parse to the same number (`7` and `007`): the name that sorts last is
+    used, as TF Serving does, and the other one is logged and ignored."""
     import tensorflow as tf
 
     try:
         names = tf.io.gfile.listdir(base_path)
     except Exception:  # noqa: BLE001 - a missing or unreadable base path has no versions yet
-        return []
-    out = []
-    for name in names:
-        name = name.rstrip("/")
-        if not name.isdigit():
+        return {}
+    out = {}
+    for name in sorted(n.rstrip("/") for n in names):
+        version = parse_version(name)
+        if version is None:
             continue  # TF Serving ignores anything that is not a version number (temp dirs)
         folder = os.path.join(base_path, name)
-        if any(tf.io.gfile.exists(os.path.join(folder, f)) for f in SAVED_MODEL_FILES):
-            out.append(int(name))
-    return sorted(out)
+        if not any(tf.io.gfile.exists(os.path.join(folder, f)) for f in SAVED_MODEL_FILES):
+            continue
+        if version in out:
+            log.warning("%s: folders %s and %s are both version %d; %s is used",
+                        base_path, out[version], name, version, name)
+        out[version] = name
+    return out
 
 
-def read_signature_defs(export_dir: str, tags=("serve",)):
-    """The SignatureDef map of the MetaGraph tagged `serve`, read from the SavedModel proto."""
+def ready_versions(base_path: str) -> list[int]:
+    """Version numbers under `base_path` whose SavedModel file exists, ascending."""
+    return sorted(ready_version_dirs(base_path))
+
+
+def read_meta_graph(export_dir: str, tags=("serve",)):
+    """(MetaGraphDef tagged `serve`, is_v1): is_v1 when the SavedModel is a TF1 graph (no object
+    graph), which tf.saved_model.load runs as pruned graph functions."""
     import tensorflow as tf
     from google.protobuf import text_format
     from tensorflow.core.protobuf import saved_model_pb2
@@ -101,9 +130,11 @@ def read_signature_defs(export_dir: str, tags=("serve",)):
     else:
         with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pbtxt")) as f:
             text_format.Parse(f.read(), proto)
+    # The test tf.saved_model.load itself makes to choose its TF1 loader.
+    is_v1 = not (len(proto.meta_graphs) == 1 and proto.meta_graphs[0].HasField("object_graph_def"))
     for meta_graph in proto.meta_graphs:
         if set(tags) <= set(meta_graph.meta_info_def.tags):
-            return meta_graph.signature_def
+            return meta_graph, is_v1
     raise ValueError(f"{export_dir} has no MetaGraph tagged {list(tags)}")
 
 
@@ -144,12 +175,18 @@ class TensorSpec:
 class Signature:
     """One callable signature of a loaded version, with its input and output specs."""
 
-    def __init__(self, name, signature_def, function):
+    def __init__(self, name, signature_def, function, graph_v1: bool = False):
         self.name = name
         self.signature_def = signature_def
         self.function = function
         self.inputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.inputs.items()}
         self.outputs = {k: TensorSpec.from_tensor_info(k, v) for k, v in signature_def.outputs.items()}
+        self.method_name = signature_def.method_name
+        # TF Serving feeds each tensor as given and lets the graph decide; it checks no shape. A TF1
+        # graph takes any shape its ops can compute (`[2.0, 3.0, 4.0]` into an `x` declared
+        # [-1,1] gives y of shape [3]), so nothing is checked here either. A TF2 function was
+        # traced for its declared shapes and refuses others: those get a clear error up front.
+        self.checks_shapes = not graph_v1
 
     def check_inputs(self, inputs: dict):
         missing = sorted(set(self.inputs) - set(inputs))
@@ -167,7 +204,8 @@ class Signature:
             spec = self.inputs[key]
             if spec.dtype != object and arr.dtype != spec.dtype:
                 raise invalid(f"input '{key}' must be {spec.dtype.name}, got {arr.dtype.name}")
-            spec.check(arr)
+            if self.checks_shapes:
+                spec.check(arr)
         wanted = list(output_filter) if output_filter else list(self.outputs)
         unknown = [k for k in wanted if k not in self.outputs]
         if unknown:
@@ -198,10 +236,11 @@ class Servable:
         self.name = name
         self.version = version
         self.path = path
-        self.signature_defs = read_signature_defs(path)
+        meta_graph, self.graph_v1 = read_meta_graph(path)
+        self.signature_defs = meta_graph.signature_def
         self._loaded = tf.saved_model.load(path, tags=["serve"])
         self.signatures = {
-            key: Signature(key, self.signature_defs[key], fn)
+            key: Signature(key, self.signature_defs[key], fn, self.graph_v1)
             for key, fn in self._loaded.signatures.items() if key in self.signature_defs}
         if warmup:
             self._warmup()
@@ -247,14 +286,14 @@ class ServedModel:
 
     def poll(self):
         with self._lock:
-            ready = ready_versions(self.spec.base_path)
-            wanted = self.spec.policy.select(ready)
+            folders = ready_version_dirs(self.spec.base_path)
+            wanted = self.spec.policy.select(list(folders))
             served = dict(self._served)
             for version in sorted(wanted - set(served), reverse=True):
                 status = self._status.get(version)
                 if status and status.state == END and status.attempts >= MAX_LOAD_ATTEMPTS:
                     continue
-                servable = self._load(version, status)
+                servable = self._load(version, folders[version], status)
                 if servable is not None:
                     served[version] = servable
             # Unload only once every wanted version that could load is in: availability first.
@@ -268,8 +307,8 @@ class ServedModel:
                 self._status[version] = VersionStatus(END)
                 log.info("model %s: unloaded version %d", self.spec.name, version)
 
-    def _load(self, version, status):
-        path = os.path.join(self.spec.base_path, str(version))
+    def _load(self, version, folder, status):
+        path = os.path.join(self.spec.base_path, folder)  # the folder's own name: 00000123 stays
         attempts = (status.attempts if status else 0) + 1
         self._status[version] = VersionStatus(LOADING, attempts=attempts)
         t0 = time.perf_counter()

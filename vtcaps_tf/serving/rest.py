@@ -3,6 +3,8 @@
 GET  /v1/models/<name>[/versions/<v>|/labels/<l>]             model status
 GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata    SignatureDefMap
 POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict     {"instances": ...} or {"inputs": ...}
+POST /v1/models/<name>[/versions/<v>|/labels/<l>]:classify    {"examples": [{feature: value}], "context": ...}
+POST /v1/models/<name>[/versions/<v>|/labels/<l>]:regress     the same
 Errors are {"error": "..."} with TF Serving's HTTP status for the error's code.
 """
 
@@ -251,9 +253,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(404, {"error": f"Malformed request: POST {self.path}"})
                 return
             name, version, label, verb = route
-            if verb != ":predict":
-                raise ServingError("UNIMPLEMENTED", f"{verb[1:]} is not served here; use :predict")
-            self._send_json(200, self._predict(name, version, label, body))
+            if verb == ":predict":
+                self._send_json(200, self._predict(name, version, label, body))
+            else:
+                self._send_json(200, self._classify_or_regress(verb, name, version, label, body))
         except ServingError as err:
             self._send_error(err)
         except Exception as err:  # noqa: BLE001 - the server stays up whatever happens
@@ -278,9 +281,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return {
             "model_spec": json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True,
                                                     including_default_value_fields=True),
+            # As TF Serving prints it: proto3 JSON with the default values written out ("name": ""
+            # on each dim, "unknown_rank": false, "dim": [], "defaults": {}).
             "metadata": {"signature_def": json_format.MessageToDict(
-                sig_map, preserving_proto_field_name=True)},
+                sig_map, preserving_proto_field_name=True, including_default_value_fields=True)},
         }
+
+    def _classify_or_regress(self, verb, name, version, label, body: bytes) -> bytes:
+        from vtcaps_tf.serving import inference
+
+        try:
+            # The standard decoder: features are small, and each value's JSON type picks its kind.
+            request = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise invalid(f"JSON Parse error: {err}") from None
+        signature_name, examples = inference.input_from_json(request)
+        if verb == ":classify":
+            response = inference.classify(self.server.manager, name, version, label, signature_name, examples)
+            return json_codec.dumps(inference.classification_json(response.result))
+        response = inference.regress(self.server.manager, name, version, label, signature_name, examples)
+        return json_codec.dumps(inference.regression_json(response.result))
 
     def _predict(self, name, version, label, body: bytes) -> bytes:
         try:
