@@ -5,7 +5,8 @@ Every step writes its artefacts to `<pipeline_root>/<Step>/output/` and a record
 `<pipeline_root>/<Step>/execution.json`. A step is skipped (cached, as TFX's MLMD cache does) when
 its fingerprint is unchanged: the hash of its config section and of its inputs (the upstream
 steps' output fingerprints, or for ExampleGen the input data's file list, sizes and times). Push
-runs only when Evaluate blessed the model (test accuracy at or above `evaluate.accuracy_threshold`),
+runs only when Evaluate blessed the model (test accuracy at or above `evaluate.accuracy_threshold`,
+clip by clip or, with `evaluate.level: "video"`, video by video),
 like TFX's Evaluator blessing.
 
 The stages are called through their `cli_main(argv)` with the contract's flags, the interface they
@@ -337,17 +338,23 @@ def run_evaluate(ctx: StepContext) -> dict:
     c = ctx.config
     split = c.get("split", "test")
     threshold = float(c.get("accuracy_threshold", 0.0))
+    level = c.get("level", "clip")
+    if level not in ("clip", "video"):
+        raise ValueError(f"evaluate.level must be 'clip' or 'video', got {level!r}")
     ctx.call("vtcaps_tf.evaluate", ["--model", os.path.join(ctx.inputs["Train"], "model.keras"),
                                     "--data", ctx.inputs["ExampleGen"], "--split", split,
                                     "--output", ctx.output] + _extra_args(c))
     with open(os.path.join(ctx.output, "report.json")) as f:
         report = json.load(f)
-    blessed = bool(report["accuracy"] >= threshold)
-    blessing = {"blessed": blessed, "accuracy": report["accuracy"], "threshold": threshold,
-                "split": split}
+    video = report.get("video") or {}
+    judged = video if level == "video" else report
+    blessed = bool(judged["accuracy"] >= threshold)
+    blessing = {"blessed": blessed, "level": level, "accuracy": judged["accuracy"],
+                "threshold": threshold, "split": split, "clip_accuracy": report["accuracy"],
+                "video_accuracy": video.get("accuracy")}
     with open(os.path.join(ctx.output, BLESSING_FILE), "w") as f:
         json.dump(blessing, f, indent=2)
-    return {**blessing, "macro_f1": report.get("macro_f1"),
+    return {**blessing, "macro_f1": judged.get("macro_f1"),
             "report": os.path.join(ctx.output, "report.json"),
             "confusion_matrix": os.path.join(ctx.output, "confusion_matrix.png")}
 
@@ -439,8 +446,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     print(summary_table(results))
     evaluation = next((r.result for r in results if r.name == "Evaluate"), {})
     if evaluation:
-        print(f"test accuracy {100 * evaluation['accuracy']:.2f}% (threshold "
-              f"{100 * evaluation['threshold']:.2f}%): {'blessed' if evaluation['blessed'] else 'not blessed'}")
+        print(f"test accuracy ({evaluation.get('level', 'clip')} level) "
+              f"{100 * evaluation['accuracy']:.2f}% (threshold {100 * evaluation['threshold']:.2f}%): "
+              f"{'blessed' if evaluation['blessed'] else 'not blessed'}")
     return 0
 
 

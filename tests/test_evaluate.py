@@ -91,3 +91,29 @@ def test_evaluate_cli_errors(tmp_path, capsys):
     assert evaluate.cli_main(["--model", str(tmp_path / "x.keras"), "--data", str(tmp_path),
                               "--output", str(tmp_path / "o")]) == 2
     assert "no model file" in capsys.readouterr().err
+
+
+def test_video_level_report_beside_the_clip_level_one(tmp_path):
+    # The ten samples above as four videos whose clips share a label: v1 = clips 0-2 (anger),
+    # v2 = 3-4 (happy), v3 = 5-8 (sad), v4 = 9 (anger).
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
+    ids = ["v1", "v1", "v1", "v2", "v2", "v3", "v3", "v3", "v3", "v4"]
+    probs = _probs(PRED)
+    rep = evaluate.build_report(labels, probs, CLASSES, video_ids=ids)
+    assert rep["accuracy"] == pytest.approx(0.7) and rep["level"] == "clip"
+    # Mean probabilities by hand: v1 clips predict 0,0,1 -> [.567,.367,.1] -> anger, right;
+    # v2 predicts 1,0 -> [.45,.45,.1] tie -> argmax 0 (anger), wrong; v3 predicts 2,2,0,2 -> sad,
+    # right; v4 predicts 0 -> right. 3 of 4 videos.
+    assert rep["num_videos"] == 4
+    assert rep["video"]["accuracy"] == pytest.approx(0.75)
+    assert rep["video"]["confusion_matrix"] == [[2, 0, 0], [1, 0, 0], [0, 0, 1]]
+    paths = evaluate.write_report(rep, str(tmp_path / "out"), title="t")
+    md = open(paths["report.md"]).read()
+    assert "| accuracy (WAR) | 70.00 | 75.00 |" in md and "10 clips, 4 videos." in md
+
+
+def test_video_level_rejects_a_video_with_two_labels():
+    from vtcaps_tf import metrics
+
+    with pytest.raises(ValueError, match="different labels"):
+        metrics.video_level(["a", "a"], [0, 1], np.ones((2, 2)))

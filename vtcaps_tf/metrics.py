@@ -71,3 +71,26 @@ def classification_report(y_true, y_pred, class_names) -> dict:
         "classes": class_names,
         "confusion_matrix": cm.tolist(),
     }
+
+
+def video_level(video_ids, labels, probabilities):
+    """Clip results -> one result per video: (video ids in first-seen order, labels [V],
+    probabilities [V, C]). A video's probabilities are the mean over its clips (its prediction is
+    their argmax); its label is its clips' label, which must agree."""
+    video_ids = [v.decode() if isinstance(v, bytes) else str(v) for v in video_ids]
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    probabilities = np.asarray(probabilities, np.float64)
+    if not (len(video_ids) == len(labels) == len(probabilities)):
+        raise ValueError("video_ids, labels and probabilities differ in length")
+    order = list(dict.fromkeys(video_ids))
+    index = {v: i for i, v in enumerate(order)}
+    rows = np.array([index[v] for v in video_ids], np.int64)
+    sums = np.zeros((len(order), probabilities.shape[-1]), np.float64)
+    np.add.at(sums, rows, probabilities)
+    counts = np.bincount(rows, minlength=len(order))
+    video_labels = np.full(len(order), -1, np.int64)
+    for r, y in zip(rows, labels):
+        if video_labels[r] not in (-1, y):
+            raise ValueError(f"the clips of video {order[r]!r} carry different labels")
+        video_labels[r] = y
+    return order, video_labels, sums / counts[:, None]

@@ -185,6 +185,19 @@ def test_example_gen_and_train_pass_the_contract_flags(tmp_path):
                                             "--epochs", "4", "--batch-size", "8", "--no-tpn"])]
 
 
+def test_evaluate_blessing_says_its_level(tmp_path):
+    report = {"accuracy": 0.6, "macro_f1": 0.5, "video": {"accuracy": 0.95, "macro_f1": 0.9}}
+    for level, blessed, judged in (("clip", False, 0.6), ("video", True, 0.95)):
+        config = {"accuracy_threshold": 0.9, "level": level}
+        ctx, _ = _ctx(tmp_path, config, inputs={"ExampleGen": "ex", "Train": "tr"})
+        (tmp_path / "out" / "report.json").write_text(json.dumps(report))
+        result = runner.run_evaluate(ctx)
+        assert result["blessed"] is blessed and result["accuracy"] == judged
+        blessing = json.load(open(tmp_path / "out" / runner.BLESSING_FILE))
+        assert blessing["level"] == level and blessing["blessed"] is blessed
+        assert blessing["clip_accuracy"] == 0.6 and blessing["video_accuracy"] == 0.95
+
+
 def test_evaluate_blesses_against_the_threshold_and_push_exports(tmp_path, capsys):
     for accuracy, blessed in ((0.93, True), (0.89, False)):
         ctx, seen = _ctx(tmp_path, {"accuracy_threshold": 0.9}, inputs={"ExampleGen": "ex", "Train": "tr"})

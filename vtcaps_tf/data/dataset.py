@@ -22,15 +22,26 @@ DEFAULT_CACHE_BUDGET = 2 << 30
 def read_split(data_dir: str, split: str, clip_frames: int, long_frames: int, image_size: int,
                num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
     """Unbatched (inputs dict, label) pairs of one split, decoded to the model's named inputs."""
-    files = _require_files(data_dir, split)
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
+    return read_files(_require_files(data_dir, split), clip_frames, long_frames, image_size,
+                      num_parallel_calls=num_parallel_calls)
+
+
+def read_files(files, clip_frames: int, long_frames: int, image_size: int,
+               num_parallel_calls=tf.data.AUTOTUNE, with_video_id: bool = False) -> tf.data.Dataset:
+    """Unbatched (inputs, label) - or (inputs, label, video_id) - of the given shards, in order."""
+    if not files:
+        raise features.SchemaError("no TFRecord shards to read")
+    # Deterministic order: a clip's video id must stay with its prediction.
+    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
 
     def _parse(serialized):
         context, sequence = features.parse_example(serialized)
         inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
+        if with_video_id:
+            return inputs, context["label"], context["video_id"]
         return inputs, context["label"]
 
-    return ds.map(_parse, num_parallel_calls=num_parallel_calls)
+    return ds.map(_parse, num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
 def _require_files(data_dir, split):
