@@ -128,8 +128,8 @@ def test_table_and_failures_exit_non_zero_only_when_nothing_predicted(videos, to
     rc, stdout, stderr = _run([str(videos / "broken.avi"), str(videos / "mixed" / "face.avi"),
                                "--saved-model", toy_base_path, "--format", "table"], capsys)
     assert rc == 0
-    assert "face.avi: " in stdout and "from 2 clips" in stdout
-    assert "clip   start     end" in stdout
+    assert "face.avi [face 0]: " in stdout and "from 2 clips" in stdout
+    assert "clip   start     end  status" in stdout
 
 
 def test_clear_errors_for_a_bad_model_location(videos, tmp_path, capsys):

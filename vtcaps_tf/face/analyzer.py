@@ -11,6 +11,9 @@ from vtcaps_tf.face.au import AU_MAP_SIZE, au_attention_map
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS, landmarks68
 
 
+DUPLICATE_IOU = 0.5  # two detections overlapping more than this are one face
+
+
 class NoFaceError(ValueError):
     """No frame of the video shows a face."""
 
@@ -91,10 +94,23 @@ class FaceAnalyzer:
         self._mesh.reset()
 
     def detect_faces(self, frame: np.ndarray) -> list[np.ndarray]:
-        """RGB frame -> the 68 landmarks [68, 2] in pixels of every face found."""
+        """RGB frame -> the 68 landmarks [68, 2] in pixels of every face found.
+
+        MediaPipe's video mode now and then reports one face twice (a tracked copy beside a new
+        detection): a face whose box overlaps an earlier one by more than DUPLICATE_IOU is dropped.
+        """
+        from vtcaps_tf.face.tracking import box_iou, landmark_box
+
         if self._mesh is None:
             raise RuntimeError("FaceAnalyzer is closed")
-        return [landmarks68(mesh) for mesh in self._mesh.detect_all(frame)]
+        kept, boxes = [], []
+        for mesh in self._mesh.detect_all(frame):
+            lm = landmarks68(mesh)
+            box = landmark_box(lm)
+            if all(box_iou(box, b) <= DUPLICATE_IOU for b in boxes):
+                kept.append(lm)
+                boxes.append(box)
+        return kept
 
     def crop(self, frame: np.ndarray, landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(aligned crop uint8 [S, S, 3], landmarks [68, 2] in crop coordinates / S)."""

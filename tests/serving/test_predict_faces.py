@@ -1,0 +1,154 @@
+"""`vtcaps predict` on generated videos of the sample photo's face (grace_hopper.jpg) with the toy
+model (N=4, M=8): a face that leaves and comes back, two faces moving apart, a photo with two
+faces, a long video read in bounded memory, and a video over the --max-frames limit."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import toy_model
+
+from tests.face import fixtures as fx
+from vtcaps_tf.serving.predict import cli_main
+
+FPS = 10.0
+
+
+def _canvas(face, xs, width=360):
+    """A grey frame with the face pasted at each x (top 10 px down)."""
+    h, w = face.shape[:2]
+    frame = np.full((h + 20, width, 3), 128, np.uint8)
+    for x in xs:
+        frame[10:10 + h, x:x + w] = face
+    return frame
+
+
+@pytest.fixture(scope="module")
+def face():
+    return fx.face_image(100)
+
+
+def _run(args, capsys):
+    rc = cli_main(args)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_face_that_leaves_and_comes_back(face, toy_base_path, tmp_path, capsys):
+    # 12 frames with the face, 12 without (1.2 s: longer than the 0.5 s bridge, shorter than the
+    # 5 s after which a track ends), 12 with it again: clips of 4 frames 0-2 ok, 3-5 no_face, 6-8 ok.
+    frames = [_canvas(face, [100 + (t % 3)]) for t in range(12)] + [_canvas(face, [])] * 12 + \
+        [_canvas(face, [100 + (t % 3)]) for t in range(12)]
+    video = fx.write_video(str(tmp_path / "leaves.avi"), np.stack(frames), fps=FPS)
+    plot = tmp_path / "timeline.png"
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json", "--plot", str(plot)],
+                        capsys)
+    assert rc == 0, err
+    (r,) = json.loads(out)
+    assert r["face"] == 0 and r["num_frames"] == 36
+    statuses = [c["status"] for c in r["clips"]]
+    assert statuses == ["ok"] * 3 + ["no_face"] * 3 + ["ok"] * 3
+    np.testing.assert_allclose([(c["start"], c["end"]) for c in r["clips"]],
+                               [(0.4 * k, 0.4 * k + 0.4) for k in range(9)])
+    for c in r["clips"]:
+        if c["status"] == "no_face":
+            assert c["emotion"] is None and c["probabilities"] is None
+    ok = np.array([[c["probabilities"][k] for k in toy_model.CLASSES] for c in r["clips"] if c["status"] == "ok"])
+    np.testing.assert_allclose([r["probabilities"][k] for k in toy_model.CLASSES], ok.mean(axis=0), atol=1e-9)
+    assert r["emotion"] == toy_model.CLASSES[int(np.argmax(ok.mean(axis=0)))]
+    assert r["start"] == 0.0 and r["end"] == pytest.approx(3.6)
+    assert "3 no_face" in err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The CSV shows the gap as rows of its own.
+    rc, out, _ = _run([video, "--saved-model", toy_base_path, "--format", "csv", "-q"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["status"] for row in rows] == statuses + ["ok"]
+    assert all(row["emotion"] == "" for row in rows if row["status"] == "no_face")
+
+
+def test_two_faces_moving_apart_get_two_tracks(face, toy_base_path, tmp_path, capsys):
+    # Face A from x=80 leftwards, face B from x=180 rightwards, 4 px a frame, 16 frames.
+    frames = np.stack([_canvas(face, [80 - 4 * t, 180 + 4 * t]) for t in range(16)])
+    video = fx.write_video(str(tmp_path / "apart.avi"), frames, fps=FPS)
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert [r["face"] for r in results] == [0, 1]
+    for r in results:
+        assert [c["status"] for c in r["clips"]] == ["ok"] * 4
+        assert (r["start"], r["end"]) == (0.0, pytest.approx(1.6))
+    left, right = (r["box"] for r in results)
+    # Mean x-centre of each track: the pasted face's centre plus its mean shift (-30 and +30 px).
+    assert (left[0] + left[2]) / 2 < 140 < (right[0] + right[2]) / 2
+    assert (right[0] + right[2]) / 2 - (left[0] + left[2]) / 2 == pytest.approx(100 + 60, abs=8)
+    # --faces largest: one face per frame (both are the same size: one track, whichever it is).
+    rc, out, _ = _run([video, "--saved-model", toy_base_path, "--format", "json", "--faces", "largest", "-q"],
+                      capsys)
+    assert rc == 0 and len(json.loads(out)) >= 1
+    assert all(len(r["clips"]) >= 1 for r in json.loads(out) if "error" not in r)
+
+
+def test_photo_with_two_faces(face, toy_base_path, tmp_path, capsys):
+    import cv2
+
+    from vtcaps_tf.face import FaceAnalyzer
+
+    image = _canvas(face, [20, 220])
+    path = str(tmp_path / "group.png")
+    cv2.imwrite(path, image[..., ::-1])
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert [r["face"] for r in results] == [0, 1]
+    assert all(r["single_frame"] and len(r["clips"]) == 1 for r in results)
+    assert results[0]["box"][0] < 120 < results[1]["box"][0]
+    # The model saw each face's crop as a static clip: recompute with the numpy toy model.
+    with FaceAnalyzer(toy_model.S, video=False, max_num_faces=4) as analyzer:
+        faces = sorted(analyzer.detect_faces(image), key=lambda lm: lm[:, 0].min())
+        for r, lm in zip(results, faces):
+            crop, lm01 = analyzer.crop(image, lm)
+            au = analyzer.au_map(lm01)
+            inputs = {"frames": np.repeat(crop[None, None], toy_model.N, 1),
+                      "au_map": np.repeat(au[None, None], toy_model.N, 1).astype(np.float32),
+                      "long_frames": np.repeat(crop[None, None], toy_model.M, 1)}
+            want = toy_model.reference(inputs)["probabilities"][0]
+            np.testing.assert_allclose([r["probabilities"][k] for k in toy_model.CLASSES], want, atol=1e-5)
+
+
+def test_long_video_is_read_in_bounded_memory(face, toy_base_path, tmp_path):
+    """The frames and crops held at once are the same for a 100-frame and a 400-frame video, and
+    bounded by the bridge (5 frames at 10 fps) plus the frame being read."""
+    from vtcaps_tf.face import FaceAnalyzer
+    from vtcaps_tf.serving.predict import InProcessModel, predict_video
+
+    model = InProcessModel(toy_base_path)
+    small = face[::2, ::2]
+
+    def frames(n):  # the face, with a 20-frame absence every 100 frames
+        return np.stack([_canvas(small, [] if 40 <= t % 100 < 60 else [40 + t % 3], width=160)
+                         for t in range(n)])
+
+    peaks = {}
+    with FaceAnalyzer(toy_model.S, max_num_faces=4) as analyzer:
+        for n in (100, 400):
+            path = fx.write_video(str(tmp_path / f"v{n}.avi"), frames(n), fps=FPS)
+            got = {}
+            (r,) = predict_video(path, model, analyzer, timelines_out=got)
+            timelines = got["timelines"]
+            assert timelines.num_frames == n and r.num_frames == n
+            assert len(r.clips) == n // toy_model.N
+            peaks[n] = (timelines.peak_frames_held, timelines.peak_crops_held)
+    bridge = 5  # 0.5 s at 10 fps
+    assert peaks[400] == peaks[100]
+    assert peaks[400][0] <= bridge + 1
+    assert peaks[400][1] <= toy_model.M + toy_model.N + 20  # a clip's window and one absence
+    assert peaks[400][1] < 400 / 4
+
+
+def test_max_frames_refuses_a_longer_video(face, toy_base_path, tmp_path, capsys):
+    video = fx.write_video(str(tmp_path / "long.avi"), np.stack([_canvas(face, [100])] * 12), fps=FPS)
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--max-frames", "8"], capsys)
+    assert rc == 1
+    assert "too_long" in out and "12 frames, more than the limit of 8" in out
