@@ -12,7 +12,8 @@ import requests
 import toy_model
 
 from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
-from vtcaps_tf.serving.models import ModelSpec, VersionPolicy, ready_versions
+from vtcaps_tf.serving.models import (ModelSpec, ServedModel, VersionPolicy, parse_version,
+                                     ready_version_dirs, ready_versions)
 from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
 
@@ -35,6 +36,43 @@ def test_ready_versions_need_saved_model_pb(tmp_path):
     (tmp_path / "12" / "saved_model.pb").write_bytes(b"")
     assert ready_versions(str(tmp_path)) == [5, 12]
     assert ready_versions(str(tmp_path / "missing")) == []
+
+
+@pytest.mark.parametrize("name, version", [
+    ("123", 123), ("00000123", 123), ("0", 0), ("1712345678901", 1712345678901),
+    ("9223372036854775807", 2 ** 63 - 1),  # int64's largest
+    ("9223372036854775808", None), ("-1", None), ("1a", None), ("", None), ("1.5", None),
+    ("\u0661\u0662\u0663", None), ("\u00b2", None),  # Arabic-Indic digits, superscript two
+])
+def test_version_folder_names_parse_as_tf_serving_reads_them(name, version):
+    assert parse_version(name) == version
+
+
+def test_zero_padded_folders_keep_their_names_and_duplicates_resolve_to_the_last_name(tmp_path):
+    for name in ("00000123", "7", "007", "0009", "tmp-12"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    # "007" and "7" are both version 7; TF Serving keeps the name that sorts last ("7").
+    assert ready_version_dirs(str(tmp_path)) == {7: "7", 9: "0009", 123: "00000123"}
+    assert ready_versions(str(tmp_path)) == [7, 9, 123]
+
+
+def test_zero_padded_versions_load_switch_and_follow_the_policy(tmp_path, toy_base_path):
+    base = tmp_path / "padded"
+    shutil.copytree(os.path.join(toy_base_path, "1"), base / "00000001")
+    latest = ServedModel(ModelSpec("toy", str(base)), warmup=False)
+    latest.poll()
+    assert latest.versions == [1]
+    assert latest.get().path == str(base / "00000001")
+    _copy_version(os.path.join(toy_base_path, "1"), str(base / "00000002"))
+    latest.poll()
+    assert latest.versions == [2]
+    assert latest.get().path == str(base / "00000002")
+    assert [(v, s.state) for v, s in latest.status()] == [(2, "AVAILABLE"), (1, "END")]
+    pinned = ServedModel(ModelSpec("toy", str(base), VersionPolicy("specific", versions=(1,))),
+                         warmup=False)
+    pinned.poll()
+    assert pinned.versions == [1]
 
 
 def test_switches_to_new_version_under_load_without_failures(tmp_path):
