@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "preprocess": ("pipeline.preprocess", "Beam job: face videos -> aligned clips, AU maps -> TFRecords"),
     "train": ("vtcaps_tf.training", "train VT-3DCapsNet with keras fit under MirroredStrategy"),
     "evaluate": ("vtcaps_tf.evaluate", "accuracy, per-class P/R/F1, UAR/WAR, confusion matrix"),
+    "crossval": ("vtcaps_tf.crossval", "subject-independent K-fold cross-validation, one model per fold"),
     "export": ("vtcaps_tf.export", "write a versioned SavedModel for TensorFlow Serving"),
     "serve": ("vtcaps_tf.serving.server", "serve SavedModels over TF Serving's REST and gRPC APIs"),
     "predict": ("vtcaps_tf.serving.predict", "say which emotion a video shows, clip by clip"),
