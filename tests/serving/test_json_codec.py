@@ -90,3 +90,16 @@ def test_outputs_named_bytes_are_base64():
     arr = np.array([b"\x00\xff", b"ok"], dtype=object)
     assert json_codec.from_tensor(arr, "image_bytes") == [{"b64": "AP8="}, {"b64": "b2s="}]
     assert json_codec.from_tensor(np.array([b"ok"], dtype=object), "classes") == ["ok"]
+
+
+def test_float32_outputs_print_as_tf_serving_prints_them():
+    """Six significant digits when they read back as the same float32, else nine (TF Serving's
+    WriteDecimal): worked by hand from the float32 values."""
+    values = np.array([0.2, 1 / 3, 3.0, 3.5, 9e6, 3e-5, 16777217.0, -2.5e-8], np.float32)
+    # float32(1/3) = 0.3333333432674408...: "0.333333" reads back as another float32, so nine digits.
+    # float32(16777217) = 16777216: "1.67772e+07" does not read back, "16777216" does.
+    want = [0.2, 0.333333343, 3.0, 3.5, 9000000.0, 3e-05, 16777216.0, -2.5e-08]
+    body = json_codec.dumps({"outputs": json_codec.from_tensor(values, "y")})
+    assert json.loads(body) == {"outputs": want}
+    specials = json_codec.from_tensor(np.array([np.nan, np.inf, -np.inf], np.float32), "y")
+    assert json_codec.dumps(specials) == b"[NaN,Infinity,-Infinity]"

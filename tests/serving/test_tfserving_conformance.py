@@ -336,6 +336,11 @@ def test_predict_batch_of_rows_2d(server):
     assert _rest(server, ":predict", {"instances": [[1.0], [-2.0]]}) == {"predictions": [[2.5], [1.0]]}
 
 
+def test_predict_rest_prints_float32_as_tf_serving(server):
+    """y = 0.5 * 0.2f + 2 rounds to float32(2.1) (2.0999999046...): TF Serving prints 2.1."""
+    assert _rest(server, ":predict", {"instances": [0.2]}) == {"predictions": [2.1]}
+
+
 @pytest.mark.parametrize("verb, body, fragment", [
     (":classify", {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]},
      "Expected classification signature method_name to be tensorflow/serving/classify"),

@@ -315,8 +315,14 @@ def multi_inference(manager, request):
 
 
 def classification_json(result) -> dict:
-    return {"results": [[[c.label, c.score] for c in row.classes] for row in result.classifications]}
+    from vtcaps_tf.serving.json_codec import float32_values
+
+    return {"results": [[[c.label, score] for c, score in
+                         zip(row.classes, float32_values(np.array([c.score for c in row.classes])).tolist())]
+                        for row in result.classifications]}
 
 
 def regression_json(result) -> dict:
-    return {"results": [r.value for r in result.regressions]}
+    from vtcaps_tf.serving.json_codec import float32_values
+
+    return {"results": float32_values(np.array([r.value for r in result.regressions])).tolist()}

@@ -283,7 +283,25 @@ def from_tensor(arr: np.ndarray, name: str):
             return b.decode("utf-8", errors="replace")
 
         return np.vectorize(enc, otypes=[object])(arr).tolist() if arr.size else arr.tolist()
+    if arr.dtype in (np.float32, np.float16):
+        return float32_values(arr).tolist()
     return arr.tolist()
+
+
+def float32_values(arr: np.ndarray) -> np.ndarray:
+    """float64 array holding the decimals TF Serving prints for float32 values.
+
+    TF Serving writes a float with six significant digits when that reads back as the same float,
+    otherwise with nine (json_tensor.cc WriteDecimal): 0.2f is 0.2 and 1/3f is 0.333333343, not
+    the float64 expansions 0.20000000298023224 and 0.3333333432674408. Parsed, the numbers are
+    TF Serving's to the last bit."""
+    flat = np.asarray(arr, np.float32).reshape(-1)
+    wide = flat.astype(np.float64).tolist()
+    out = np.array([float("%.6g" % v) for v in wide], np.float64)
+    finite = np.isfinite(flat)
+    for i in np.flatnonzero(finite & (out.astype(np.float32) != flat)):
+        out[i] = float("%.9g" % wide[i])
+    return out.reshape(np.shape(arr))
 
 
 def dumps(obj) -> bytes:
