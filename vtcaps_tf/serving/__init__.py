@@ -4,6 +4,7 @@ Modules (imported on use; grpc and the serving protos load only with the server)
   models.py        versions on disk -> loaded servables; polling and atomic version switches
   rest.py          TF Serving's REST API on the stdlib HTTP server
   grpc_service.py  PredictionService and ModelService on the tensorflow-serving-api protos
+  inference.py     Classify, Regress and MultiInference over serialized tf.Example
   json_codec.py    REST JSON <-> numpy tensors (vectorised decoding of numeric arrays)
   config_file.py   --model-config-file (ModelServerConfig text format)
   server.py        ModelServer and `vtcaps serve`
