@@ -153,10 +153,9 @@ def test_good_model_config(tmp_path, half_plus_two_base):
     three = tmp_path / "half_plus_three"
     half_plus_two.write_half_plus_two(str(three), b=3.0)
     config = tmp_path / "good_model_config.txt"
-    config.write_text("model_config_list {\n"
-                      f'  config {{ name: "half_plus_two" base_path: "{half_plus_two_base}" model_platform: "tensorflow" }}\n'
-                      f'  config {{ name: "half_plus_three" base_path: "{three}" model_platform: "tensorflow" }}\n'
-                      "}\n")
+    entry = 'config {{ name: "{}" base_path: "{}" model_platform: "tensorflow" }}'
+    config.write_text(f"model_config_list {{\n  {entry.format('half_plus_two', half_plus_two_base)}\n"
+                      f"  {entry.format('half_plus_three', three)}\n}}\n")
     from vtcaps_tf.serving.config_file import read_model_config_file
 
     srv = _start(read_model_config_file(str(config)))

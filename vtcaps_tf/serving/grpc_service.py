@@ -1,6 +1,7 @@
 """TF Serving's gRPC API: PredictionService (Predict, Classify, Regress, MultiInference,
 GetModelMetadata) and ModelService (GetModelStatus, HandleReloadConfigRequest), on the
-tensorflow-serving-api protos, so that TF Serving's own Python client (`prediction_service_pb2_grpc.PredictionServiceStub`) works unchanged.
+tensorflow-serving-api protos, so that TF Serving's own Python client
+(`prediction_service_pb2_grpc.PredictionServiceStub`) works unchanged.
 """
 
 from __future__ import annotations
