@@ -109,6 +109,7 @@ class Step:
     inputs: tuple[str, ...] = ()  # upstream steps whose outputs this step reads
     external_inputs: Callable[[dict], list[str]] | None = None  # config -> paths outside the root
     requires_blessing: str | None = None  # run only if this step's result says blessed
+    resumable: bool = False  # an interrupted run with the same fingerprint keeps its output
 
 
 @dataclasses.dataclass
@@ -201,15 +202,20 @@ class Pipeline:
                 out.append(StepResult(step.name, "cached", 0.0, output, previous.get("result", {})))
                 upstream[step.name] = previous
                 continue
-            if os.path.isdir(output):
+            resume = (step.resumable and previous and previous.get("fingerprint") == fp
+                      and previous.get("status") in ("running", "failed"))
+            if os.path.isdir(output) and not resume:
                 shutil.rmtree(output)  # stale artefacts of another fingerprint
-            os.makedirs(output)
+            os.makedirs(output, exist_ok=True)
             ctx = StepContext(step.name, dict(self.config.get(step.config_key) or {}),
                               {d: self.output_dir(d) for d in step.inputs}, output,
                               {d: upstream[d]["result"] for d in upstream}, self.stage_caller)
-            self.log(f"[{step.name}] running")
+            self.log(f"[{step.name}] {'resuming' if resume else 'running'}")
             start = time.monotonic()
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            if step.resumable:  # so that a killed run is recognised and resumed
+                self._write_execution(step.name, {"step": step.name, "status": "running",
+                                                  "fingerprint": fp, "started": started})
             try:
                 result = step.run(ctx) or {}
             except Exception as err:
@@ -250,7 +256,8 @@ def run_example_gen(ctx: StepContext) -> dict:
             "--preset", c.get("preset", "small")]
     for key, flag in (("clip_frames", "--clip-frames"), ("long_frames", "--long-frames"),
                       ("image_size", "--image-size"), ("split_ratios", "--split-ratios"),
-                      ("seed", "--seed")):
+                      ("seed", "--seed"), ("folds", "--folds"), ("short_policy", "--short-policy"),
+                      ("clip_labels", "--clip-labels")):
         if c.get(key) is not None:
             argv += [flag, c[key]]
     ctx.call("pipeline.preprocess", argv + _extra_args(c))
@@ -264,7 +271,8 @@ def run_statistics(ctx: StepContext) -> dict:
     from vtcaps_tf.data import features
 
     examples = ctx.inputs["ExampleGen"]
-    stats = {split: checks.split_statistics(examples, split) for split in features.SPLITS}
+    splits = features.data_splits(features.read_metadata(examples))
+    stats = {split: checks.split_statistics(examples, split) for split in splits}
     for s in stats.values():  # sets of ids are for validation, not for the report
         s["label_ids"] = {k: sorted(v) for k, v in s["label_ids"].items()}
     gen_stats_path = os.path.join(examples, features.STATS_FILE)
@@ -287,22 +295,26 @@ def run_validate(ctx: StepContext) -> dict:
     examples = ctx.inputs["ExampleGen"]
     meta = features.read_metadata(examples)
     problems = []
+    splits = features.data_splits(meta)
     try:
         checks.validate(examples, meta["classes"], meta["clip_frames"], meta["long_frames"],
-                        meta["image_size"])
+                        meta["image_size"], splits=splits)
     except checks.ValidationError as err:
         problems.append(str(err))
     with open(os.path.join(ctx.inputs["Statistics"], "statistics.json")) as f:
         stats = json.load(f)
-    for split in ("train", "test"):
+    # Cross-validation folds are each a test set; a fold may lack a rare class (CK+'s contempt).
+    tests = splits if meta.get("folds") else ["test"]
+    for split in ([] if meta.get("folds") else ["train", "test"]):
         per_class = stats["splits"][split]["clips_per_class"]
         missing = [c for c in meta["classes"] if not per_class.get(c)]
         if missing:
             problems.append(f"{split} split has no clip of {missing}")
     need = int(ctx.config.get("min_test_subjects", 1))
-    have = len(stats["splits"]["test"]["subjects"])
-    if have < need:
-        problems.append(f"test split holds {have} subjects, fewer than min_test_subjects={need}")
+    for split in tests:
+        have = len(stats["splits"][split]["subjects"])
+        if have < need:
+            problems.append(f"{split} holds {have} test subjects, fewer than min_test_subjects={need}")
     videos = stats["counters"].get("videos_read", 0)
     dead = sum(stats["dead_letters"].values()) if isinstance(stats["dead_letters"], dict) else 0
     limit = float(ctx.config.get("max_dead_letter_fraction", 0.2))
@@ -359,6 +371,24 @@ def run_evaluate(ctx: StepContext) -> dict:
             "confusion_matrix": os.path.join(ctx.output, "confusion_matrix.png")}
 
 
+def run_crossval(ctx: StepContext) -> dict:
+    """K-fold cross-validation on ExampleGen's folds (`vtcaps crossval`); resumes its folds."""
+    c = ctx.config
+    argv = ["--data", ctx.inputs["ExampleGen"], "--output", ctx.output,
+            "--preset", c.get("preset", "small")]
+    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"),
+                      ("learning_rate", "--learning-rate"), ("val_folds", "--val-folds"),
+                      ("seed", "--seed"), ("steps_per_epoch", "--steps-per-epoch"),
+                      ("verbose", "--verbose")):
+        if c.get(key) is not None:
+            argv += [flag, c[key]]
+    ctx.call("vtcaps_tf.crossval", argv + _extra_args(c))
+    with open(os.path.join(ctx.output, "report.json")) as f:
+        report = json.load(f)
+    return {"folds": len(report["folds"]), "mean": report["mean"], "std": report["std"],
+            "report": os.path.join(ctx.output, "report.json")}
+
+
 def run_push(ctx: StepContext) -> dict:
     """Export to the serving base path; the pushed version directory is the step's record."""
     c = ctx.config
@@ -381,7 +411,15 @@ def run_push(ctx: StepContext) -> dict:
     return record
 
 
-def default_steps() -> list[Step]:
+def default_steps(config: dict | None = None) -> list[Step]:
+    """ExampleGen -> Statistics -> Validate, then Train -> Evaluate -> Push, or CrossVal when the
+    config has a `crossval` section (ExampleGen then writes folds)."""
+    if config and "crossval" in config:
+        if "train" in config or "evaluate" in config or "push" in config:
+            raise ValueError("a config with `crossval` has no train/evaluate/push sections")
+        return default_steps()[:3] + [
+            Step("CrossVal", run_crossval, "crossval", inputs=("ExampleGen", "Validate"),
+                 resumable=True)]
     return [
         Step("ExampleGen", run_example_gen, "example_gen",
              external_inputs=lambda c: [c["input"]] if c.get("input") else []),
@@ -405,7 +443,8 @@ def load_config(path: str) -> dict:
             config = json.load(f)
     if not isinstance(config, dict) or "pipeline_root" not in config:
         raise ValueError(f"{path}: a pipeline config is a mapping with at least `pipeline_root`")
-    known = {"pipeline_root", "synth", "example_gen", "statistics", "validate", "train", "evaluate", "push"}
+    known = {"pipeline_root", "synth", "example_gen", "statistics", "validate", "train", "evaluate",
+             "push", "crossval", "about"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
@@ -439,7 +478,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     root = args.pipeline_root or config["pipeline_root"]
     try:
-        results = Pipeline(root, default_steps(), config).run(force=args.force)
+        results = Pipeline(root, default_steps(config), config).run(force=args.force)
     except (PipelineError, ValueError) as err:
         print(f"vtcaps pipeline: {err}", file=sys.stderr)
         return 1

@@ -247,3 +247,38 @@ def test_demo_scores_rest_predictions_against_the_manifest():
                    {"video": "/x/heldout/anger/s01_1.avi", "emotion": "fear"},
                    {"video": "/x/heldout/fear/s00_2.avi", "error": "no face"}]
     assert demo.predict_accuracy(predictions, manifest) == (0.5, 2)  # the failed video is not scored
+
+
+def test_crossval_config_chains_folds_into_crossval_and_resumes_after_a_kill(tmp_path):
+    config = {"pipeline_root": str(tmp_path / "root"), "example_gen": {"folds": 10},
+              "crossval": {"preset": "paper", "epochs": 500, "batch_size": 16}}
+    assert [s.name for s in runner.default_steps(config)] == [
+        "ExampleGen", "Statistics", "Validate", "CrossVal"]
+    with pytest.raises(ValueError):
+        runner.default_steps(dict(config, train={}))
+    ctx, seen = _ctx(tmp_path, config["crossval"], inputs={"ExampleGen": "ex"})
+    (tmp_path / "out" / "report.json").write_text(json.dumps(
+        {"folds": [{}, {}], "mean": {"video_accuracy": 0.5}, "std": {"video_accuracy": 0.1}}))
+    result = runner.run_crossval(ctx)
+    assert seen == [("vtcaps_tf.crossval", ["--data", "ex", "--output", ctx.output, "--preset", "paper",
+                                            "--epochs", "500", "--batch-size", "16"])]
+    assert result["folds"] == 2 and result["mean"] == {"video_accuracy": 0.5}
+
+    # A resumable step killed mid-run keeps its output for the next run; another step does not.
+    runs = []
+
+    def slow(ctx):
+        runs.append(sorted(os.listdir(ctx.output)))
+        open(os.path.join(ctx.output, f"part{len(runs)}"), "w").close()
+        if len(runs) == 1:
+            raise KeyboardInterrupt  # killed: no completion record
+        return {}
+
+    for resumable, second_sees in ((True, ["part1"]), (False, [])):
+        runs.clear()
+        root = str(tmp_path / f"r{resumable}")
+        steps = [Step("S", slow, "s", resumable=resumable)]
+        with pytest.raises(KeyboardInterrupt):
+            Pipeline(root, steps, {"s": {}}, log=lambda m: None).run()
+        Pipeline(root, steps, {"s": {}}, log=lambda m: None).run()
+        assert runs == [[], second_sees]
