@@ -23,6 +23,17 @@ def test_tf_serving_flag_spellings_are_accepted():
     assert spec.name == "m" and spec.base_path == "/models/m"
 
 
+def test_config_file_poll_flag_needs_a_config_file(capsys):
+    args = build_parser().parse_args(["--model_config_file", "m.config",
+                                      "--model_config_file_poll_wait_seconds", "30"])
+    assert args.config_poll_wait_seconds == 30.0
+    from vtcaps_tf.serving.server import cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["--model-base-path", "m", "--model-config-file-poll-wait-seconds", "5"])
+    assert "needs --model-config-file" in capsys.readouterr().err
+
+
 def test_defaults_are_tf_serving_ports_and_the_folder_name():
     parser = build_parser()
     args = parser.parse_args(["--model-base-path", "saved_models/vtcaps/"])

@@ -9,6 +9,7 @@ as `{}` since TensorFlow added that field (as its newer `*_metadata.json` files 
 """
 
 import os
+import time
 
 import grpc
 import numpy as np
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 import half_plus_two
+from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
 from vtcaps_tf.serving.models import ModelSpec
 from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
@@ -34,8 +36,22 @@ def half_plus_two_base(tmp_path_factory):
     return str(base)
 
 
-def _start(specs):
-    return ModelServer(specs, ServerConfig(rest_port=0, grpc_port=0, poll_wait_seconds=0)).start()
+@pytest.fixture(scope="session")
+def half_plus_three_base(tmp_path_factory):
+    """TF Serving's half_plus_three: the same graph with b = 3 (x = 2 gives 4)."""
+    base = tmp_path_factory.mktemp("half_plus_three")
+    half_plus_two.write_half_plus_two(str(base), b=3.0)
+    return str(base)
+
+
+def _start(specs, **config):
+    return ModelServer(specs, ServerConfig(rest_port=0, grpc_port=0, poll_wait_seconds=0, **config)).start()
+
+
+def _write_config(path, **models):
+    entry = 'config {{ name: "{}" base_path: "{}" model_platform: "tensorflow" }}'
+    path.write_text("model_config_list {\n" + "".join(f"  {entry.format(name, base)}\n"
+                                                      for name, base in models.items()) + "}\n")
 
 
 @pytest.fixture(scope="module")
@@ -148,16 +164,10 @@ def test_predict_saved_model(stub):
     _verify_predict(stub, 3.0, specify_output=False)
 
 
-def test_good_model_config(tmp_path, half_plus_two_base):
+def test_good_model_config(tmp_path, half_plus_two_base, half_plus_three_base):
     """Two models from a model config file: half_plus_two (x=2 -> 3) and half_plus_three (-> 4)."""
-    three = tmp_path / "half_plus_three"
-    half_plus_two.write_half_plus_two(str(three), b=3.0)
     config = tmp_path / "good_model_config.txt"
-    entry = 'config {{ name: "{}" base_path: "{}" model_platform: "tensorflow" }}'
-    config.write_text(f"model_config_list {{\n  {entry.format('half_plus_two', half_plus_two_base)}\n"
-                      f"  {entry.format('half_plus_three', three)}\n}}\n")
-    from vtcaps_tf.serving.config_file import read_model_config_file
-
+    _write_config(config, half_plus_two=half_plus_two_base, half_plus_three=half_plus_three_base)
     srv = _start(read_model_config_file(str(config)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
@@ -169,9 +179,35 @@ def test_good_model_config(tmp_path, half_plus_two_base):
         srv.stop()
 
 
-def test_bad_model_config(tmp_path):
-    from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
+@pytest.mark.parametrize("poll_period", [0.2, 0], ids=["polled", "zero poll period"])
+def test_model_config_reload(tmp_path, half_plus_two_base, half_plus_three_base, poll_period):
+    """The config file rewritten to serve half_plus_three instead: picked up when the file is
+    polled; with a zero poll period the server keeps serving half_plus_two."""
+    config = tmp_path / "model_config.txt"
+    _write_config(config, half_plus_two=half_plus_two_base)
+    srv = _start(read_model_config_file(str(config)), model_config_file=str(config),
+                 config_poll_wait_seconds=poll_period)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            _verify_predict(stub, 3.0, model_name="half_plus_two", specify_output=False)
+            _write_config(config, half_plus_three=half_plus_three_base)
+            deadline = time.time() + (30 if poll_period else 1.0)
+            while time.time() < deadline and srv.manager.names != ["half_plus_three"]:
+                time.sleep(0.05)
+            if poll_period:
+                _verify_predict(stub, 4.0, model_name="half_plus_three", specify_output=False)
+                with pytest.raises(grpc.RpcError) as err:
+                    _verify_predict(stub, 3.0, model_name="half_plus_two")
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            else:
+                assert srv.manager.names == ["half_plus_two"]
+                _verify_predict(stub, 3.0, model_name="half_plus_two", specify_output=False)
+    finally:
+        srv.stop()
 
+
+def test_bad_model_config(tmp_path):
     bad = tmp_path / "bad_model_config.txt"
     bad.write_text("improperly formatted file\n")
     with pytest.raises(ConfigFileError, match="not a ModelServerConfig in text format"):

@@ -191,3 +191,25 @@ def test_bad_config_files_are_rejected(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigFileError, match=message):
         read_model_config_file(str(path))
+
+
+def test_config_watcher_applies_changes_and_ignores_a_broken_file(tmp_path, toy_base_path):
+    from vtcaps_tf.serving.config_file import ConfigFileWatcher
+    from vtcaps_tf.serving.models import ModelManager
+
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{toy_base_path}" }} }}')
+    specs = read_model_config_file(str(config))
+    manager = ModelManager(specs, poll_wait_seconds=0, warmup=False).start()
+    watcher = ConfigFileWatcher(str(config), manager, 60, specs)
+    assert watcher.check() is False  # unchanged
+    loaded = manager.get("a")
+    config.write_text("model_config_list { config { name: ")  # half written
+    assert watcher.check() is False
+    assert manager.names == ["a"] and manager.get("a") is loaded
+    config.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{toy_base_path}" }}'
+                      f' config {{ name: "b" base_path: "{toy_base_path}" }} }}')
+    assert watcher.check() is True
+    assert manager.names == ["a", "b"]
+    assert manager.get("a") is loaded  # unchanged models keep their loaded version
+    manager.stop()

@@ -9,7 +9,12 @@
 
 from __future__ import annotations
 
+import logging
+
+from vtcaps_tf.serving.errors import ServingError
 from vtcaps_tf.serving.models import ModelSpec, VersionPolicy
+
+log = logging.getLogger(__name__)
 
 
 class ConfigFileError(ValueError):
@@ -65,3 +70,55 @@ def read_model_config_file(path: str) -> list[ModelSpec]:
     except text_format.ParseError as err:
         raise ConfigFileError(f"{path}: not a ModelServerConfig in text format: {err}") from None
     return specs_from_proto(config)
+
+
+class ConfigFileWatcher:
+    """Re-reads a model config file every `poll_wait_seconds` and applies it when it changed
+    (TF Serving's --model_config_file_poll_wait_seconds): models added load, models removed go,
+    unchanged ones keep serving. A file that cannot be read or parsed is logged and the models
+    keep serving as they are."""
+
+    def __init__(self, path: str, manager, poll_wait_seconds: float, applied: list[ModelSpec]):
+        import threading
+
+        self.path = path
+        self.manager = manager
+        self.poll_wait_seconds = poll_wait_seconds
+        self._applied = list(applied)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vtcaps-config-poll", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def check(self) -> bool:
+        """Read the file once; True when it changed and was applied."""
+        try:
+            specs = read_model_config_file(self.path)
+        except ConfigFileError as err:
+            log.error("model config file not applied, the models keep serving: %s", err)
+            return False
+        if specs == self._applied:
+            return False
+        try:
+            self.manager.reload(specs)
+        except (ValueError, ServingError) as err:
+            log.error("model config file not applied, the models keep serving: %s",
+                      getattr(err, "message", err))
+            return False
+        self._applied = specs
+        log.info("model config file %s applied: %s", self.path, ", ".join(s.name for s in specs))
+        return True
+
+    def _loop(self):
+        while not self._stop.wait(self.poll_wait_seconds):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the watcher must survive a bad reload
+                log.exception("model config reload failed")
+
+    def stop(self):
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)

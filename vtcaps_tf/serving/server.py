@@ -30,6 +30,8 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     warmup: bool = True
     grpc_workers: int = 16
+    model_config_file: str | None = None  # re-read every config_poll_wait_seconds when > 0
+    config_poll_wait_seconds: float = 0.0
 
 
 class ModelServer:
@@ -43,6 +45,8 @@ class ModelServer:
         self._rest = None
         self._rest_thread = None
         self._grpc = None
+        self._watcher = None
+        self._specs = list(specs)
         self.rest_port = None
         self.grpc_port = None
 
@@ -64,12 +68,20 @@ class ModelServer:
                 self._rest_thread = threading.Thread(target=self._rest.serve_forever,
                                                      name="vtcaps-rest", daemon=True)
                 self._rest_thread.start()
+            if cfg.model_config_file and cfg.config_poll_wait_seconds > 0:
+                from vtcaps_tf.serving.config_file import ConfigFileWatcher
+
+                self._watcher = ConfigFileWatcher(cfg.model_config_file, self.manager,
+                                                  cfg.config_poll_wait_seconds, self._specs).start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self, grace: float = 5.0):
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self._rest is not None:
             self._rest.shutdown()
             self._rest.server_close()
@@ -102,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding integer version folders, e.g. saved_models/vtcaps")
     p.add_argument("--model-config-file", "--model_config_file", dest="model_config_file",
                    help="ModelServerConfig in text format, for several models or version policies")
+    p.add_argument("--model-config-file-poll-wait-seconds", "--model_config_file_poll_wait_seconds",
+                   dest="config_poll_wait_seconds", type=float, default=0.0,
+                   help="seconds between re-reads of --model-config-file, applying it when it "
+                        "changed (default 0: read once)")
     p.add_argument("--rest-port", "--rest_api_port", dest="rest_port", type=int, default=8501,
                    help="REST port (default 8501; 0: any free port; -1: no REST)")
     p.add_argument("--grpc-port", "--port", dest="grpc_port", type=int, default=8500,
@@ -145,13 +161,17 @@ def cli_main(argv=None) -> int:
     specs = specs_from_args(args, parser)
     if args.max_request_bytes <= 0:
         parser.error("--max-request-bytes must be positive")
+    if args.config_poll_wait_seconds > 0 and not args.model_config_file:
+        parser.error("--model-config-file-poll-wait-seconds needs --model-config-file")
     config = ServerConfig(
         host=args.host,
         rest_port=None if args.rest_port < 0 else args.rest_port,
         grpc_port=None if args.grpc_port < 0 else args.grpc_port,
         poll_wait_seconds=args.poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
-        warmup=args.warmup)
+        warmup=args.warmup,
+        model_config_file=args.model_config_file,
+        config_poll_wait_seconds=args.config_poll_wait_seconds)
     if config.rest_port is None and config.grpc_port is None:
         parser.error("both REST and gRPC are disabled: nothing to serve")
     server = ModelServer(specs, config)
