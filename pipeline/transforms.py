@@ -24,6 +24,10 @@ _LOG = logging.getLogger(__name__)
 DEAD_LETTERS = "dead_letters"
 OUTCOMES = "outcomes"
 NAMESPACE = "vtcaps.preprocess"
+# A worker keeps every frame's aligned crop and AU map of the video in hand (not its decoded
+# frames): about 80 kB a frame at 112 px, so 18000 frames (10 minutes at 30 fps) need ~1.5 GB.
+DEFAULT_MAX_FRAMES = 18000
+BRIDGE_FRAMES = 15
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,8 @@ class JobConfig:
     margin: float = DEFAULT_MARGIN
     jpeg_quality: int = 95
     progress_dir: str | None = None  # one empty marker file per finished video
+    max_frames: int | None = DEFAULT_MAX_FRAMES  # a longer video is a dead letter (too_long)
+    bridge_frames: int = BRIDGE_FRAMES  # raw frames held at most to bridge a gap in the face
     short_policy: str = "resample"  # a sequence shorter than a clip: clips.SHORT_POLICIES
     clip_labels: str = "all"  # which clips carry the video's label: clips.CLIP_LABELS
     splits: tuple[str, ...] = features.SPLITS  # shard names (train/val/test or fold00, ...)
@@ -48,17 +54,30 @@ def dead_letter(path: str, reason: str, detail: str = "") -> dict:
     return {"path": path, "reason": reason, "detail": detail}
 
 
-def load_item_frames(item):
-    """(Video, landmarks [T, 68, 2] in pixels or None) of one item; raises VideoReadError."""
-    from vtcaps_tf.face.video import Video, VideoReadError, read_image, read_video
+def open_item_frames(item, max_frames: int | None = None):
+    """(frames: an iterator of RGB frames, read one at a time; fps; landmarks [T, 68, 2] in pixels
+    or None) of one item. Raises VideoReadError (when opening, or while iterating: a truncated
+    file, a frame of another size, more than `max_frames` frames)."""
+    from vtcaps_tf.face.video import VideoReadError, open_frames, read_image
 
     if item.frame_files is None:
-        return read_video(item.path, fps=item.fps), None
+        stream = open_frames(item.path, fps=item.fps, max_frames=max_frames)
+        return stream.frames, stream.fps, None
     if not item.frame_files:
         raise VideoReadError("no_frames", f"{item.path} holds no images")
-    frames = [read_image(f) for f in item.frame_files]
-    if len({f.shape for f in frames}) != 1:
-        raise VideoReadError("unreadable", f"frames of {item.path} differ in size")
+    if max_frames and len(item.frame_files) > max_frames:
+        raise VideoReadError("too_long", f"{item.path} has {len(item.frame_files)} frames, more than "
+                             f"the limit of {max_frames}")
+
+    def frames():
+        shape = None
+        for f in item.frame_files:
+            frame = read_image(f)
+            if shape is not None and frame.shape != shape:
+                raise VideoReadError("unreadable", f"frames of {item.path} differ in size")
+            shape = frame.shape
+            yield frame
+
     landmarks = None
     if item.landmark_files:
         from pipeline.sources.ckplus import read_landmarks_file
@@ -67,7 +86,13 @@ def load_item_frames(item):
             landmarks = np.stack([read_landmarks_file(f) for f in item.landmark_files])
         except (OSError, ValueError) as err:  # fall back on MediaPipe for this sequence
             _LOG.warning("ignoring the landmarks of %s: %s", item.video_id, err)
-    return Video(np.stack(frames), float(item.fps or 30.0)), landmarks
+    return frames(), float(item.fps or 30.0), landmarks
+
+
+@dataclasses.dataclass(frozen=True)
+class _VideoInfo:
+    num_frames: int
+    fps: float
 
 
 class AnalyzeVideoFn(beam.DoFn):
@@ -84,13 +109,16 @@ class AnalyzeVideoFn(beam.DoFn):
         self.frames_without_face = beam.metrics.Metrics.counter(NAMESPACE, "frames_without_face")
         self.clips_written = beam.metrics.Metrics.counter(NAMESPACE, "clips_written")
         self.dead_letters = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
+        self.multi_face_videos = beam.metrics.Metrics.counter(NAMESPACE, "multi_face_videos")
         self._analyzer = None
 
     def setup(self):
         from vtcaps_tf.face.analyzer import FaceAnalyzer
 
+        # Two faces looked for, so that a video showing several people is noticed (counter
+        # multi_face_videos); the largest face of each frame is the subject.
         self._analyzer = FaceAnalyzer(self.config.image_size, video=True, margin=self.config.margin,
-                                      au_size=self.config.au_size)
+                                      au_size=self.config.au_size, max_num_faces=2)
 
     def teardown(self):
         if self._analyzer is not None:
@@ -121,10 +149,18 @@ class AnalyzeVideoFn(beam.DoFn):
         if item.label_name not in cfg.classes:
             raise _DeadLetter("unknown_label", f"label {item.label_name!r} is not one of {list(cfg.classes)}")
         split = self.split_of[item.video_id]
+        # Frames are read one at a time and only their aligned crops kept (a worker's memory
+        # follows the crops, not the decoded frames); a video over max_frames is a dead letter.
         try:
-            video, landmarks = load_item_frames(item)
+            frames, fps, landmarks = open_item_frames(item, cfg.max_frames)
+            try:
+                streamed = self._analyzer.analyze_stream(frames, landmarks, bridge=cfg.bridge_frames)
+                num_frames = streamed.num_frames
+            except NoFaceError as err:
+                streamed, num_frames = None, err.num_frames
         except VideoReadError as err:
             raise _DeadLetter(err.reason, err.detail)
+        video = _VideoInfo(num_frames, fps)
         self.videos_read.inc()
         windows = clips_lib.sequence_windows(video.num_frames, cfg.clip_frames, cfg.long_frames,
                                              cfg.short_policy)
@@ -136,10 +172,13 @@ class AnalyzeVideoFn(beam.DoFn):
             # The label describes the last frame: clips that do not reach its last third are left out.
             windows = [w for w in windows
                        if clips_lib.near_peak(w, video.num_frames, cfg.clip_frames)]
-        try:
-            track = self._analyzer.analyze(video.frames, landmarks=landmarks)
-        except NoFaceError:
+        if streamed is None:
             raise _DeadLetter("no_face", f"no face in any of {video.num_frames} frames")
+        track = streamed.track
+        if streamed.max_faces > 1:  # one subject per video: the largest face was used
+            self.multi_face_videos.inc()
+            _LOG.warning("%s shows %d faces at once; the largest in each frame was used",
+                         item.video_id, streamed.max_faces)
         self.frames_without_face.inc(track.num_missing)
         jpegs = [features.encode_jpeg(crop, cfg.jpeg_quality) for crop in track.crops]
         label = cfg.classes.index(item.label_name)

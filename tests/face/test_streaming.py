@@ -136,3 +136,19 @@ def test_open_frames_of_a_photo(tmp_path):
     cv2.imwrite(path, np.full((20, 30, 3), 7, np.uint8))
     stream = open_frames(path)
     assert stream.still and [f.shape for f in stream.frames] == [(20, 30, 3)]
+
+
+def test_analyze_stream_holds_at_most_the_bridge_of_raw_frames():
+    from vtcaps_tf.face import FaceAnalyzer
+
+    frames = fx.shifted_frames(fx.face_image(), 30, seed=2)
+    frames[5:25] = 128  # 20 frames without the face
+    with FaceAnalyzer(32) as analyzer:
+        streamed = analyzer.analyze_stream(iter(frames), bridge=4)
+        exact = analyzer.analyze(frames)
+    assert streamed.num_frames == 30 and streamed.max_faces == 1
+    assert streamed.peak_frames_held <= 4 + 1
+    assert streamed.track.found.tolist() == exact.found.tolist()
+    # The last 4 frames of the gap waited for the face after it, as the exact nearest-frame fill.
+    np.testing.assert_allclose(streamed.track.landmarks[21:], exact.landmarks[21:], atol=1e-6)
+    np.testing.assert_allclose(streamed.track.landmarks[:15], exact.landmarks[:15], atol=1e-6)

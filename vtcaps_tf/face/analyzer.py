@@ -11,11 +11,15 @@ from vtcaps_tf.face.au import AU_MAP_SIZE, au_attention_map
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS, landmarks68
 
 
-DUPLICATE_IOU = 0.5  # two detections overlapping more than this are one face
+DUPLICATE_IOU = 0.3  # two detections overlapping more than this are one face
 
 
 class NoFaceError(ValueError):
-    """No frame of the video shows a face."""
+    """No frame of the video shows a face; `num_frames`: how many frames were looked at."""
+
+    def __init__(self, message: str = "no frame has a face", num_frames: int = 0):
+        super().__init__(message)
+        self.num_frames = num_frames
 
 
 @dataclasses.dataclass
@@ -96,10 +100,11 @@ class FaceAnalyzer:
     def detect_faces(self, frame: np.ndarray) -> list[np.ndarray]:
         """RGB frame -> the 68 landmarks [68, 2] in pixels of every face found.
 
-        MediaPipe's video mode now and then reports one face twice (a tracked copy beside a new
-        detection): a face whose box overlaps an earlier one by more than DUPLICATE_IOU is dropped.
+        MediaPipe's video mode now and then reports one face twice (a lagging tracked copy beside
+        a new detection when the face moves fast): a face whose box overlaps an earlier one by more
+        than DUPLICATE_IOU, or whose centre lies inside an earlier one's box, is dropped.
         """
-        from vtcaps_tf.face.tracking import box_iou, landmark_box
+        from vtcaps_tf.face.tracking import landmark_box
 
         if self._mesh is None:
             raise RuntimeError("FaceAnalyzer is closed")
@@ -107,7 +112,7 @@ class FaceAnalyzer:
         for mesh in self._mesh.detect_all(frame):
             lm = landmarks68(mesh)
             box = landmark_box(lm)
-            if all(box_iou(box, b) <= DUPLICATE_IOU for b in boxes):
+            if not any(_same_face(box, b) for b in boxes):
                 kept.append(lm)
                 boxes.append(box)
         return kept
@@ -175,7 +180,7 @@ class FaceAnalyzer:
         if landmarks is not None and t != len(landmarks):
             raise ValueError(f"landmarks must be [{t}, 68, 2], got {landmarks.shape}")
         if not cropper.finish():
-            raise NoFaceError("no frame has a face")
+            raise NoFaceError(f"no face in any of {t} frames", num_frames=t)
         au = np.stack([self.au_map(lm) for lm in sink.landmarks]).astype(np.float32)
         track = FaceTrack(np.stack(sink.crops), np.stack(sink.landmarks).astype(np.float32), au,
                           np.array(sink.found, bool))
@@ -205,6 +210,16 @@ class FaceAnalyzer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    from vtcaps_tf.face.tracking import box_iou
+
+    def centre_in(p, q):
+        cx, cy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
+        return q[0] <= cx <= q[2] and q[1] <= cy <= q[3]
+
+    return box_iou(a, b) > DUPLICATE_IOU or centre_in(a, b) or centre_in(b, a)
 
 
 def _largest(faces: list[np.ndarray]) -> np.ndarray:
