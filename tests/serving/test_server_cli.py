@@ -23,6 +23,14 @@ def test_tf_serving_flag_spellings_are_accepted():
     assert spec.name == "m" and spec.base_path == "/models/m"
 
 
+def test_grpc_channel_arguments_must_be_key_value(capsys):
+    from vtcaps_tf.serving.server import cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["--model-base-path", "m", "--grpc_channel_arguments", "grpc.keepalive_time_ms"])
+    assert "is not key=value" in capsys.readouterr().err
+
+
 def test_config_file_poll_flag_needs_a_config_file(capsys):
     args = build_parser().parse_args(["--model_config_file", "m.config",
                                       "--model_config_file_poll_wait_seconds", "30"])

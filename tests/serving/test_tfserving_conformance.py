@@ -207,6 +207,32 @@ def test_model_config_reload(tmp_path, half_plus_two_base, half_plus_three_base,
         srv.stop()
 
 
+def test_good_grpc_channel_args(half_plus_two_base):
+    from vtcaps_tf.serving.grpc_service import parse_channel_arguments
+
+    arguments = parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb")
+    assert arguments == [("grpc.max_connection_age_ms", 2000), ("grpc.lb_policy_name", "grpclb")]
+    srv = _start([ModelSpec("default", half_plus_two_base)], grpc_channel_arguments=tuple(arguments))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:
+            _verify_predict(prediction_service_pb2_grpc.PredictionServiceStub(channel), 3.0,
+                            specify_output=False)
+    finally:
+        srv.stop()
+
+
+def test_predict_uds(tmp_path, half_plus_two_base):
+    """Predict over a Unix domain socket (--grpc_socket_path)."""
+    socket_path = str(tmp_path / "tf-serving.sock")
+    srv = _start([ModelSpec("default", half_plus_two_base)], grpc_socket_path=socket_path)
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            _verify_predict(prediction_service_pb2_grpc.PredictionServiceStub(channel), 3.0,
+                            specify_output=False)
+    finally:
+        srv.stop()
+
+
 def test_bad_model_config(tmp_path):
     bad = tmp_path / "bad_model_config.txt"
     bad.write_text("improperly formatted file\n")

@@ -155,17 +155,34 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """TF Serving's --grpc_channel_arguments, `key=value,key=value` -> gRPC options (integer values
+    as integers)."""
+    options = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"gRPC channel argument {item!r} is not key=value")
+        value = value.strip()
+        options.append((key.strip(), int(value) if value.lstrip("-").isdigit() else value))
+    return options
+
+
 def make_grpc_server(manager: ModelManager, address: str, max_message_bytes: int,
-                     max_workers: int = 16):
-    """A started-ready grpc.Server with both services; returns (server, bound port)."""
+                     max_workers: int = 16, channel_arguments=(), socket_path: str | None = None):
+    """A started-ready grpc.Server with both services; returns (server, bound port).
+
+    `channel_arguments` are extra gRPC options; `socket_path` also binds a Unix socket there."""
     server = grpc.server(
         concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="vtcaps-grpc"),
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", -1),
-                 ("grpc.so_reuseport", 0)])
+                 ("grpc.so_reuseport", 0), *channel_arguments])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    port = server.add_insecure_port(address)
+    port = server.add_insecure_port(address) if address else None
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")
+    if socket_path and server.add_insecure_port(f"unix:{socket_path}") == 0:
+        raise OSError(f"could not bind gRPC to the Unix socket {socket_path}")
     return server, port

@@ -32,6 +32,8 @@ class ServerConfig:
     grpc_workers: int = 16
     model_config_file: str | None = None  # re-read every config_poll_wait_seconds when > 0
     config_poll_wait_seconds: float = 0.0
+    grpc_channel_arguments: tuple = ()  # extra gRPC server options, (key, value) pairs
+    grpc_socket_path: str | None = None  # also serve gRPC on this Unix socket
 
 
 class ModelServer:
@@ -56,11 +58,13 @@ class ModelServer:
         self.manager.start()
         cfg = self.config
         try:
-            if cfg.grpc_port is not None:
+            if cfg.grpc_port is not None or cfg.grpc_socket_path:
                 from vtcaps_tf.serving.grpc_service import make_grpc_server
 
                 self._grpc, self.grpc_port = make_grpc_server(
-                    self.manager, f"{cfg.host}:{cfg.grpc_port}", cfg.max_request_bytes, cfg.grpc_workers)
+                    self.manager, None if cfg.grpc_port is None else f"{cfg.host}:{cfg.grpc_port}",
+                    cfg.max_request_bytes, cfg.grpc_workers, cfg.grpc_channel_arguments,
+                    cfg.grpc_socket_path)
                 self._grpc.start()
             if cfg.rest_port is not None:
                 self._rest = RestServer((cfg.host, cfg.rest_port), self.manager, cfg.max_request_bytes)
@@ -122,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="REST port (default 8501; 0: any free port; -1: no REST)")
     p.add_argument("--grpc-port", "--port", dest="grpc_port", type=int, default=8500,
                    help="gRPC port (default 8500; 0: any free port; -1: no gRPC)")
+    p.add_argument("--grpc-socket-path", "--grpc_socket_path", dest="grpc_socket_path",
+                   help="also serve gRPC on this Unix socket (clients use unix:PATH)")
+    p.add_argument("--grpc-channel-arguments", "--grpc_channel_arguments", dest="grpc_channel_arguments",
+                   default="", help="extra gRPC server options, key=value,key=value "
+                                    "(e.g. grpc.max_connection_age_ms=2000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 to accept other machines)")
     p.add_argument("--file-system-poll-wait-seconds", "--file_system_poll_wait_seconds",
@@ -161,6 +170,12 @@ def cli_main(argv=None) -> int:
     specs = specs_from_args(args, parser)
     if args.max_request_bytes <= 0:
         parser.error("--max-request-bytes must be positive")
+    from vtcaps_tf.serving.grpc_service import parse_channel_arguments
+
+    try:
+        channel_arguments = tuple(parse_channel_arguments(args.grpc_channel_arguments))
+    except ValueError as err:
+        parser.error(f"--grpc-channel-arguments: {err}")
     if args.config_poll_wait_seconds > 0 and not args.model_config_file:
         parser.error("--model-config-file-poll-wait-seconds needs --model-config-file")
     config = ServerConfig(
@@ -171,8 +186,10 @@ def cli_main(argv=None) -> int:
         max_request_bytes=args.max_request_bytes,
         warmup=args.warmup,
         model_config_file=args.model_config_file,
-        config_poll_wait_seconds=args.config_poll_wait_seconds)
-    if config.rest_port is None and config.grpc_port is None:
+        config_poll_wait_seconds=args.config_poll_wait_seconds,
+        grpc_channel_arguments=channel_arguments,
+        grpc_socket_path=args.grpc_socket_path)
+    if config.rest_port is None and config.grpc_port is None and not config.grpc_socket_path:
         parser.error("both REST and gRPC are disabled: nothing to serve")
     server = ModelServer(specs, config)
     try:
@@ -187,6 +204,8 @@ def cli_main(argv=None) -> int:
               flush=True)
     if server.grpc_port is not None:
         print(f"gRPC API at {config.host}:{server.grpc_port}", flush=True)
+    if config.grpc_socket_path:
+        print(f"gRPC API at unix:{config.grpc_socket_path}", flush=True)
     if server.rest_port is not None:
         print(f"REST API at {server.rest_url}", flush=True)
     stop = threading.Event()
