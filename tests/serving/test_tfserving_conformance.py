@@ -104,6 +104,16 @@ def _verify_predict(stub, expected_output, model_name="default", specify_output=
 # gRPC
 
 
+def test_missing_model_error_names_the_servable(stub):
+    """TF Serving's WaitForServerReady: an empty request to a missing model fails with 'Servable'."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "intentionally_missing_model"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(request, timeout=30)
+    assert "Servable" in err.value.details()
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_get_model_status(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         request = get_model_status_pb2.GetModelStatusRequest()
