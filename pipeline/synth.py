@@ -7,6 +7,11 @@ the mesh carries the pixels along (`synth_warp.py`). Subjects are the face under
 identity transform (proportions, shear, face shape, colour tint); every clip adds its own head pose,
 slow pose drift, scale, brightness and sensor noise. Output: the `folder` layout
 `DIR/<class>/<subject>_<k>.avi` (MJPG) and `DIR/manifest.json`, deterministic for a seed.
+
+`--layout ckplus` writes the CK+ layout instead (grey PNG sequences from neutral to the apex frame,
+which ends the sequence as CK+'s peak does, and Emotion/ files), `--layout afew` the AFEW one
+(Train_AFEW/ and Val_AFEW/ by subject, AFEW's class names, a Neutral class of unmoving faces in
+place of contempt): small stand-ins for the real datasets, to try their configs on a CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from pipeline import synth_au
 from pipeline.synth_warp import PiecewiseAffineField
 
 MAX_ONSET = 3  # the expression starts within the first frames, so every clip of a video shows it
+LAYOUTS = ("folder", "ckplus", "afew")
+MIN_CKPLUS_FRAMES = 6  # a CK+-layout sequence ends at the apex, but holds it up to this length
+# Synthetic class -> AFEW class (AFEW has Neutral and no contempt: contempt's clips become Neutral).
+AFEW_NAMES = {"anger": "Angry", "disgust": "Disgust", "fear": "Fear", "happy": "Happy",
+              "contempt": "Neutral", "sadness": "Sad", "surprise": "Surprise"}
 DEFAULT_FACE = "grace_hopper.jpg (matplotlib sample data)"
 
 
@@ -38,8 +48,13 @@ class SynthConfig:
     frames: int = 32
     size: int = 128
     fps: float = 25.0
+    layout: str = "folder"
 
     def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"--layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.layout != "folder" and self.tempo_only:
+            raise ValueError("--tempo-only writes the folder layout only")
         if self.per_class < 1 or self.subjects < 1:
             raise ValueError("--per-class and --subjects must be at least 1")
         if self.size < 48:
@@ -269,6 +284,39 @@ def write_video(path: str, frames: np.ndarray, fps: float) -> None:
         writer.release()
 
 
+def write_layout(config: SynthConfig, label: str, subject: str, number: int, clip: ClipParams,
+                 frames: np.ndarray) -> str:
+    """Write video `number` (0, 1, ... over the whole set) in the configured layout; returns its
+    path relative to the output."""
+    import cv2
+
+    if config.layout == "folder":
+        rel = f"{label}/{subject}_{clip.index}.avi"
+        write_video(os.path.join(config.output, rel), frames, config.fps)
+        return rel
+    if config.layout == "afew":
+        held_out = int(subject[1:]) >= config.subjects - max(1, config.subjects // 5)
+        rel = f"{'Val_AFEW' if held_out else 'Train_AFEW'}/{AFEW_NAMES[label]}/{number:06d}.avi"
+        os.makedirs(os.path.dirname(os.path.join(config.output, rel)), exist_ok=True)
+        write_video(os.path.join(config.output, rel), frames, config.fps)
+        return rel
+    # CK+: S<subject>/<sequence>, grey PNGs from neutral to the apex, Emotion/ names the last frame.
+    from pipeline.sources.ckplus import CLASSES as CK_CLASSES
+
+    ck_subject, seq = f"S{int(subject[1:]) + 1:03d}", f"{number + 1:03d}"
+    n = min(len(frames), max(clip.apex + 1, MIN_CKPLUS_FRAMES))
+    rel = f"cohn-kanade-images/{ck_subject}/{seq}"
+    os.makedirs(os.path.join(config.output, rel), exist_ok=True)
+    for t in range(n):
+        grey = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
+        cv2.imwrite(os.path.join(config.output, rel, f"{ck_subject}_{seq}_{t + 1:08d}.png"), grey)
+    emo = os.path.join(config.output, "Emotion", ck_subject, seq)
+    os.makedirs(emo, exist_ok=True)
+    with open(os.path.join(emo, f"{ck_subject}_{seq}_{n:08d}_emotion.txt"), "w") as f:
+        f.write(f"   {float(CK_CLASSES.index(label) + 1):.7e}\n")
+    return rel
+
+
 def subject_name(i: int) -> str:
     return f"s{i:02d}"
 
@@ -282,15 +330,17 @@ def generate(config: SynthConfig, progress=True) -> dict:
     total = len(expressions) * config.per_class
     videos, done, start = [], 0, time.monotonic()
     for c, (label, aus) in enumerate(expressions.items()):
-        os.makedirs(os.path.join(config.output, label), exist_ok=True)
+        if config.layout == "folder":
+            os.makedirs(os.path.join(config.output, label), exist_ok=True)
         for k in range(config.per_class):
             subject = subjects[k % config.subjects]
             # One generator per clip, keyed by (seed, class, k): a clip does not depend on the others.
             rng = np.random.default_rng([config.seed, 2, c, k])
             clip = draw_clip(label, subject.name, k, aus, rises[label], config.size, rng)
+            if config.layout == "afew" and AFEW_NAMES[label] == "Neutral":
+                clip = dataclasses.replace(clip, amplitude=0.0)  # a face that does not move
             frames = render_clip(base, subject, clip, aus, config.frames, rng)
-            rel = f"{label}/{subject.name}_{k}.avi"
-            write_video(os.path.join(config.output, rel), frames, config.fps)
+            rel = write_layout(config, label, subject.name, len(videos), clip, frames)
             videos.append({"path": rel, "label": label, "subject": subject.name, "onset": clip.onset,
                            "apex": clip.apex, "amplitude": round(clip.amplitude, 4),
                            "aus": list(aus), "head_roll_deg": round(clip.angle, 3),
@@ -302,6 +352,7 @@ def generate(config: SynthConfig, progress=True) -> dict:
     manifest = {"classes": config.classes, "fps": config.fps, "frames": config.frames,
                 "size": config.size, "tempo_only": config.tempo_only, "seed": config.seed,
                 "face": config.face or DEFAULT_FACE, "subjects": [s.name for s in subjects],
+                "layout": config.layout,
                 "rise_frames": {k: list(v) for k, v in rises.items()}, "videos": videos}
     with open(os.path.join(config.output, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
@@ -325,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=d.frames, help="frames per video (default %(default)s)")
     p.add_argument("--size", type=int, default=d.size, help="video width = height in px (default %(default)s)")
     p.add_argument("--fps", type=float, default=d.fps, help="frame rate written to the videos (default %(default)s)")
+    p.add_argument("--layout", choices=LAYOUTS, default=d.layout,
+                   help="folder (default; the `synthetic` source), ckplus (grey PNG sequences ending "
+                        "at the apex, Emotion/ files) or afew (Train_AFEW/Val_AFEW, AFEW's classes)")
     return p
 
 
@@ -333,7 +387,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         config = SynthConfig(output=args.output, per_class=args.per_class, subjects=args.subjects,
                              seed=args.seed, tempo_only=args.tempo_only, face=args.face,
-                             frames=args.frames, size=args.size, fps=args.fps)
+                             frames=args.frames, size=args.size, fps=args.fps, layout=args.layout)
         manifest = generate(config)
     except ValueError as err:
         print(f"vtcaps synth: error: {err}", file=sys.stderr)

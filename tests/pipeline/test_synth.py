@@ -202,3 +202,34 @@ def test_tempo_only_same_apex_different_time(base, tmp_path):
     apex_gap = np.abs(frames_fast[5] - frames_slow[17]).mean()
     assert apex_gap < 1.0 * noise  # |N(0, s)| has mean 0.8 s: only noise differs
     assert np.abs(frames_fast[5] - frames_slow[5]).mean() > apex_gap + 1.0  # slow is mid-rise at t=5
+
+
+@pytest.mark.slow
+def test_ckplus_and_afew_layouts_are_read_by_their_sources(tmp_path):
+    from pipeline import sources
+    from pipeline.sources.ckplus import read_emotion
+
+    ck = synth.SynthConfig(output=str(tmp_path / "ck"), per_class=1, subjects=1, seed=1, frames=20,
+                           size=64, layout="ckplus")
+    manifest = synth.generate(ck, progress=False)
+    d = sources.discover("ckplus", ck.output)
+    assert sorted(i.label_name for i in d.items) == sorted(synth_au.EXPRESSIONS)
+    by_path = {v["path"]: v for v in manifest["videos"]}
+    for item in d.items:
+        v = by_path[os.path.relpath(item.path, ck.output).replace(os.sep, "/")]
+        # A CK+ sequence ends at its peak: the apex frame is the last one (held up to 6 frames).
+        assert len(item.frame_files) == max(v["apex"] + 1, synth.MIN_CKPLUS_FRAMES)
+        [emotion] = os.listdir(os.path.join(ck.output, "Emotion", item.video_id))
+        assert emotion.endswith(f"_{len(item.frame_files):08d}_emotion.txt")
+        code = read_emotion(os.path.join(ck.output, "Emotion", item.video_id, emotion))
+        assert d.classes[int(code) - 1] == v["label"]
+
+    af = synth.SynthConfig(output=str(tmp_path / "afew"), per_class=2, subjects=2, seed=1, frames=20,
+                           size=64, layout="afew")
+    synth.generate(af, progress=False)
+    d = sources.discover("afew", af.output)
+    labels = {i.label_name for i in d.items}
+    assert "Neutral" in labels and "contempt" not in labels and len(d.items) == 14
+    # The last subject is held out as Val_AFEW, the test split.
+    assert {i.split for i in d.items} == {None, "test"}
+    assert all(("Val_AFEW" in i.path) == (i.split == "test") for i in d.items)
