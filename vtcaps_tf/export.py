@@ -87,9 +87,12 @@ def serving_fns(model):
     return serve, serve_examples
 
 
-def save_serving_model(model, path: str) -> str:
+def save_serving_model(model, path: str, card: dict | None = None) -> str:
     """Write the SavedModel with both signatures at `path` (which must not exist), atomically:
-    into a hidden sibling directory first, renamed into place once complete."""
+    into a hidden sibling directory first, renamed into place once complete. The model card
+    (`vtcaps_tf.model_card`; default: built from the model alone) goes to assets/model_card.json."""
+    from vtcaps_tf.model_card import build_model_card, write_model_card
+
     path = os.path.abspath(path)
     if os.path.isdir(path) and not os.listdir(path):
         os.rmdir(path)  # an empty directory prepared by the caller (a TFX Trainer does this)
@@ -108,6 +111,7 @@ def save_serving_model(model, path: str) -> str:
             "serving_default": serve.get_concrete_function(),
             "serve_examples": serve_examples.get_concrete_function(),
         })
+        write_model_card(tmp, card if card is not None else build_model_card(model))
         # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.
         os.rename(tmp, path)
     except BaseException:
@@ -116,8 +120,8 @@ def save_serving_model(model, path: str) -> str:
     return path
 
 
-def export_model(model, base_path: str, version: int | None = None) -> str:
-    """Write `model` as `base_path/<version>/` and return that path.
+def export_model(model, base_path: str, version: int | None = None, card: dict | None = None) -> str:
+    """Write `model` (and its model `card`) as `base_path/<version>/` and return that path.
 
     version=None takes one more than the highest existing version (1 for a new base path).
     Raises FileExistsError when the version exists already.
@@ -132,7 +136,7 @@ def export_model(model, base_path: str, version: int | None = None) -> str:
     if os.path.exists(target):
         raise FileExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
 
-    save_serving_model(model, target)
+    save_serving_model(model, target, card)
     return target
 
 
@@ -144,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-path", required=True, help="saved_models/NAME: versions go below it")
     p.add_argument("--version", type=int, default=None,
                    help="integer version (default: one more than the newest existing one)")
+    p.add_argument("--evaluation", help="a `vtcaps evaluate` report.json for the model card "
+                   "(default: eval/report.json beside the model, when there is one)")
     return p
 
 
@@ -156,11 +162,15 @@ def cli_main(argv=None) -> int:
     except (OSError, ValueError) as err:
         print(f"vtcaps export: {err}", file=sys.stderr)
         return 2
+    from vtcaps_tf.model_card import build_model_card, describe
+
     try:
-        path = export_model(model, args.base_path, args.version)
+        card = build_model_card(model, args.model, args.evaluation)
+        path = export_model(model, args.base_path, args.version, card)
     except (FileExistsError, ValueError) as err:
         print(f"vtcaps export: {err}", file=sys.stderr)
         return 1
+    print(f"model card: {describe(card)}", file=sys.stderr)
     print(path)
     return 0
 

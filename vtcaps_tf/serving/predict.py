@@ -251,6 +251,13 @@ def cli_main(argv=None) -> int:
     s = model.shape
     say(f"model: {model.describe()} (clips of {s.clip_frames} frames, TPN window {s.long_frames}, "
         f"{s.image_size}px crops)")
+    from vtcaps_tf.model_card import describe, synthetic_warning
+
+    if model.card is not None or not args.server:
+        say(f"model card: {describe(model.card)}")
+    warning = synthetic_warning(model.card)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)  # even with --quiet
 
     from vtcaps_tf.face import FaceAnalyzer
 

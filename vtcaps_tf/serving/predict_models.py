@@ -51,7 +51,10 @@ class InProcessModel:
                 raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base path with "
                                         "integer version folders")
             path = os.path.join(path, str(versions[-1]))
+        from vtcaps_tf.model_card import read_model_card
+
         self.path = path
+        self.card = read_model_card(path)
         self.servable = Servable("local", 0, path, warmup=False)
         self.signature = self.servable.signature(SIGNATURE)
         self.shape = clip_shape_from_inputs({k: s.shape for k, s in self.signature.inputs.items()})
@@ -71,6 +74,7 @@ class RestModel:
         from vtcaps_tf.serving.client import ServingClient
 
         self.client = ServingClient(server, model_name, version)
+        self.card = None  # TF Serving's API does not serve a version's assets
         signature = self.client.signature(SIGNATURE)
         self.shape = clip_shape_from_inputs({k: shape for k, (_, shape) in signature["inputs"].items()})
         s = self.shape
