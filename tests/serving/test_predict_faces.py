@@ -152,3 +152,29 @@ def test_max_frames_refuses_a_longer_video(face, toy_base_path, tmp_path, capsys
     rc, out, err = _run([video, "--saved-model", toy_base_path, "--max-frames", "8"], capsys)
     assert rc == 1
     assert "too_long" in out and "12 frames, more than the limit of 8" in out
+
+
+def test_annotated_video_shows_boxes_and_no_face(face, toy_base_path, tmp_path, capsys):
+    from vtcaps_tf.face import read_video
+
+    frames = [_canvas(face, [100])] * 12 + [_canvas(face, [])] * 12 + [_canvas(face, [100])] * 12
+    video = fx.write_video(str(tmp_path / "leaves.avi"), np.stack(frames), fps=FPS)
+    out = tmp_path / "annotated.mp4"
+    rc, _, err = _run([video, "--saved-model", toy_base_path, "--annotate", str(out), "-q"], capsys)
+    assert rc == 0, err
+    drawn = read_video(str(out))
+    assert drawn.num_frames == 36 and drawn.frames.shape[1:] == read_video(video).frames.shape[1:]
+
+    def near(img, rgb, tol=40):
+        return np.all(np.abs(img.astype(int) - rgb) < tol, axis=-1)
+
+    green, red = (60, 200, 60), (230, 40, 40)  # face 0's colour and the no_face mark, in RGB
+    # Frame 4 (clip 1, ok): face 0's green box, none of it in the grey no-face frame 18.
+    assert near(drawn.frames[4], green).sum() > 200
+    assert near(drawn.frames[18], green).sum() < 20
+    # Frame 18: no face anywhere: the red no_face mark in the top-left corner.
+    assert near(drawn.frames[18][:40, :120], red).sum() > 30
+    assert near(drawn.frames[4][:40, :120], red).sum() < 5
+    # --annotate takes exactly one video.
+    with pytest.raises(SystemExit):
+        cli_main([video, video, "--saved-model", toy_base_path, "--annotate", str(out)])

@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"faces looked for in one frame with --faces all (default {DEFAULT_MAX_FACES})")
     p.add_argument("--max-frames", type=int, default=None,
                    help="refuse videos longer than this many frames, with an error (default: no limit)")
+    p.add_argument("--annotate", metavar="OUT.mp4",
+                   help="write the video with each face's box, emotion and probability bar (one video only)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"clips per model call (default {REST_BATCH} over REST, {IN_PROCESS_BATCH} in process)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
@@ -232,6 +234,8 @@ def cli_main(argv=None) -> int:
     if not videos:
         print("vtcaps predict: nothing to predict", file=sys.stderr)
         return 1
+    if args.annotate and (len(videos) != 1 or _is_photo(videos[0])):
+        parser.error("--annotate needs exactly one video")
     try:
         if args.server:
             from vtcaps_tf.serving.client import ServingClientError
@@ -269,11 +273,18 @@ def cli_main(argv=None) -> int:
             if photo_analyzer is None and _is_photo(path):
                 photo_analyzer = FaceAnalyzer(crop_size=s.image_size, video=False,
                                               max_num_faces=args.max_faces)
+            got = {} if args.annotate else None
             try:
                 found = predict_video(path, model, analyzer, batch_size, args.faces,
-                                      args.max_frames, photo_analyzer)
+                                      args.max_frames, photo_analyzer, timelines_out=got)
             except Exception as err:  # noqa: BLE001 - one bad video must not stop the others
                 found = [VideoPrediction(path, error=f"{type(err).__name__}: {err}")]
+            if got and "timelines" in got:
+                from vtcaps_tf.serving.annotate import annotate_video
+
+                written = annotate_video(path, args.annotate, found, got["timelines"], s.clip_frames,
+                                         args.max_frames)
+                say(f"wrote {args.annotate} ({written} frames)")
             results += found
             for r in found:
                 if r.ok:

@@ -106,11 +106,11 @@ def format_table(results: list[VideoPrediction]) -> str:
             continue
         out.append(_describe(r))
         width = max(8, *(len(c) for c in r.classes)) if r.classes else 8
-        out.append("  clip   start     end  status " + "".join(f"{c:>{width + 1}}" for c in r.classes))
+        out.append("  clip   start     end  status  " + "".join(f"{c:>{width + 1}}" for c in r.classes))
         for c in r.clips:
             cells = ("".join(f"{p:>{width + 1}.3f}" for p in c.probabilities) if c.status == OK
                      else f"{'-- no face --':>{width + 1}}")
-            out.append(f"  {c.index:>4} {c.start:7.2f} {c.end:7.2f}  {c.status:<7}{cells}")
+            out.append(f"  {c.index:>4} {c.start:7.2f} {c.end:7.2f}  {c.status:<8}{cells}")
     return "\n".join(out) + "\n"
 
 
