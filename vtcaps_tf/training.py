@@ -163,6 +163,9 @@ def _split_info(data_dir, split, meta):
 def train(config: TrainConfig) -> TrainResult:
     """Train from a preprocessing output directory (`vtcaps preprocess`), see the module doc."""
     meta = features.read_metadata(config.data_dir)
+    if meta.get("folds"):
+        raise features.SchemaError(f"{config.data_dir!r} is split into {meta['folds']} cross-"
+                                   "validation folds: train on it with `vtcaps crossval`")
     train_files, n_train = _split_info(config.data_dir, "train", meta)
     if not train_files or n_train == 0:
         raise features.SchemaError(f"{config.data_dir!r} holds no training clips "
