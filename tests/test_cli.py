@@ -8,7 +8,8 @@ import pytest
 
 from vtcaps_tf import cli
 
-EXPECTED = ["synth", "preprocess", "train", "evaluate", "export", "serve", "predict", "profile", "pipeline"]
+EXPECTED = ["synth", "preprocess", "train", "evaluate", "export", "serve", "predict", "stream", "profile",
+            "pipeline"]
 
 
 def test_help_lists_every_subcommand():

@@ -20,7 +20,8 @@ SUBCOMMANDS = {
     "crossval": ("vtcaps_tf.crossval", "subject-independent K-fold cross-validation, one model per fold"),
     "export": ("vtcaps_tf.export", "write a versioned SavedModel for TensorFlow Serving"),
     "serve": ("vtcaps_tf.serving.server", "serve SavedModels over TF Serving's REST and gRPC APIs"),
-    "predict": ("vtcaps_tf.serving.predict", "say which emotion a video shows, clip by clip"),
+    "predict": ("vtcaps_tf.serving.predict", "say which emotion each face of a video or photo shows, clip by clip"),
+    "stream": ("vtcaps_tf.serving.stream", "emotions of every face in a camera, file or URL stream, as they come"),
     "profile": ("vtcaps_tf.models.profile", "parameters and FLOPs per clip of a preset"),
     "pipeline": ("pipeline.runner", "run the TFX-style chain ExampleGen -> ... -> Push from a config"),
 }
