@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the last third of the sequence (onset-to-peak data such as CK+, whose "
                         "label describes the last frame); default per source (ckplus near_peak)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored frames")
+    p.add_argument("--max-frames", type=int, default=transforms.DEFAULT_MAX_FRAMES,
+                   help="a longer video is a too_long dead letter (a worker keeps every frame's crop; "
+                        f"default {transforms.DEFAULT_MAX_FRAMES})")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -97,6 +100,8 @@ def parse_args(argv):
         raise ValueError(f"--image-size must be at least 8, got {args.image_size}")
     if not 1 <= args.jpeg_quality <= 100:
         raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    if args.max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
     args.split_ratios = sources.base.parse_ratios(args.split_ratios)
     if args.folds and args.folds < 2:
         raise ValueError(f"--folds must be at least 2 (or 0: train/val/test), got {args.folds}")
@@ -345,7 +350,7 @@ def run(argv=None, test_pipeline=None) -> dict:
         source=discovery.source, classes=tuple(discovery.classes), clip_frames=args.clip_frames,
         long_frames=args.long_frames, image_size=args.image_size, jpeg_quality=args.jpeg_quality,
         progress_dir=marker_dir, short_policy=args.short_policy, clip_labels=args.clip_labels,
-        splits=split_names)
+        splits=split_names, max_frames=args.max_frames)
     print(f"preprocess: {len(discovery.items)} videos, {len(discovery.classes)} classes "
           f"({discovery.source}: {args.input}) -> {out}", file=sys.stderr, flush=True)
     p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)
