@@ -118,8 +118,9 @@ class LiveFaces:
         self.windows: dict[int, _FaceWindow] = {}
         analyzer.reset()
 
-    def push(self, t: int, frame: np.ndarray) -> list[tuple[int, dict[str, np.ndarray], bool]]:
-        """One frame -> [(face, model inputs, has_face)] of the windows due at this frame."""
+    def push(self, t: int, frame: np.ndarray) -> list[tuple[int, dict[str, np.ndarray], bool, int]]:
+        """One frame -> [(face, model inputs, has_face, the window's first frame)] of the windows
+        due at this frame (with frames dropped, a window spans more than M source frames)."""
         found = self.analyzer.detect_faces(frame)
         boxes = [landmark_box(lm) for lm in found]
         if self.faces == "largest" and len(found) > 1:
@@ -138,16 +139,17 @@ class LiveFaces:
             # Live: no waiting for the next detection; a frame without the face is cropped where
             # it was last seen (counted as not detected).
             crop, lm01 = self.analyzer.crop(frame, w.landmarks)
-            w.frames.append((crop, self.analyzer.au_map(lm01).astype(np.float32), i in seen))
+            w.frames.append((crop, self.analyzer.au_map(lm01).astype(np.float32), i in seen, t))
             w.since_prediction += 1
             if len(w.frames) == self.m and w.since_prediction >= self.every:
                 w.since_prediction = 0
                 window = list(w.frames)
                 short = window[self.before:self.before + self.n]
-                inputs = {"frames": np.stack([c for c, _, _ in short]),
-                          "au_map": np.stack([a for _, a, _ in short]),
-                          "long_frames": np.stack([c for c, _, _ in window])}
-                due.append((i, inputs, np.mean([f for _, _, f in short]) >= MIN_FACE_FRACTION))
+                inputs = {"frames": np.stack([c for c, _, _, _ in short]),
+                          "au_map": np.stack([a for _, a, _, _ in short]),
+                          "long_frames": np.stack([c for c, _, _, _ in window])}
+                due.append((i, inputs, np.mean([f for _, _, f, _ in short]) >= MIN_FACE_FRACTION,
+                            window[0][3]))
         return due
 
     def box_of(self, i: int, t: int) -> np.ndarray | None:
@@ -242,7 +244,7 @@ def cli_main(argv=None) -> int:
             t, frame, read_at = item
             processed += 1
             due = live_faces.push(t, frame)
-            asked = [(i, inp) for i, inp, ok in due if ok]
+            asked = [(i, inp) for i, inp, ok, _ in due if ok]
             probs = {}
             if asked:
                 outputs = model.predict({k: np.stack([inp[k] for _, inp in asked]) for k in asked[0][1]})
@@ -252,11 +254,11 @@ def cli_main(argv=None) -> int:
                                else [f"class_{k}" for k in range(np.shape(outputs["probabilities"])[1])])
                 probs = {i: np.asarray(p, np.float64) for (i, _), p in zip(asked, outputs["probabilities"])}
             done_at = time.perf_counter()
-            for i, _, ok in due:
+            for i, _, ok, first in due:
                 latency = (done_at - read_at) * 1000.0
                 latencies.append(latency)
                 record = {"frame": t, "time": round(t / fps, 3), "face": i,
-                          "window": [max(0, t - s.long_frames + 1), t], "status": "ok" if ok else "no_face",
+                          "window": [first, t], "status": "ok" if ok else "no_face",
                           "emotion": None, "probability": None, "probabilities": None,
                           "latency_ms": round(latency, 1), "dropped_so_far": reader.dropped}
                 if ok:
