@@ -28,6 +28,7 @@ NAMESPACE = "vtcaps.preprocess"
 # frames): about 80 kB a frame at 112 px, so 18000 frames (10 minutes at 30 fps) need ~1.5 GB.
 DEFAULT_MAX_FRAMES = 18000
 BRIDGE_FRAMES = 15
+FACE_COUNT_EVERY = 15  # frames; counting faces in every frame would halve the face analysis's speed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +116,10 @@ class AnalyzeVideoFn(beam.DoFn):
     def setup(self):
         from vtcaps_tf.face.analyzer import FaceAnalyzer
 
-        # Two faces looked for, so that a video showing several people is noticed (counter
-        # multi_face_videos); the largest face of each frame is the subject.
+        # One face followed (the subject); every FACE_COUNT_EVERY-th frame the faces are counted,
+        # so that a video showing several people is noticed (counter multi_face_videos).
         self._analyzer = FaceAnalyzer(self.config.image_size, video=True, margin=self.config.margin,
-                                      au_size=self.config.au_size, max_num_faces=2)
+                                      au_size=self.config.au_size, count_faces_every=FACE_COUNT_EVERY)
 
     def teardown(self):
         if self._analyzer is not None:
@@ -175,9 +176,9 @@ class AnalyzeVideoFn(beam.DoFn):
         if streamed is None:
             raise _DeadLetter("no_face", f"no face in any of {video.num_frames} frames")
         track = streamed.track
-        if streamed.max_faces > 1:  # one subject per video: the largest face was used
+        if streamed.max_faces > 1:  # one subject per video
             self.multi_face_videos.inc()
-            _LOG.warning("%s shows %d faces at once; the largest in each frame was used",
+            _LOG.warning("%s shows %d faces at once; one of them was followed as the subject",
                          item.video_id, streamed.max_faces)
         self.frames_without_face.inc(track.num_missing)
         jpegs = [features.encode_jpeg(crop, cfg.jpeg_quality) for crop in track.crops]

@@ -54,7 +54,8 @@ def nearest_found(found: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass
 class StreamedTrack:
     """What `FaceAnalyzer.analyze_stream` gives: the face track, the number of frames read, and
-    the most faces any one frame showed (more than 1: the video shows several people)."""
+    the most faces any one frame showed (more than 1: the video shows several people; with
+    `count_faces_every`, of the frames counted)."""
 
     track: FaceTrack
     num_frames: int
@@ -80,7 +81,7 @@ class FaceAnalyzer:
     `max_num_faces`: how many faces one frame may give (`detect_faces`)."""
 
     def __init__(self, crop_size: int, video: bool = True, margin: float = DEFAULT_MARGIN,
-                 au_size: int = AU_MAP_SIZE, max_num_faces: int = 1):
+                 au_size: int = AU_MAP_SIZE, max_num_faces: int = 1, count_faces_every: int = 0):
         if crop_size < 8:
             raise ValueError(f"crop_size must be at least 8 pixels, got {crop_size}")
         from vtcaps_tf.face.mesh import FaceMesh
@@ -90,6 +91,11 @@ class FaceAnalyzer:
         self.margin = float(margin)
         self.au_size = int(au_size)
         self._mesh = FaceMesh(video=video, max_num_faces=max_num_faces)
+        # Looking for several faces in every frame halves MediaPipe's speed in video mode (its
+        # detector then runs on every frame); `count_faces_every` k > 0 instead counts the faces
+        # of every k-th frame with a second, still-image mesh (`analyze_stream`'s max_faces).
+        self.count_faces_every = int(count_faces_every)
+        self._counter = FaceMesh(video=False, max_num_faces=2) if count_faces_every > 0 else None
 
     def reset(self):
         """Forget the tracked faces: the next frame starts a new video."""
@@ -171,6 +177,8 @@ class FaceAnalyzer:
             else:
                 faces = self.detect_faces(frame)
             max_faces = max(max_faces, len(faces))
+            if self._counter is not None and t % self.count_faces_every == 0:
+                max_faces = max(max_faces, len(self._counter.detect_all(frame)))
             if faces:
                 cropper.found(t, frame, _largest(faces))
             else:
@@ -204,6 +212,9 @@ class FaceAnalyzer:
         if self._mesh is not None:
             self._mesh.close()
             self._mesh = None
+        if self._counter is not None:
+            self._counter.close()
+            self._counter = None
 
     def __enter__(self):
         return self
