@@ -107,3 +107,11 @@ def test_subjects_are_partitioned_into_folds_recorded_in_records_and_metadata(ck
     assert sorted(per_fold.values()) == [2, 3]
     assert {s: stats["splits"][s]["clips"] for s in meta["splits"]} == {
         features.fold_split(k): n for k, n in per_fold.items()}
+
+
+def test_folds_are_refused_where_the_source_fixes_the_split(tmp_path):
+    root = str(tmp_path / "afew")
+    fx.write_afew_dataset(root, train=(("Happy", 2),), val=(("Happy", 1),))
+    with pytest.raises(ValueError, match="fixes its own split"):
+        preprocess.run(["--source", "afew", "--input", root, "--output", str(tmp_path / "o"),
+                        "--folds", "2", "--no-progress"])

@@ -168,3 +168,23 @@ def test_split_plan_keeps_subjects_together():
         by_subject.setdefault(item.subject, set()).add(plan[item.video_id])
     assert all(len(s) == 1 for s in by_subject.values())
     assert sorted(np.concatenate([list(s) for s in by_subject.values()])) == ["test", "train", "train", "val"]
+
+
+def test_assign_folds_balances_clips_hand_worked():
+    from pipeline.sources.base import assign_folds
+
+    # Largest first, each to the lightest fold: a(5)->0, b(4)->1, c(3)->1 (4<5), d(2)->0 (5<7),
+    # e(1): loads 7/7 and 2/2 subjects -> fold 0. Clips per fold 8 / 7.
+    folds = assign_folds({"a": 5, "b": 4, "c": 3, "d": 2, "e": 1}, 2, seed=0)
+    assert folds == {"a": 0, "b": 1, "c": 1, "d": 0, "e": 0}
+    # Equal counts: the seed decides the order, every seed gives a partition into 3 x 2 subjects.
+    subjects = {f"s{i}": 1 for i in range(6)}
+    orders = {tuple(sorted(assign_folds(subjects, 3, seed).items())) for seed in range(5)}
+    assert len(orders) > 1
+    for order in orders:
+        assert sorted(list(dict(order).values())) == [0, 0, 1, 1, 2, 2]
+    assert assign_folds(subjects, 3, 7) == assign_folds(subjects, 3, 7)
+    with pytest.raises(ValueError):
+        assign_folds({"a": 1}, 2, 0)
+    with pytest.raises(ValueError):
+        assign_folds(subjects, 1, 0)
