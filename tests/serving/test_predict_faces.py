@@ -83,11 +83,21 @@ def test_two_faces_moving_apart_get_two_tracks(face, toy_base_path, tmp_path, ca
     # Mean x-centre of each track: the pasted face's centre plus its mean shift (-30 and +30 px).
     assert (left[0] + left[2]) / 2 < 140 < (right[0] + right[2]) / 2
     assert (right[0] + right[2]) / 2 - (left[0] + left[2]) / 2 == pytest.approx(100 + 60, abs=8)
-    # --faces largest: one face per frame (both are the same size: one track, whichever it is).
-    rc, out, _ = _run([video, "--saved-model", toy_base_path, "--format", "json", "--faces", "largest", "-q"],
-                      capsys)
-    assert rc == 0 and len(json.loads(out)) >= 1
-    assert all(len(r["clips"]) >= 1 for r in json.loads(out) if "error" not in r)
+
+
+def test_faces_largest_keeps_the_largest_face(toy_base_path, tmp_path, capsys):
+    big, small = fx.face_image(130), fx.face_image(100)
+    frames = np.full((8, big.shape[0] + 20, 420, 3), 128, np.uint8)
+    frames[:, 10:10 + big.shape[0], 10:140] = big
+    frames[:, 10:10 + small.shape[0], 280:380] = small
+    video = fx.write_video(str(tmp_path / "two_sizes.avi"), frames, fps=FPS)
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0 and [r["face"] for r in json.loads(out)] == [0, 1], err
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json", "--faces", "largest"],
+                        capsys)
+    (r,) = json.loads(out)
+    assert rc == 0 and len(r["clips"]) == 2, err
+    assert (r["box"][0] + r["box"][2]) / 2 < 140  # the big face on the left
 
 
 def test_photo_with_two_faces(face, toy_base_path, tmp_path, capsys):

@@ -26,7 +26,7 @@ from vtcaps_tf.serving.predict_report import (  # noqa: F401
     format_table, plot_timelines)
 
 FACES = ("all", "largest")
-DEFAULT_MAX_FACES = 4  # faces looked for in one frame with --faces all
+DEFAULT_MAX_FACES = 4  # faces looked for in one frame
 # Clips per model call. In process, the model's activations dominate peak memory (small preset,
 # measured: 1.39 GB resident at 1 clip a call, 1.65 GB at 4) and a larger batch is not faster on
 # a CPU; over REST the server does that work and fewer, larger requests save round trips.
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=FACES, default="all",
                    help="every face (each its own timeline), or the largest of each frame (default: all)")
     p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES,
-                   help=f"faces looked for in one frame with --faces all (default {DEFAULT_MAX_FACES})")
+                   help=f"faces looked for in one frame (default {DEFAULT_MAX_FACES})")
     p.add_argument("--max-frames", type=int, default=None,
                    help="refuse videos longer than this many frames, with an error (default: no limit)")
     p.add_argument("--annotate", metavar="OUT.mp4",
@@ -265,8 +265,8 @@ def cli_main(argv=None) -> int:
 
     from vtcaps_tf.face import FaceAnalyzer
 
-    max_faces = args.max_faces if args.faces == "all" else 1
-    analyzer = FaceAnalyzer(crop_size=s.image_size, video=True, max_num_faces=max_faces)
+    # --faces largest still looks for --max-faces faces: MediaPipe's first face is not the largest.
+    analyzer = FaceAnalyzer(crop_size=s.image_size, video=True, max_num_faces=args.max_faces)
     photo_analyzer = None
     try:
         for i, path in enumerate(videos, 1):

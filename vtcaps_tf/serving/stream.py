@@ -233,7 +233,7 @@ def cli_main(argv=None) -> int:
     writer = None
     latencies, classes, processed = [], None, 0
     analyzer = FaceAnalyzer(s.image_size, video=True,
-                            max_num_faces=args.max_faces if args.faces == "all" else 1)
+                            max_num_faces=args.max_faces)
     live_faces = LiveFaces(analyzer, fps, s.clip_frames, s.long_frames, every, args.faces)
     reader.start()
     try:
