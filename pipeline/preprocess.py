@@ -34,10 +34,10 @@ import time
 
 import apache_beam as beam
 import tensorflow as tf
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, WorkerOptions,
-                                                  StandardOptions)
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
+                                                  StandardOptions, WorkerOptions)
 
-from pipeline import checks, sources, transforms
+from pipeline import checks, job_watch, sources, transforms
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.models.presets import PRESETS, get_preset
@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a longer video is a too_long dead letter (a worker keeps every frame's crop; "
                         f"default {transforms.DEFAULT_MAX_FRAMES})")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--stall-timeout", type=float, default=job_watch.DEFAULT_STALL_TIMEOUT_S,
+                   metavar="S", help="runners whose workers are remote (PortableRunner, Flink, Spark, "
+                   "Dataflow): cancel the job when no video finished for S seconds (workers that "
+                   f"never started or hang; default {job_watch.DEFAULT_STALL_TIMEOUT_S:.0f}, 0: wait)")
     return p
 
 
@@ -161,7 +165,7 @@ class ProgressDisplay:
         self._last = -1
         self._start = 0.0
 
-    def _count(self) -> int:
+    def count(self) -> int:
         try:
             return len(tf.io.gfile.listdir(self.marker_dir))
         except tf.errors.NotFoundError:
@@ -176,7 +180,7 @@ class ProgressDisplay:
 
     def _loop(self):
         while not self._stop.wait(self.every_s):
-            self._show(self._count())
+            self._show(self.count())
 
     def __enter__(self):
         self._start = time.time()
@@ -189,7 +193,7 @@ class ProgressDisplay:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-            self._show(self._count())
+            self._show(self.count())
 
 
 def build(p: beam.Pipeline, discovery, config: transforms.JobConfig, split_of: dict, out: str):
@@ -356,9 +360,14 @@ def run(argv=None, test_pipeline=None) -> dict:
     p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)
     build(p, discovery, config, split_of, out)
     start = time.time()
-    with ProgressDisplay(marker_dir, len(discovery.items), enabled=not args.no_progress):
+    with ProgressDisplay(marker_dir, len(discovery.items), enabled=not args.no_progress) as progress:
         result = p.run()
-        result.wait_until_finish()
+        environment = p.options.view_as(PortableOptions).environment_type
+        try:
+            job_watch.wait_for_job(result, progress.count, len(discovery.items), args.stall_timeout,
+                                   environment)
+        except job_watch.JobStalled as err:
+            raise PreprocessError(str(err)) from None
     ran = time.time() - start
     done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
     tf.io.gfile.rmtree(marker_dir)
