@@ -2,6 +2,7 @@
 tf.saved_model.load and compared with the in-memory model, saved_model_cli listing."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,10 +18,9 @@ CLASSES = ["anger", "happy", "sad"]
 
 
 @pytest.fixture(scope="module")
-def model():
-    from vtcaps_tf.models import build_model
-
-    return build_model("tiny", class_names=CLASSES, num_classes=3)
+def model(tiny_export):
+    assert tiny_export.classes == CLASSES
+    return tiny_export.model
 
 
 def _inputs(cfg, batch=2, seed=0):
@@ -34,9 +34,8 @@ def _inputs(cfg, batch=2, seed=0):
 
 
 @pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("export") / "fer")
-    return base, export.export_model(model, base)
+def exported(tiny_export):
+    return tiny_export.base, tiny_export.path
 
 
 @pytest.mark.slow
@@ -83,9 +82,11 @@ def test_saved_model_cli_lists_both_signatures(exported):
 
 
 @pytest.mark.slow
-def test_versions_are_integers_never_overwritten_and_appear_whole(model, exported, monkeypatch):
-    base, first = exported
-    assert os.path.basename(first) == "1"
+def test_versions_are_integers_never_overwritten_and_appear_whole(model, exported, tmp_path,
+                                                                  monkeypatch):
+    assert os.path.basename(exported[1]) == "1"
+    base = str(tmp_path / "fer")  # a copy: the shared export stays as other tests read it
+    shutil.copytree(exported[1], os.path.join(base, "1"))
     with pytest.raises(FileExistsError):
         export.export_model(model, base, version=1)
 

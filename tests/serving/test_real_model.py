@@ -17,19 +17,14 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
-CLASSES = ["anger", "happy", "surprise"]
+CLASSES = ["anger", "happy", "sad"]
 OUTPUTS = ("probabilities", "capsule_lengths", "tpn_probabilities")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from vtcaps_tf.export import export_model
-    from vtcaps_tf.models import build_model
-
-    model = build_model("tiny", class_names=CLASSES)
-    base = str(tmp_path_factory.mktemp("tiny_models"))
-    export_model(model, base)
-    return model, base
+def tiny(tiny_export):
+    """The session's shared `tiny` model and the base path holding its export as version 1."""
+    return tiny_export.model, tiny_export.base
 
 
 @pytest.fixture(scope="module")
