@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
+    from vtcaps_tf import multiworker
+
+    multiworker.add_arguments(p)
     return p
 
 
@@ -405,8 +408,17 @@ def config_from_args(args) -> TrainConfig:
 
 def cli_main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.local_workers:
+        from vtcaps_tf import local_cluster
+
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return local_cluster.launch("vtcaps_tf.training", argv, args.local_workers)
     try:
         config = config_from_args(args)
+        if args.multi_worker:
+            from vtcaps_tf import multiworker
+
+            return multiworker.cli_train(config, args)
         # Before anything touches a device: logical CPU devices cannot be added afterwards.
         if args.cpu_replicas > 1 and not tf.config.list_physical_devices("GPU"):
             configure_cpu_replicas(args.cpu_replicas)
