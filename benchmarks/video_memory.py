@@ -8,7 +8,10 @@ run time reasonable they run at --fps 2 by default: the frame size is what a 108
 the number of frames per minute is lower (at 30 fps a minute has 15 times as many). Each
 measurement runs in a fresh process, so `ru_maxrss` is that run's own peak. The model is the
 `small` preset (untrained: memory and speed do not depend on the weights), exported once, asked in
-process. Prints one JSON line, with the same-run 2048^2 fp32 matmul GFLOP/s beside the times.
+process. `--beam` also measures the preprocessing job's per-video DoFn on the same videos: it
+reads frames one at a time too, but keeps every frame's crop, AU map and JPEG of the video (about
+0.13 MB a frame at 112 px), so its memory grows slowly with length, within its --max-frames limit.
+Prints one JSON line, with the same-run 2048^2 fp32 matmul GFLOP/s beside the times.
 """
 
 from __future__ import annotations
@@ -88,6 +91,29 @@ def child(mode: str, video: str, saved_model: str) -> dict:
         seconds = time.perf_counter() - start
         return {"frames": frames, "seconds": round(seconds, 2), "load_s": 0.0,
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if mode == "beam":  # the preprocessing job's per-video work, as one Beam worker does it
+        import apache_beam as beam
+
+        from pipeline import transforms
+        from pipeline.sources.base import VideoItem
+
+        config = transforms.JobConfig(source="folder", classes=("happiness",), clip_frames=16,
+                                      long_frames=32, image_size=112)
+        dofn = transforms.AnalyzeVideoFn(config, split_of={"v": "train"})
+        dofn.setup()
+        load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        outputs = list(dofn.process(VideoItem(path=video, video_id="v", subject="s", label_name="happiness")))
+        seconds = time.perf_counter() - start
+        dofn.teardown()
+        tagged = [o for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
+        dead = [o.value for o in tagged if o.tag == transforms.DEAD_LETTERS]
+        if dead:
+            raise RuntimeError(f"dead letter: {dead}")
+        (outcome,) = [o.value for o in tagged if o.tag == transforms.OUTCOMES]
+        return {"frames": outcome["frames"], "seconds": round(seconds, 2), "load_s": round(load_s, 2),
+                "clips": len(outputs) - len(tagged),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     from vtcaps_tf.face import FaceAnalyzer
     from vtcaps_tf.serving.predict import DEFAULT_MAX_FACES, IN_PROCESS_BATCH, InProcessModel, predict_video
 
@@ -136,6 +162,8 @@ def main(argv=None):
     p.add_argument("--fps", type=float, default=2.0, help="frame rate of the generated videos (default 2)")
     p.add_argument("--saved-model", help="a small-preset SavedModel to use (default: export one)")
     p.add_argument("--work-dir", help="keep the videos and the model here (default: a temporary folder)")
+    p.add_argument("--beam", action="store_true",
+                   help="also measure the preprocessing job's per-video work (AnalyzeVideoFn, small preset)")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     minutes = [float(m) for m in args.minutes.split(",")]
@@ -147,7 +175,7 @@ def main(argv=None):
         if not args.saved_model and not os.path.isdir(saved_model):
             export_small(saved_model)
         loop = loop_frames(args.fps)
-        runs = {}
+        runs, beam_runs = {}, {}
         videos = {}
         for m in minutes:
             path = os.path.join(work, f"looped_{m:g}min_{args.fps:g}fps.mp4")
@@ -157,12 +185,16 @@ def main(argv=None):
             runs[f"{m:g}min"] = dict(measure("stream", path, saved_model), video_mb=round(
                 os.path.getsize(path) / 2 ** 20, 1))
             runs[f"{m:g}min"]["frames_per_s"] = round(runs[f"{m:g}min"]["frames"] / runs[f"{m:g}min"]["seconds"], 2)
+            if args.beam:
+                beam_runs[f"{m:g}min"] = measure("beam", path, saved_model)
+                beam_runs[f"{m:g}min"]["frames_per_s"] = round(
+                    beam_runs[f"{m:g}min"]["frames"] / beam_runs[f"{m:g}min"]["seconds"], 2)
         whole = measure("whole", videos[minutes[0]], saved_model)
     first, last = runs[f"{minutes[0]:g}min"], runs[f"{minutes[-1]:g}min"]
     print(json.dumps({
         "benchmark": "video_memory", "frame_size": [WIDTH, HEIGHT], "fps": args.fps, "preset": "small",
         "cpu_count": os.cpu_count(), "matmul_2048_gflops": round(gflops, 1), "predict": runs,
-        "whole_decode_first_video": whole,
+        "whole_decode_first_video": whole, "beam_worker": beam_runs or None,
         # The comparison: peak memory of the longest video over the shortest (flat: about 1), and
         # what reading the shortest whole needed against predicting it frame by frame.
         "peak_rss_ratio_longest_to_shortest": round(last["peak_rss_mb"] / first["peak_rss_mb"], 3),

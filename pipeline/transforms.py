@@ -24,8 +24,9 @@ _LOG = logging.getLogger(__name__)
 DEAD_LETTERS = "dead_letters"
 OUTCOMES = "outcomes"
 NAMESPACE = "vtcaps.preprocess"
-# A worker keeps every frame's aligned crop and AU map of the video in hand (not its decoded
-# frames): about 80 kB a frame at 112 px, so 18000 frames (10 minutes at 30 fps) need ~1.5 GB.
+# A worker keeps every frame's aligned crop, AU map and JPEG of the video in hand (not its decoded
+# frames): measured 0.13 MB a frame at 112 px (benchmarks/video_memory.py --beam), so 18000 frames
+# (10 minutes at 30 fps) add about 2.3 GB to the worker's ~1 GB.
 DEFAULT_MAX_FRAMES = 18000
 BRIDGE_FRAMES = 15
 FACE_COUNT_EVERY = 15  # frames; counting faces in every frame would halve the face analysis's speed
