@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         pred_path = os.path.join(out, "predictions.json")
         videos = [os.path.join(heldout.output, v["path"]) for v in heldout_manifest["videos"]]
         code = timed("predict over REST", lambda: predict.cli_main(
-            videos + ["--server", url, "--model-name", model_name, "--format", "json",
+            # One subject per held-out video: score its largest face only.
+            videos + ["--server", url, "--model-name", model_name, "--format", "json", "--faces", "largest",
                       "--output", pred_path, "--plot", os.path.join(out, "timelines.png"), "-q"]))
     finally:
         timed("serve (stop)", lambda: stop_server(proc))

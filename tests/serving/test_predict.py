@@ -141,3 +141,17 @@ def test_clear_errors_for_a_bad_model_location(videos, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main([video])  # neither --server nor --saved-model
     assert os.path.exists(video)
+
+
+def test_base_path_with_a_zero_padded_version_folder(toy_base_path, tmp_path):
+    """TF Serving's own layout (`00000123`): predict loads the newest version by its folder name."""
+    import shutil
+
+    from vtcaps_tf.serving.predict_models import InProcessModel
+
+    base = tmp_path / "model"
+    shutil.copytree(os.path.join(toy_base_path, "1"), base / "00000009")
+    shutil.copytree(os.path.join(toy_base_path, "1"), base / "10")
+    assert InProcessModel(str(base)).path == str(base / "10")
+    shutil.rmtree(base / "10")
+    assert InProcessModel(str(base)).path == str(base / "00000009")

@@ -1,7 +1,9 @@
 """`vtcaps serve` flags (TF Serving's spellings accepted) and the command run as a process."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,10 +60,17 @@ def test_exactly_one_model_source(argv, capsys):
 
 
 @pytest.mark.slow
-def test_serve_command_runs_and_stops_on_sigterm(toy_base_path):
+def test_serve_command_runs_and_stops_on_sigterm(toy_base_path, tmp_path):
+    # A copy of the toy model with a model card, as vtcaps exports carry: serve says where it came from.
+    base = tmp_path / "toy"
+    shutil.copytree(os.path.join(toy_base_path, "1"), base / "1")
+    (base / "1" / "assets").mkdir(exist_ok=True)
+    (base / "1" / "assets" / "model_card.json").write_text(json.dumps({
+        "preset": "tiny", "classes": ["a", "b", "c"],
+        "training": {"source": "synthetic", "videos": {"train": 30, "val": 6, "test": 6}}}))
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", toy_base_path,
+        [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", str(base),
          "--model-name", "toy", "--rest-port", "0", "--grpc-port", "0"],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -75,6 +84,7 @@ def test_serve_command_runs_and_stops_on_sigterm(toy_base_path):
             url = m.group(1) if m else None
         assert url, lines
         assert any("serving version 1" in line for line in lines)
+        assert any("model card:" in line and "trained on synthetic (42 videos)" in line for line in lines)
         assert any(re.search(r"gRPC API at 127\.0\.0\.1:\d+", line) for line in lines)
         status = requests.get(f"{url}/v1/models/toy", timeout=10).json()
         assert status["model_version_status"][0]["state"] == "AVAILABLE"

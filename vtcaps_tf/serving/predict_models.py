@@ -41,16 +41,16 @@ class InProcessModel:
     """A SavedModel loaded here: a version folder, or a base path (its highest version)."""
 
     def __init__(self, path: str):
-        from vtcaps_tf.serving.models import SAVED_MODEL_FILES, Servable, ready_versions
+        from vtcaps_tf.serving.models import SAVED_MODEL_FILES, Servable, ready_version_dirs
 
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no SavedModel folder {path!r}")
         if not any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
-            versions = ready_versions(path)
-            if not versions:
+            folders = ready_version_dirs(path)
+            if not folders:
                 raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base path with "
                                         "integer version folders")
-            path = os.path.join(path, str(versions[-1]))
+            path = os.path.join(path, folders[max(folders)])  # the folder's own name: 00000123 stays
         from vtcaps_tf.model_card import read_model_card
 
         self.path = path

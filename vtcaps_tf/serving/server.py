@@ -171,6 +171,7 @@ def cli_main(argv=None) -> int:
     if args.max_request_bytes <= 0:
         parser.error("--max-request-bytes must be positive")
     from vtcaps_tf.serving.grpc_service import parse_channel_arguments
+    from vtcaps_tf.model_card import describe, read_model_card
 
     try:
         channel_arguments = tuple(parse_channel_arguments(args.grpc_channel_arguments))
@@ -198,10 +199,14 @@ def cli_main(argv=None) -> int:
         print(f"vtcaps serve: cannot bind: {err}", file=sys.stderr)
         return 1
     for spec in specs:
-        versions = server.manager.model(spec.name).versions
+        model = server.manager.model(spec.name)
+        versions = model.versions
         print(f"model {spec.name!r} from {spec.base_path}: "
               + (f"serving version {max(versions)}" if versions else "no version yet (waiting for one)"),
               flush=True)
+        card = read_model_card(model.get().path) if versions else None
+        if card:  # vtcaps exports carry one; other SavedModels are served without
+            print(f"  model card: {describe(card)}", flush=True)
     if server.grpc_port is not None:
         print(f"gRPC API at {config.host}:{server.grpc_port}", flush=True)
     if config.grpc_socket_path:
