@@ -83,6 +83,8 @@ def test_evaluate_cli_on_the_tiny_model(tmp_path, capsys):
         cm[t, p] += 1
     assert rep["confusion_matrix"] == cm.tolist()
     assert "tpn_accuracy" in rep
+    # One clip per video in this data: the video-level figures are the clip-level ones.
+    assert rep["num_videos"] == 5 and rep["video"]["confusion_matrix"] == cm.tolist()
     assert os.path.isfile(os.path.join(out_dir, "confusion_matrix.png"))
     assert "accuracy" in capsys.readouterr().out
 
