@@ -388,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches per epoch (default: one pass over the training clips)")
     p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle-buffer", type=int, default=TrainConfig.shuffle_buffer,
+                   help=f"clips shuffled together (default {TrainConfig.shuffle_buffer}; 1: file order)")
     p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
     from vtcaps_tf import multiworker
 
@@ -403,7 +405,8 @@ def config_from_args(args) -> TrainConfig:
         resume=args.resume, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
         flow=args.flow, fusion=args.fusion, use_tpn=not args.no_tpn,
         augment=data_lib.AugmentConfig.none() if args.no_augment else data_lib.AugmentConfig(),
-        steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose)
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
+        shuffle_buffer=args.shuffle_buffer)
 
 
 def cli_main(argv=None) -> int:
