@@ -115,6 +115,12 @@ def make_strategy(collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S):
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
+def start(collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S):
+    """This process's worker: threads configured, the strategy made (first thing in the process)."""
+    configure_threads()
+    return make_strategy(collective_timeout_s)
+
+
 def shard_policy(policy: str, num_files: int, num_workers: int):
     """The tf.data AutoShardPolicy for the training files (`auto`: FILE when each worker gets one)."""
     if policy not in SHARD_POLICIES:
@@ -122,8 +128,7 @@ def shard_policy(policy: str, num_files: int, num_workers: int):
     file_ok = num_files >= num_workers
     if policy == "file" and not file_ok:
         raise ValueError(f"--shard-policy file needs at least one training shard per worker: "
-                         f"{num_files} shard(s), {num_workers} workers (use data, or write more "
-                         "shards with `vtcaps preprocess --num-shards`)")
+                         f"{num_files} shard(s), {num_workers} workers (use --shard-policy data)")
     if policy == "data" or (policy == "auto" and not file_ok):
         return tf.data.experimental.AutoShardPolicy.DATA
     return tf.data.experimental.AutoShardPolicy.FILE
@@ -191,15 +196,16 @@ def _kill_step(task_index: int):
 
 
 def train(config, shard: str = "auto", collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S,
-          train_files=None, eval_files=None):
+          train_files=None, eval_files=None, strategy=None):
     """Train as `training.train` does, on every worker of TF_CONFIG's cluster (see the module doc).
 
     train_files / eval_files: explicit shards (cross-validation folds); default the data
-    directory's train/val splits. Returns training.TrainResult on every worker.
+    directory's train/val splits. strategy: one made earlier by `start` (a process makes one
+    only: several trainings in a process share it). Returns training.TrainResult on every worker.
     """
     task_index, num_workers = cluster_spec()
-    configure_threads()
-    strategy = make_strategy(collective_timeout_s)
+    if strategy is None:
+        strategy = start(collective_timeout_s)
     try:
         return _train(config, strategy, task_index, num_workers, shard, train_files, eval_files)
     except _collective_errors() as err:
