@@ -9,8 +9,8 @@ the number of frames per minute is lower (at 30 fps a minute has 15 times as man
 measurement runs in a fresh process, so `ru_maxrss` is that run's own peak. The model is the
 `small` preset (untrained: memory and speed do not depend on the weights), exported once, asked in
 process. `--beam` also measures the preprocessing job's per-video DoFn on the same videos: it
-reads frames one at a time too, but keeps every frame's crop, AU map and JPEG of the video (about
-0.13 MB a frame at 112 px), so its memory grows slowly with length, within its --max-frames limit.
+reads frames one at a time too and keeps each frame's JPEG crop and landmarks (a few KB a frame),
+making the clips one at a time.
 Prints one JSON line, with the same-run 2048^2 fp32 matmul GFLOP/s beside the times.
 """
 
@@ -103,16 +103,20 @@ def child(mode: str, video: str, saved_model: str) -> dict:
         dofn.setup()
         load_s = time.perf_counter() - start
         start = time.perf_counter()
-        outputs = list(dofn.process(VideoItem(path=video, video_id="v", subject="s", label_name="happiness")))
+        # Each record is let go as it comes, as a worker hands it on to the writer.
+        tagged, num_outputs = [], 0
+        for out in dofn.process(VideoItem(path=video, video_id="v", subject="s", label_name="happiness")):
+            num_outputs += 1
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                tagged.append(out)
         seconds = time.perf_counter() - start
         dofn.teardown()
-        tagged = [o for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)]
         dead = [o.value for o in tagged if o.tag == transforms.DEAD_LETTERS]
         if dead:
             raise RuntimeError(f"dead letter: {dead}")
         (outcome,) = [o.value for o in tagged if o.tag == transforms.OUTCOMES]
         return {"frames": outcome["frames"], "seconds": round(seconds, 2), "load_s": round(load_s, 2),
-                "clips": len(outputs) - len(tagged),
+                "clips": num_outputs - len(tagged),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     from vtcaps_tf.face import FaceAnalyzer
     from vtcaps_tf.serving.predict import DEFAULT_MAX_FACES, IN_PROCESS_BATCH, InProcessModel, predict_video

@@ -8,6 +8,7 @@ statistics. Every video ends in exactly one of the two.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -24,9 +25,9 @@ _LOG = logging.getLogger(__name__)
 DEAD_LETTERS = "dead_letters"
 OUTCOMES = "outcomes"
 NAMESPACE = "vtcaps.preprocess"
-# A worker keeps every frame's aligned crop, AU map and JPEG of the video in hand (not its decoded
-# frames): measured 0.13 MB a frame at 112 px (benchmarks/video_memory.py --beam), so 18000 frames
-# (10 minutes at 30 fps) add about 2.3 GB to the worker's ~1 GB.
+# A worker keeps each frame's JPEG crop and landmarks of the video in hand (a few KB a frame; not
+# its decoded frames, crops or AU maps) and makes the clips one at a time: benchmarks/video_memory.py
+# --beam measures it. The limit bounds that, and the time one video holds a worker.
 DEFAULT_MAX_FRAMES = 18000
 BRIDGE_FRAMES = 15
 FACE_COUNT_EVERY = 15  # frames; counting faces in every frame would halve the face analysis's speed
@@ -129,7 +130,9 @@ class AnalyzeVideoFn(beam.DoFn):
 
     def process(self, item):
         try:
-            outputs = list(self._clips_of(item))
+            # Every check and the face analysis happen here, before the first clip is emitted, so a
+            # video ends in its clips or in one dead letter; the clips are then made one at a time.
+            outputs = self._clips_of(item)
         except _DeadLetter as dead:
             outputs = [dead.output(item)]
         except Exception as err:  # a bug or an odd file: keep the job going, but say so loudly
@@ -142,6 +145,7 @@ class AnalyzeVideoFn(beam.DoFn):
         self._mark_done(item)
 
     def _clips_of(self, item):
+        """The outputs of one video (a generator), after every check that could dead-letter it."""
         from vtcaps_tf.face.analyzer import NoFaceError
         from vtcaps_tf.face.video import VideoReadError
 
@@ -156,7 +160,11 @@ class AnalyzeVideoFn(beam.DoFn):
         try:
             frames, fps, landmarks = open_item_frames(item, cfg.max_frames)
             try:
-                streamed = self._analyzer.analyze_stream(frames, landmarks, bridge=cfg.bridge_frames)
+                # Crops kept as the JPEGs the records hold and AU maps drawn per clip: a few KB a
+                # frame in hand, whatever the video's length.
+                streamed = self._analyzer.analyze_stream(
+                    frames, landmarks, bridge=cfg.bridge_frames,
+                    encode=functools.partial(features.encode_jpeg, quality=cfg.jpeg_quality))
                 num_frames = streamed.num_frames
             except NoFaceError as err:
                 streamed, num_frames = None, err.num_frames
@@ -182,7 +190,10 @@ class AnalyzeVideoFn(beam.DoFn):
             _LOG.warning("%s shows %d faces at once; one of them was followed as the subject",
                          item.video_id, streamed.max_faces)
         self.frames_without_face.inc(track.num_missing)
-        jpegs = [features.encode_jpeg(crop, cfg.jpeg_quality) for crop in track.crops]
+        return self._emit(item, split, video, track, windows, all_clips)
+
+    def _emit(self, item, split, video, track, windows, all_clips):
+        cfg = self.config
         label = cfg.classes.index(item.label_name)
         fold = features.fold_index(split)
         for w in windows:
@@ -191,8 +202,9 @@ class AnalyzeVideoFn(beam.DoFn):
                 video_id=item.video_id, subject_id=item.subject, label=label,
                 label_name=item.label_name, clip_index=w.index, clip_frames=cfg.clip_frames,
                 clip_offset=w.offset, fps=video.fps, source=cfg.source,
-                frames_jpeg=[jpegs[t] for t in w.window], landmarks=track.landmarks[w.window],
-                au_maps=track.au_maps[w.window], image_size=cfg.image_size,
+                frames_jpeg=[track.crops[t] for t in w.window], landmarks=track.landmarks[w.window],
+                au_maps=np.stack([self._analyzer.au_map(lm) for lm in track.landmarks[w.window]]),
+                image_size=cfg.image_size,
                 start_time=start_time, end_time=end_time, fold=fold)
             yield split, clip.to_example().SerializeToString()
         self.clips_written.inc(len(windows))

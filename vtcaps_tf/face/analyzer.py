@@ -24,9 +24,9 @@ class NoFaceError(ValueError):
 
 @dataclasses.dataclass
 class FaceTrack:
-    crops: np.ndarray  # uint8 [T, S, S, 3], aligned face crops
+    crops: np.ndarray  # uint8 [T, S, S, 3], aligned face crops (a list of encoded crops: see analyze_stream)
     landmarks: np.ndarray  # float32 [T, 68, 2] in [0, 1] crop coordinates
-    au_maps: np.ndarray  # float32 [T, 100, 100]
+    au_maps: np.ndarray | None  # float32 [T, 100, 100] (None when the crops are kept encoded)
     found: np.ndarray  # bool [T]: a face was detected (or given) in this frame
 
     @property
@@ -64,13 +64,15 @@ class StreamedTrack:
 
 
 class _Collector:
-    """TrackCropper sink keeping every frame's crop (the whole-video `FaceTrack`)."""
+    """TrackCropper sink keeping every frame's crop (the whole-video `FaceTrack`), as pixels or, with
+    `encode`, as what `encode(crop)` gives (JPEG bytes: a few KB a frame instead of S*S*3)."""
 
-    def __init__(self):
+    def __init__(self, encode=None):
+        self.encode = encode
         self.crops, self.landmarks, self.found = [], [], []
 
     def push(self, fc):
-        self.crops.append(fc.crop)
+        self.crops.append(fc.crop if self.encode is None else self.encode(fc.crop))
         self.landmarks.append(fc.landmarks)
         self.found.append(fc.found)
 
@@ -143,7 +145,8 @@ class FaceAnalyzer:
                 found[t] = True
         return out, found
 
-    def analyze_stream(self, frames, landmarks=None, bridge: int | None = None) -> StreamedTrack:
+    def analyze_stream(self, frames, landmarks=None, bridge: int | None = None,
+                       encode=None) -> StreamedTrack:
         """RGB frames, one at a time (any iterable), -> the video's one face track, reading each
         frame once and keeping its aligned crop only.
 
@@ -154,6 +157,9 @@ class FaceAnalyzer:
         beyond the bound are grey). `landmarks`: [T, 68, 2] pixels given per frame (a dataset's
         own, e.g. CK+) skip detection; rows of NaN count as frames without a face.
         Raises `NoFaceError` when no frame has a face.
+        `encode(crop) -> bytes`: keep each crop encoded and draw no AU maps (`track.crops` is then a
+        list, `track.au_maps` None; `au_map(landmarks)` draws them where they are needed), so that
+        what is held grows by a few KB a frame only.
         """
         from vtcaps_tf.face.streaming import TrackCropper
 
@@ -163,7 +169,7 @@ class FaceAnalyzer:
                 raise ValueError(f"landmarks must be [T, 68, 2], got {landmarks.shape}")
         else:
             self.reset()  # each video starts without a tracked face
-        sink = _Collector()
+        sink = _Collector(encode)
         cropper = TrackCropper(self.crop, sink, self.crop_size, bridge, whole_video=True)
         t, max_faces, peak = 0, 0, 0
         for t, frame in enumerate(frames):
@@ -189,8 +195,12 @@ class FaceAnalyzer:
             raise ValueError(f"landmarks must be [{t}, 68, 2], got {landmarks.shape}")
         if not cropper.finish():
             raise NoFaceError(f"no face in any of {t} frames", num_frames=t)
-        au = np.stack([self.au_map(lm) for lm in sink.landmarks]).astype(np.float32)
-        track = FaceTrack(np.stack(sink.crops), np.stack(sink.landmarks).astype(np.float32), au,
+        if encode is None:
+            au = np.stack([self.au_map(lm) for lm in sink.landmarks]).astype(np.float32)
+            crops = np.stack(sink.crops)
+        else:
+            au, crops = None, sink.crops
+        track = FaceTrack(crops, np.stack(sink.landmarks).astype(np.float32), au,
                           np.array(sink.found, bool))
         return StreamedTrack(track, t, max_faces, peak)
 
