@@ -53,6 +53,10 @@ class PreprocessError(RuntimeError):
     """The job ran but its output is not usable (the message says why)."""
 
 
+class JobStalledError(PreprocessError):
+    """The job made no progress for --stall-timeout seconds and was cancelled."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vtcaps preprocess",
@@ -367,7 +371,7 @@ def run(argv=None, test_pipeline=None) -> dict:
             job_watch.wait_for_job(result, progress.count, len(discovery.items), args.stall_timeout,
                                    environment)
         except job_watch.JobStalled as err:
-            raise PreprocessError(str(err)) from None
+            raise JobStalledError(str(err)) from None
     ran = time.time() - start
     done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
     tf.io.gfile.rmtree(marker_dir)
@@ -386,6 +390,11 @@ def cli_main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         stats = run(argv)
+    except JobStalledError as err:
+        print(f"vtcaps preprocess: error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # The runner's job thread still waits for the workers that never came: do not join it.
+        os._exit(1)
     except (sources.SourceError, checks.ValidationError, PreprocessError, ValueError) as err:
         print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
         return 1
