@@ -144,8 +144,11 @@ def _write_json(path, obj):
 
 
 def run_fold(config_kwargs: dict, data_dir: str, meta: dict, step: dict, fold_dir: str,
-             batch_size: int) -> dict:
-    """Train fold k's model (resuming its checkpoint), test it on fold k, write its report."""
+             batch_size: int, multi_worker: dict | None = None) -> dict:
+    """Train fold k's model (resuming its checkpoint), test it on fold k, write its report.
+
+    multi_worker: {"strategy", "shard", "timeout", "chief"} to train on a multi-worker cluster
+    (vtcaps_tf.multiworker); only the chief writes the report."""
     from vtcaps_tf import evaluate, training
     from vtcaps_tf.data import features
 
@@ -154,7 +157,14 @@ def run_fold(config_kwargs: dict, data_dir: str, meta: dict, step: dict, fold_di
 
     config = training.TrainConfig(data_dir=data_dir, run_dir=os.path.join(fold_dir, "run"),
                                   resume=True, batch_size=batch_size, **config_kwargs)
-    result = training.train_on_files(config, files(step["train"]), files(step["val"]))
+    if multi_worker:
+        from vtcaps_tf import multiworker
+
+        result = multiworker.train(config, multi_worker["shard"], multi_worker["timeout"],
+                                   files(step["train"]), files(step["val"]),
+                                   strategy=multi_worker["strategy"])
+    else:
+        result = training.train_on_files(config, files(step["train"]), files(step["val"]))
     test_split = features.fold_split(step["fold"])
     labels, probs, tpn, ids = evaluate.predict_files(result.model, files(step["test"]), meta,
                                                      batch_size, what=test_split)
@@ -165,13 +175,17 @@ def run_fold(config_kwargs: dict, data_dir: str, meta: dict, step: dict, fold_di
                   test_subjects=sorted(s for s, k in (meta.get("fold_of_subject") or {}).items()
                                        if k == step["fold"]),
                   video_ids=sorted(set(ids)))
+    if multi_worker and not multi_worker["chief"]:
+        return json.loads(json.dumps(report))
     paths = evaluate.write_report(report, fold_dir, title=f"fold {step['fold']} ({test_split})")
     return _read_json(paths["report.json"])
 
 
 def crossval(data_dir: str, output: str, preset: str = "small", epochs: int = 500,
-             batch_size: int = 16, val_folds: int = 1, log=print, **train_kwargs) -> dict:
-    """Run (or resume) the whole cross-validation; returns the summary written to report.json."""
+             batch_size: int = 16, val_folds: int = 1, log=print, multi_worker: dict | None = None,
+             **train_kwargs) -> dict:
+    """Run (or resume) the whole cross-validation; returns the summary written to report.json.
+    multi_worker: see run_fold (every worker runs this; the chief writes the reports)."""
     from vtcaps_tf.callbacks import confusion_matrix_figure
     from vtcaps_tf.data import features
 
@@ -207,7 +221,7 @@ def crossval(data_dir: str, output: str, preset: str = "small", epochs: int = 50
             f"val {[features.fold_split(i) for i in step['val']]}, "
             f"train {[features.fold_split(i) for i in step['train']]}")
         reports.append(run_fold(dict(preset=preset, epochs=epochs, **train_kwargs), data_dir, meta,
-                                step, fold_dir, batch_size))
+                                step, fold_dir, batch_size, multi_worker))
         f = fold_summary(reports[-1])
         log(f"crossval: fold {step['fold']}: clip accuracy {100 * f['clip_accuracy']:.2f}%, "
             f"video accuracy {100 * f['video_accuracy']:.2f}% ({f['num_videos']} videos)")
@@ -218,6 +232,8 @@ def crossval(data_dir: str, output: str, preset: str = "small", epochs: int = 50
     summary.update(settings=settings, source=meta.get("source"),
                    fold_of_subject=meta.get("fold_of_subject"),
                    std_note="population standard deviation over folds (ddof=0)")
+    if multi_worker and not multi_worker["chief"]:
+        return summary
     _write_json(os.path.join(output, "report.json"), summary)
     with open(os.path.join(output, "report.md"), "w") as f:
         f.write(report_markdown(summary, meta.get("source"), f"Cross-validation, {preset} preset"))
@@ -248,13 +264,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="2", help="keras fit verbosity: auto, 0, 1 or 2 (default 2)")
+    from vtcaps_tf import multiworker
+
+    multiworker.add_arguments(p)
     return p
 
 
 def cli_main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from vtcaps_tf import training
+    if args.local_workers:
+        from vtcaps_tf import local_cluster
+
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return local_cluster.launch("vtcaps_tf.crossval", argv, args.local_workers)
+    from vtcaps_tf import multiworker, training
     from vtcaps_tf.data import dataset, features
+
+    multi_worker = None
+    if args.multi_worker:
+        strategy = multiworker.start(args.collective_timeout)  # before anything else runs
+        multi_worker = {"strategy": strategy, "shard": args.shard_policy,
+                        "timeout": args.collective_timeout,
+                        "chief": multiworker.cluster_spec()[0] == 0}
 
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     augment = dataset.AugmentConfig.none() if args.no_augment else dataset.AugmentConfig()
@@ -263,10 +294,14 @@ def cli_main(argv=None) -> int:
                            batch_size=args.batch_size, val_folds=args.val_folds,
                            learning_rate=args.learning_rate, augment=augment,
                            steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
-                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True),
+                           multi_worker=multi_worker)
     except (CrossvalError, features.SchemaError, training.SetupError) as err:
         print(f"vtcaps crossval: {err}", file=sys.stderr)
         return 2
+    except multiworker.WorkerFailure as err:
+        print(f"vtcaps crossval: {err}", file=sys.stderr, flush=True)
+        os._exit(multiworker.EXIT_COLLECTIVE_FAILED)  # the strategy's threads may wait on the peer
     m, s = summary["mean"], summary["std"]
     print(f"clip accuracy {100 * m['clip_accuracy']:.2f} ± {100 * s['clip_accuracy']:.2f}%, "
           f"video accuracy {100 * m['video_accuracy']:.2f} ± {100 * s['video_accuracy']:.2f}% "
