@@ -16,8 +16,8 @@ RUN_DIR, the others into a scratch directory they delete at the end. On resume e
 restores from RUN_DIR/checkpoints, which must therefore be on a filesystem they all read.
 
 Data: the global batch (default 16, the paper's) is split over all replicas of all workers. The
-training clips are sharded by file (tf.data AutoShardPolicy.FILE: each worker reads only its
-shards) when every worker gets a shard; `--shard-policy data` (or fewer shards than workers) makes
+training clips are sharded by file (worker i reads shards i, i + n, ... through
+`distribute_datasets_from_function`) when every worker gets a shard; `--shard-policy data` (or fewer shards than workers) makes
 every worker read every shard and keep its part of each global batch (AutoShardPolicy.DATA), so a
 step sees exactly the clips a one-machine run sees. Validation always uses DATA.
 
@@ -276,11 +276,25 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
         training._warn_on_size_mismatch(meta, mc)
 
         steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
-        train_ds = data_lib.make_dataset(
-            train_files, mc.clip_frames, mc.long_frames, mc.image_size, config.batch_size,
-            training=True, augment=config.augment, num_records=n_train, cache=config.cache,
-            shuffle_buffer=config.shuffle_buffer, seed=config.seed)
-        train_iter = iter(strategy.experimental_distribute_dataset(_with_policy(train_ds, policy)))
+        def train_dataset(files, batch):
+            return data_lib.make_dataset(
+                files, mc.clip_frames, mc.long_frames, mc.image_size, batch, training=True,
+                augment=config.augment, num_records=n_train, cache=config.cache,
+                shuffle_buffer=config.shuffle_buffer, seed=config.seed)
+
+        if policy == tf.data.experimental.AutoShardPolicy.FILE:
+            # By hand: tf.data's auto-sharder cannot see past the augmentation seeds' random
+            # dataset zipped into the pipeline. Worker i reads shards i, i + n, ...
+            def per_worker(ctx):
+                ds = train_dataset(train_files[ctx.input_pipeline_id::ctx.num_input_pipelines],
+                                   ctx.get_per_replica_batch_size(config.batch_size))
+                return _with_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
+
+            dist_train = strategy.distribute_datasets_from_function(per_worker)
+        else:
+            dist_train = strategy.experimental_distribute_dataset(
+                _with_policy(train_dataset(train_files, config.batch_size), policy))
+        train_iter = iter(dist_train)
         val_iter = val_ds = None
         val_steps = 0
         if eval_files:
