@@ -48,7 +48,11 @@ def main(argv=None) -> int:
     finally:
         server.stop(0)
     differ = sorted(k for k in set(local) | set(pool)
-                    if k != "seconds" and local.get(k) != pool.get(k))
+                    if k not in ("seconds", "splits") and local.get(k) != pool.get(k))
+    # Per split: the shard count follows the runner's parallelism; everything else must agree.
+    differ += sorted(f"splits.{split}.{k}" for split in local["splits"]
+                     for k in set(local["splits"][split]) | set(pool["splits"].get(split, {}))
+                     if local["splits"][split].get(k) != pool["splits"].get(split, {}).get(k))
     print(json.dumps({
         "benchmark": "portable_runner", "videos": local["videos"]["listed"],
         "clips": local["counters"].get("clips_written"), "cpus": os.cpu_count(),
