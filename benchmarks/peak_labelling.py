@@ -23,18 +23,12 @@ import os
 import sys
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.matmul import matmul_gflops  # noqa: E402
+
 CHOICES = ("all", "near_peak")
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import numpy as np
-
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def label_noise(manifest: dict, clip_frames: int, long_frames: int, short_policy: str) -> dict:

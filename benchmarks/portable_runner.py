@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.multiworker import matmul_gflops  # noqa: E402
+from benchmarks.matmul import matmul_gflops  # noqa: E402
 
 ARGS = ["--clip-frames", "4", "--long-frames", "8", "--image-size", "32", "--no-progress",
         "--split-ratios", "0.34,0.33,0.33", "--seed", "1"]

@@ -33,15 +33,7 @@ LOOP_SECONDS = 10
 CLASSES = ["anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"]
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import numpy as np
-
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ a
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+from benchmarks.matmul import matmul_gflops  # noqa: E402
 
 
 def loop_frames(fps: float):
