@@ -378,10 +378,7 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
             callback.on_train_end()
         batch_writer.close()
 
-        model_path = os.path.join(write_dir, "model.keras")
-        tmp_path = os.path.join(write_dir, ".model.tmp.keras")
-        model.save(tmp_path)
-        os.replace(tmp_path, model_path)
+        training.save_model_atomically(model, write_dir)
     finally:
         keras.config.set_dtype_policy(previous_policy)
         if not chief:

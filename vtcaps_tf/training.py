@@ -160,6 +160,15 @@ def _split_info(data_dir, split, meta):
     return files, int(count or 0)
 
 
+def save_model_atomically(model, directory: str) -> str:
+    """`directory/model.keras`, renamed into place so that a reader never sees a partial file."""
+    model_path = os.path.join(directory, "model.keras")
+    tmp_path = os.path.join(directory, ".model.tmp.keras")
+    model.save(tmp_path)
+    os.replace(tmp_path, model_path)
+    return model_path
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train from a preprocessing output directory (`vtcaps preprocess`), see the module doc."""
     meta = features.read_metadata(config.data_dir)
@@ -341,11 +350,8 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
                             shuffle=False)  # the dataset shuffles itself
         initial_epoch = int(history.epoch[0]) if history.epoch else config.epochs
 
-        # 5. the final model, renamed into place so a reader never sees a partial file
-        model_path = os.path.join(run_dir, "model.keras")
-        tmp_path = os.path.join(run_dir, ".model.tmp.keras")
-        model.save(tmp_path)
-        os.replace(tmp_path, model_path)
+        # 5. the final model
+        model_path = save_model_atomically(model, run_dir)
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return TrainResult(model=model, history=dict(history.history), model_path=model_path,
