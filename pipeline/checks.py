@@ -47,30 +47,29 @@ def split_statistics(data_dir: str, split: str) -> dict:
 
 def _check_decoded(data_dir, split, clip_frames, long_frames, image_size, sample) -> list[str]:
     """Decode a few records exactly as training does; check shapes and value ranges."""
+    from vtcaps_tf.data.contract import InputContract
+
+    contract = InputContract(clip_frames, long_frames, image_size)
+
     def decode(serialized):
         context, sequence = features.parse_example(serialized)
-        inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
-        lengths = tf.stack([tf.shape(sequence[k])[0] for k in ("frames", "landmarks", "au_map")])
-        return inputs, sequence["landmarks"], lengths
+        inputs = contract.decode_example(context, sequence)
+        lengths = tf.stack([tf.shape(sequence[k])[0] for k in ("frames", "landmarks")])
+        return inputs, lengths
 
     files = features.split_files(data_dir, split)
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(sample).map(decode)
-    expect = {"frames": (clip_frames, image_size, image_size, 3),
-              "au_map": (clip_frames, features.AU_MAP_SIZE, features.AU_MAP_SIZE),
-              "long_frames": (long_frames, image_size, image_size, 3)}
+    expect = {k: shape[1:] for k, (shape, _) in contract.shapes().items()}
     problems = []
     try:
-        for inputs, landmarks, lengths in ds.as_numpy_iterator():
+        for inputs, lengths in ds.as_numpy_iterator():
             for key, shape in expect.items():
                 if tuple(inputs[key].shape) != shape:
                     problems.append(f"{split}: {key} decodes to {tuple(inputs[key].shape)}, expected {shape}")
-            au = inputs["au_map"]
-            if not (np.isfinite(au).all() and au.min() >= 0.0 and au.max() <= 1.0):
-                problems.append(f"{split}: AU map values outside [0, 1]")
-            if not np.isfinite(landmarks).all():
+            if not np.isfinite(inputs["landmarks"]).all():
                 problems.append(f"{split}: landmarks are not finite")
             if len(set(lengths.tolist())) != 1:
-                problems.append(f"{split}: frames, landmarks and au_map differ in length {lengths.tolist()}")
+                problems.append(f"{split}: frames and landmarks differ in length {lengths.tolist()}")
     except (tf.errors.InvalidArgumentError, ValueError) as err:
         problems.append(f"{split}: a record does not decode with the reader's spec: "
                         f"{str(err).splitlines()[0]}")

@@ -283,7 +283,7 @@ def finalize(out: str, args, discovery, counters: dict, split_names=features.SPL
     _write_json(os.path.join(out, features.METADATA_FILE), {
         "schema_version": features.SCHEMA_VERSION, "classes": discovery.classes,
         "clip_frames": args.clip_frames, "long_frames": args.long_frames,
-        "image_size": args.image_size, "au_size": features.AU_MAP_SIZE, "source": discovery.source,
+        "image_size": args.image_size, "source": discovery.source,
         "counts": {split: stats["splits"][split]["clips"] for split in split_names},
         "videos": {split: stats["splits"][split]["videos"] for split in split_names},
         "seed": args.seed, "split_ratios": None if args.folds else list(args.split_ratios),

@@ -26,7 +26,7 @@ DEAD_LETTERS = "dead_letters"
 OUTCOMES = "outcomes"
 NAMESPACE = "vtcaps.preprocess"
 # A worker keeps each frame's JPEG crop and landmarks of the video in hand (a few KB a frame; not
-# its decoded frames, crops or AU maps) and makes the clips one at a time: benchmarks/video_memory.py
+# its decoded frames or crops) and makes the clips one at a time: benchmarks/video_memory.py
 # --beam measures it. The limit bounds that, and the time one video holds a worker.
 DEFAULT_MAX_FRAMES = 18000
 BRIDGE_FRAMES = 15
@@ -42,7 +42,6 @@ class JobConfig:
     clip_frames: int
     long_frames: int
     image_size: int
-    au_size: int = features.AU_MAP_SIZE
     margin: float = DEFAULT_MARGIN
     jpeg_quality: int = 95
     progress_dir: str | None = None  # one empty marker file per finished video
@@ -121,7 +120,7 @@ class AnalyzeVideoFn(beam.DoFn):
         # One face followed (the subject); every FACE_COUNT_EVERY-th frame the faces are counted,
         # so that a video showing several people is noticed (counter multi_face_videos).
         self._analyzer = FaceAnalyzer(self.config.image_size, video=True, margin=self.config.margin,
-                                      au_size=self.config.au_size, count_faces_every=FACE_COUNT_EVERY)
+                                      count_faces_every=FACE_COUNT_EVERY)
 
     def teardown(self):
         if self._analyzer is not None:
@@ -160,8 +159,8 @@ class AnalyzeVideoFn(beam.DoFn):
         try:
             frames, fps, landmarks = open_item_frames(item, cfg.max_frames)
             try:
-                # Crops kept as the JPEGs the records hold and AU maps drawn per clip: a few KB a
-                # frame in hand, whatever the video's length.
+                # Crops kept as the JPEGs the records hold (with the landmarks, from which the
+                # model draws its AU maps): a few KB a frame in hand, whatever the video's length.
                 streamed = self._analyzer.analyze_stream(
                     frames, landmarks, bridge=cfg.bridge_frames,
                     encode=functools.partial(features.encode_jpeg, quality=cfg.jpeg_quality))
@@ -203,7 +202,6 @@ class AnalyzeVideoFn(beam.DoFn):
                 label_name=item.label_name, clip_index=w.index, clip_frames=cfg.clip_frames,
                 clip_offset=w.offset, fps=video.fps, source=cfg.source,
                 frames_jpeg=[track.crops[t] for t in w.window], landmarks=track.landmarks[w.window],
-                au_maps=np.stack([self._analyzer.au_map(lm) for lm in track.landmarks[w.window]]),
                 image_size=cfg.image_size,
                 start_time=start_time, end_time=end_time, fold=fold)
             yield split, clip.to_example().SerializeToString()

@@ -45,7 +45,7 @@ def predict_files(model, files, meta: dict, batch_size: int = 16, verbose=0, wha
 
     check_classes(model, meta)
     mc = model.config
-    ds = dataset.read_files(files, mc.clip_frames, mc.long_frames, mc.image_size, with_video_id=True)
+    ds = dataset.read_files(files, model.contract, with_video_id=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     labels, probs, tpn, ids = [], [], [], []
     total = (meta.get("counts") or {}).get(what)

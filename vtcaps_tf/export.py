@@ -1,12 +1,20 @@
 """Versioned SavedModel export for TensorFlow Serving (DESIGN.md section 10).
 
 `base_path/<version>/` holds a SavedModel with two signatures:
-- `serving_default`: the model's named inputs `frames` uint8 [B,N,S,S,3], `au_map` float32
-  [B,N,100,100], `long_frames` uint8 [B,M,S,S,3];
-- `serve_examples`: `examples`, serialized SequenceExamples as the Beam job writes them, parsed and
-  decoded inside the graph with the schema's own functions.
-Both return `probabilities`, `capsule_lengths`, `classes` (string [B,C]: the label names, a constant
-in the graph) and, when the model has a TPN stream, `tpn_probabilities`.
+- `serving_default`: the model's named inputs (`vtcaps_tf.data.contract.InputContract`): `frames`
+  uint8 [B,N,S,S,3] and `landmarks` float32 [B,N,68,2] (x, y in [0, 1] of the crop); the model
+  draws the AU attention map from the landmarks;
+- `serve_examples`: `examples`, serialized SequenceExamples (schema version 2, as the Beam job
+  writes them and `vtcaps predict --server` sends them), parsed and decoded inside the graph by
+  the same contract as training's reader.
+Both return `probabilities`, `capsule_lengths` (with capsules) and `classes` (string [B,C]: the
+label names, a constant in the graph).
+
+By default the export serves what predicts: 3D-CapsNet only. TPN-ERM is a training-time teacher
+(its feature-matching loss shapes 3D-CapsNet); its backbone is not in the serving graph and
+`serving_default` takes no `long_frames`. `export_model(..., with_teacher=True)` (`vtcaps export
+--with-teacher`) keeps it: `serving_default` then also takes `long_frames` uint8 [B,M,S,S,3],
+`serve_examples` decodes the record's long window, and both add `tpn_probabilities`.
 
 Versions are integers; an existing version is never overwritten. The SavedModel is written into a
 hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
@@ -23,8 +31,6 @@ import uuid
 
 import tensorflow as tf
 
-from vtcaps_tf.data import features
-
 OUTPUT_NAMES = ("probabilities", "capsule_lengths", "tpn_probabilities")
 
 
@@ -36,61 +42,50 @@ def existing_versions(base_path: str) -> list[int]:
                   if name.rstrip("/").isdigit())
 
 
-def _model_dims(model):
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError("the model has no `config` (ModelConfig): build it with vtcaps_tf.models.build_model")
-    return config.clip_frames, config.long_frames, config.image_size
-
-
-def serving_fns(model):
-    """The two signature functions (tf.function with input signatures) for `model`."""
-    n, m, s = _model_dims(model)
+def serving_fns(model, with_teacher: bool = False):
+    """The two signature functions (tf.function with input signatures) for `model` (a
+    VT3DCapsNet); `with_teacher` keeps the TPN-ERM head (see the module docstring)."""
+    if not hasattr(model, "serving_outputs") or getattr(model, "contract", None) is None:
+        raise ValueError("the model has no input contract: build it with vtcaps_tf.models.build_model")
     class_names = [str(c) for c in getattr(model, "class_names", None) or []]
     if not class_names:
         raise ValueError("the model carries no class_names")
-    au = features.AU_MAP_SIZE
+    with_teacher = bool(with_teacher and model.config.use_tpn)
+    contract = model.contract
+    specs = contract.tensor_specs(None, with_teacher)
+    names = list(specs)
 
     def _outputs(inputs):
-        out = model(inputs, training=False)
+        out = model.serving_outputs(inputs, with_teacher=with_teacher)
         result = {k: tf.cast(out[k], tf.float32) for k in OUTPUT_NAMES if k in out}
         if "probabilities" not in result:
             raise ValueError("the model's outputs lack 'probabilities'")
         batch = tf.shape(result["probabilities"])[0]
-        names = tf.constant(class_names, dtype=tf.string)
-        result["classes"] = tf.tile(names[None, :], tf.stack([batch, 1]))
+        labels = tf.constant(class_names, dtype=tf.string)
+        result["classes"] = tf.tile(labels[None, :], tf.stack([batch, 1]))
         return result
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, n, s, s, 3], tf.uint8, name="frames"),
-        tf.TensorSpec([None, n, au, au], tf.float32, name="au_map"),
-        tf.TensorSpec([None, m, s, s, 3], tf.uint8, name="long_frames"),
-    ])
-    def serve(frames, au_map, long_frames):
-        return _outputs({"frames": frames, "au_map": au_map, "long_frames": long_frames})
+    @tf.function(input_signature=[specs[k] for k in names])
+    def serve(*args):
+        return _outputs(dict(zip(names, args)))
 
-    spec = {
-        "frames": tf.TensorSpec([n, s, s, 3], tf.uint8),
-        "au_map": tf.TensorSpec([n, au, au], tf.float32),
-        "long_frames": tf.TensorSpec([m, s, s, 3], tf.uint8),
-    }
+    one = {k: tf.TensorSpec(shape[1:], dtype) for k, (shape, dtype) in
+           contract.shapes(None, with_teacher).items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(examples):
-        def _one(serialized):
-            context, sequence = features.parse_example(serialized)
-            return features.decode_clip(context, sequence, n, m, s)
-
-        inputs = tf.map_fn(_one, examples, fn_output_signature=spec)
+        inputs = tf.map_fn(lambda e: contract.parse_example(e, with_teacher)[0], examples,
+                           fn_output_signature=one)
         return _outputs(inputs)
 
     return serve, serve_examples
 
 
-def save_serving_model(model, path: str, card: dict | None = None) -> str:
+def save_serving_model(model, path: str, card: dict | None = None, with_teacher: bool = False) -> str:
     """Write the SavedModel with both signatures at `path` (which must not exist), atomically:
     into a hidden sibling directory first, renamed into place once complete. The model card
-    (`vtcaps_tf.model_card`; default: built from the model alone) goes to assets/model_card.json."""
+    (`vtcaps_tf.model_card`; default: built from the model alone) goes to assets/model_card.json.
+    `with_teacher`: keep TPN-ERM's `tpn_probabilities` (and the `long_frames` input)."""
     from vtcaps_tf.model_card import build_model_card, write_model_card
 
     path = os.path.abspath(path)
@@ -100,7 +95,7 @@ def save_serving_model(model, path: str, card: dict | None = None) -> str:
         raise FileExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
-    serve, serve_examples = serving_fns(model)
+    serve, serve_examples = serving_fns(model, with_teacher)
     module = tf.Module()
     module.model = model  # tracks the variables
     module.serve = serve
@@ -120,9 +115,11 @@ def save_serving_model(model, path: str, card: dict | None = None) -> str:
     return path
 
 
-def export_model(model, base_path: str, version: int | None = None, card: dict | None = None) -> str:
+def export_model(model, base_path: str, version: int | None = None, card: dict | None = None,
+                 with_teacher: bool = False) -> str:
     """Write `model` (and its model `card`) as `base_path/<version>/` and return that path.
 
+    with_teacher=True also serves TPN-ERM's `tpn_probabilities` (and takes `long_frames`).
     version=None takes one more than the highest existing version (1 for a new base path).
     Raises FileExistsError when the version exists already.
     """
@@ -136,20 +133,24 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
     if os.path.exists(target):
         raise FileExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
 
-    save_serving_model(model, target, card)
+    save_serving_model(model, target, card, with_teacher)
     return target
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtcaps export", description=(
         "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
-        "serving_default and serve_examples signatures)."))
+        "serving_default and serve_examples signatures). By default only 3D-CapsNet is served; "
+        "--with-teacher keeps the TPN-ERM head."))
     p.add_argument("--model", required=True, help="a .keras file written by `vtcaps train`")
     p.add_argument("--base-path", required=True, help="saved_models/NAME: versions go below it")
     p.add_argument("--version", type=int, default=None,
                    help="integer version (default: one more than the newest existing one)")
     p.add_argument("--evaluation", help="a `vtcaps evaluate` report.json for the model card "
                    "(default: eval/report.json beside the model, when there is one)")
+    p.add_argument("--with-teacher", action="store_true",
+                   help="also serve TPN-ERM's tpn_probabilities; serving_default then needs "
+                   "long_frames (the M-frame window) too")
     return p
 
 
@@ -166,7 +167,7 @@ def cli_main(argv=None) -> int:
 
     try:
         card = build_model_card(model, args.model, args.evaluation)
-        path = export_model(model, args.base_path, args.version, card)
+        path = export_model(model, args.base_path, args.version, card, args.with_teacher)
     except (FileExistsError, ValueError) as err:
         print(f"vtcaps export: {err}", file=sys.stderr)
         return 1

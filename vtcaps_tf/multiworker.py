@@ -270,7 +270,7 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
     try:
         with strategy.scope():
             model = training._build_and_compile(config, meta)
-            model(training._dummy_batch(model.config), training=False)
+            model(training._dummy_batch(model), training=False)
             model.optimizer.build(model.trainable_variables)
         mc = model.config
         training._warn_on_size_mismatch(meta, mc)
@@ -278,7 +278,7 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
         steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
         def train_dataset(files, batch):
             return data_lib.make_dataset(
-                files, mc.clip_frames, mc.long_frames, mc.image_size, batch, training=True,
+                files, model.contract, batch, training=True,
                 augment=config.augment, num_records=n_train, cache=config.cache,
                 shuffle_buffer=config.shuffle_buffer, seed=config.seed)
 
@@ -303,14 +303,14 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
             if val_batch:
                 val_steps = config.validation_steps or n_eval // val_batch
                 dist_val = data_lib.make_dataset(
-                    eval_files, mc.clip_frames, mc.long_frames, mc.image_size, val_batch,
+                    eval_files, model.contract, val_batch,
                     training=False, num_records=n_eval, cache=config.cache,
                     drop_remainder=True).repeat()
                 val_iter = iter(strategy.experimental_distribute_dataset(
                     _with_policy(dist_val, tf.data.experimental.AutoShardPolicy.DATA)))
             # Per-class summaries predict every clip, on every worker (no collectives involved).
             val_ds = data_lib.make_dataset(
-                eval_files, mc.clip_frames, mc.long_frames, mc.image_size, config.batch_size,
+                eval_files, model.contract, config.batch_size,
                 training=False, num_records=n_eval, cache=config.cache)
 
         restore = keras.callbacks.BackupAndRestore(ckpt_dir, save_freq="epoch",

@@ -257,12 +257,9 @@ def _build_and_compile(config: TrainConfig, meta: dict):
     return model
 
 
-def _dummy_batch(mc, batch=1):
-    return {
-        "frames": tf.zeros([batch, mc.clip_frames, mc.image_size, mc.image_size, 3], tf.uint8),
-        "au_map": tf.zeros([batch, mc.clip_frames, features.AU_MAP_SIZE, features.AU_MAP_SIZE]),
-        "long_frames": tf.zeros([batch, mc.long_frames, mc.image_size, mc.image_size, 3], tf.uint8),
-    }
+def _dummy_batch(model, batch=1):
+    """Zeros shaped like the model's inputs (its input contract)."""
+    return {k: tf.zeros(spec.shape, spec.dtype) for k, spec in model.input_specs(batch).items()}
 
 
 def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) -> TrainResult:
@@ -295,20 +292,20 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
         # 2. model in the strategy's scope (its sizes decide how the clips are decoded)
         with strategy.scope():
             model = _build_and_compile(config, meta)
-            model(_dummy_batch(model.config), training=False)  # build: checkpoints need the variables
+            model(_dummy_batch(model), training=False)  # build: checkpoints need the variables
         mc = model.config
         _warn_on_size_mismatch(meta, mc)
 
         # 3. datasets
         steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
         train_ds = data_lib.make_dataset(
-            train_files, mc.clip_frames, mc.long_frames, mc.image_size, config.batch_size,
+            train_files, model.contract, config.batch_size,
             training=True, augment=config.augment, num_records=n_train, cache=config.cache,
             shuffle_buffer=config.shuffle_buffer, seed=config.seed)
         val_ds = fit_val_ds = val_steps = None
         if eval_files:
             val_ds = data_lib.make_dataset(
-                eval_files, mc.clip_frames, mc.long_frames, mc.image_size, config.batch_size,
+                eval_files, model.contract, config.batch_size,
                 training=False, num_records=n_eval, cache=config.cache)
             fit_val_ds, val_batch = val_ds, config.batch_size
             if replicas > 1:
@@ -316,7 +313,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
                 # validation losses use whole batches; the summaries below still see every clip.
                 val_batch = min(config.batch_size, n_eval // replicas * replicas)
                 fit_val_ds = data_lib.make_dataset(
-                    eval_files, mc.clip_frames, mc.long_frames, mc.image_size, val_batch,
+                    eval_files, model.contract, val_batch,
                     training=False, num_records=n_eval, cache=config.cache,
                     drop_remainder=True) if val_batch else None
             if fit_val_ds is not None:

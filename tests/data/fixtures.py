@@ -2,7 +2,8 @@
 the schema's own `Clip.to_example()`, plus metadata.json, as `vtcaps preprocess` lays them out.
 
 The clips are learnable: class k shows a bright square in the k-th position of a row, drifting
-down over time, on a noisy background; the AU map is a blob under the square.
+down over time, on a noisy background; the landmarks cluster on the square, so the AU map the
+model draws from them lies on it too.
 """
 
 from __future__ import annotations
@@ -21,22 +22,19 @@ def synthetic_clip(label: int, num_classes: int, long_frames: int, clip_frames: 
     s = image_size
     side = max(2, s // (num_classes + 1))
     x0 = int((label + 0.5) * s / num_classes - side / 2)
-    frames, maps = [], []
-    yy, xx = np.mgrid[0:features.AU_MAP_SIZE, 0:features.AU_MAP_SIZE]
+    frames, landmarks = [], []
     for t in range(long_frames):
         img = rng.integers(0, 60, size=(s, s, 3), dtype=np.uint8)
         y0 = int(t * (s - side) / max(1, long_frames - 1))
         img[y0:y0 + side, max(0, x0):x0 + side] = 230
         frames.append(features.encode_jpeg(img))
-        cy = (y0 + side / 2) * features.AU_MAP_SIZE / s
-        cx = (x0 + side / 2) * features.AU_MAP_SIZE / s
-        maps.append(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50.0).astype(np.float32))
-    landmarks = rng.uniform(0.2, 0.8, size=(long_frames, features.NUM_LANDMARKS, 2))
+        centre = np.array([x0 + side / 2, y0 + side / 2]) / s
+        landmarks.append(np.clip(centre + rng.normal(0, 0.05, (features.NUM_LANDMARKS, 2)), 0, 1))
     return features.Clip(
         video_id=video_id, subject_id=subject_id, label=label, label_name=f"class_{label}",
         clip_index=0, clip_frames=clip_frames, clip_offset=(long_frames - clip_frames) // 2,
-        fps=25.0, source="synthetic", frames_jpeg=frames, landmarks=landmarks,
-        au_maps=np.stack(maps), image_size=image_size)
+        fps=25.0, source="synthetic", frames_jpeg=frames, landmarks=np.stack(landmarks),
+        image_size=image_size)
 
 
 def write_dataset(root: str, counts=None, num_classes: int = 3, clip_frames: int = 8,
@@ -66,7 +64,6 @@ def write_dataset(root: str, counts=None, num_classes: int = 3, clip_frames: int
         "clip_frames": clip_frames,
         "long_frames": long_frames,
         "image_size": image_size,
-        "au_size": features.AU_MAP_SIZE,
         "source": "synthetic",
         "counts": counts,
         "seed": seed,

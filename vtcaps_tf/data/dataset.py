@@ -1,4 +1,5 @@
-"""tf.data input pipelines over the preprocessing output (schema in `features.py`).
+"""tf.data input pipelines over the preprocessing output (schema in `features.py`; which frames
+make a model's inputs, and their shapes: `contract.InputContract`).
 
 `read_split` gives the plain decoded clips (evaluation, export checks); `make_dataset` is the
 training/validation pipeline: parallel reads, parse, cache of the compact parsed records, shuffle,
@@ -10,24 +11,27 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from vtcaps_tf.data import features
+from vtcaps_tf.data.contract import NUM_LANDMARKS, InputContract
+from vtcaps_tf.face.au import AU_MAP_SIZE
 
 # Decoded clips are cached in memory only below this estimate (bytes); above it the compact
-# parsed records (JPEG + float16 maps) are cached instead and decoded every epoch.
+# parsed records (JPEG + landmarks) are cached instead and decoded every epoch.
 DEFAULT_CACHE_BUDGET = 2 << 30
 
 
-def read_split(data_dir: str, split: str, clip_frames: int, long_frames: int, image_size: int,
+def read_split(data_dir: str, split: str, contract: InputContract,
                num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
-    """Unbatched (inputs dict, label) pairs of one split, decoded to the model's named inputs."""
-    return read_files(_require_files(data_dir, split), clip_frames, long_frames, image_size,
-                      num_parallel_calls=num_parallel_calls)
+    """Unbatched (inputs dict, label) pairs of one split, decoded to the model's named inputs
+    (`contract`: the model's `InputContract`, e.g. `model.contract`)."""
+    return read_files(_require_files(data_dir, split), contract, num_parallel_calls=num_parallel_calls)
 
 
-def read_files(files, clip_frames: int, long_frames: int, image_size: int,
-               num_parallel_calls=tf.data.AUTOTUNE, with_video_id: bool = False) -> tf.data.Dataset:
+def read_files(files, contract: InputContract, num_parallel_calls=tf.data.AUTOTUNE,
+               with_video_id: bool = False) -> tf.data.Dataset:
     """Unbatched (inputs, label) - or (inputs, label, video_id) - of the given shards, in order."""
     if not files:
         raise features.SchemaError("no TFRecord shards to read")
@@ -36,7 +40,7 @@ def read_files(files, clip_frames: int, long_frames: int, image_size: int,
 
     def _parse(serialized):
         context, sequence = features.parse_example(serialized)
-        inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
+        inputs = contract.decode_example(context, sequence)
         if with_video_id:
             return inputs, context["label"], context["video_id"]
         return inputs, context["label"]
@@ -54,10 +58,10 @@ def _require_files(data_dir, split):
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentations. Each clip draws one set of parameters, shared by all its frames,
-    its long window and (for the geometric ones) its AU maps, so they stay aligned."""
+    its long window and (for the geometric ones) its landmarks, so they stay aligned."""
 
     crop_scale: float = 0.85  # random square crop of at least this fraction of the side, resized back
-    flip: bool = True  # horizontal flip with probability 1/2 (frames and AU maps together)
+    flip: bool = True  # horizontal flip with probability 1/2 (frames and landmarks together)
     brightness: float = 0.15  # max additive change, as a fraction of the 0..255 range
     contrast: float = 0.2  # contrast factor drawn from [1 - c, 1 + c]
     temporal_jitter: int = 2  # the clip's centre moves by up to this many frames
@@ -78,26 +82,68 @@ def _seeds(seed, n):
     return tf.unstack(tf.random.experimental.stateless_split(seed, n), axis=0)
 
 
-def flip_clip(inputs: dict) -> dict:
-    """Mirror every image left-right: frames [N,S,S,3] and long_frames on axis 2, AU maps
-    [N,100,100] (row = y, column = x) on axis 2, so the attention follows the face."""
-    return {k: tf.reverse(v, axis=[2]) for k, v in inputs.items()}
+# The 68-point scheme's left-right mirror: point i of a mirrored face is point MIRROR_68[i].
+MIRROR_68 = np.array(
+    list(range(16, -1, -1))  # jaw 0..16
+    + list(range(26, 16, -1))  # brows 17..21 <-> 22..26
+    + list(range(27, 31))  # nose bridge
+    + [35, 34, 33, 32, 31]  # nose base
+    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes 36..41 <-> 42..47
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
+    + [64, 63, 62, 61, 60, 67, 66, 65],  # inner lips
+    np.int32)
 
 
-def augment_clip(inputs: dict, seed, config: AugmentConfig) -> dict:
-    """Random crop, flip, brightness and contrast of one decoded clip (stateless in `seed` [2])."""
+def flip_landmarks(landmarks, au_size: int):
+    """Landmarks [..., 68, 2] in [0, 1] of an image mirrored left-right.
+
+    x -> (1 - 1 / au_size) - x: the rendered AU map (`AUMapRender(au_size)`, which puts a point
+    at pixel round(x * au_size)) then equals the unflipped map mirrored column for column, as
+    flipping the stored map did (it is x -> 1 - x up to a sub-pixel shift). The points are
+    renumbered by the 68-point mirror, so that e.g. the left eye stays points 36-41.
+    """
+    lm = tf.gather(landmarks, MIRROR_68, axis=-2)
+    x, y = tf.unstack(lm, axis=-1)
+    return tf.stack([(1.0 - 1.0 / au_size) - x, y], axis=-1)
+
+
+def flip_clip(inputs: dict, au_size: int) -> dict:
+    """Mirror a clip left-right: frames [N,S,S,3] and long_frames on axis 2, landmarks by
+    `flip_landmarks`, so that the attention follows the face."""
+    return {k: flip_landmarks(v, au_size) if k == "landmarks" else tf.reverse(v, axis=[2])
+            for k, v in inputs.items()}
+
+
+def crop_landmarks(landmarks, box, image_size: int):
+    """Landmarks [..., 68, 2] in [0, 1] of an image cropped to `box` [1, 4] (y0, x0, y1, x1) and
+    resized back, as `tf.image.crop_and_resize` samples it (output pixel i at input pixel
+    y0 * (S - 1) + i * (y1 - y0) (S - 1) / (S - 1))."""
+    y0, x0, y1, x1 = tf.unstack(box[0])
+    s = float(image_size)
+    x, y = tf.unstack(landmarks, axis=-1)
+    x = (x * s - x0 * (s - 1.0)) / ((x1 - x0) * (s - 1.0)) * (s - 1.0) / s
+    y = (y * s - y0 * (s - 1.0)) / ((y1 - y0) * (s - 1.0)) * (s - 1.0) / s
+    return tf.stack([x, y], axis=-1)
+
+
+def augment_clip(inputs: dict, seed, config: AugmentConfig, au_size: int = AU_MAP_SIZE) -> dict:
+    """Random crop, flip, brightness and contrast of one decoded clip (stateless in `seed` [2]).
+    `au_size`: the model's AU map side (how landmarks are mirrored, `flip_landmarks`)."""
     s_crop, s_flip, s_bright, s_contrast = _seeds(tf.cast(seed, tf.int64), 4)
     out = dict(inputs)
     if config.crop_scale < 1.0:
-        # One normalised box for the images and the maps: the map stays registered to the face.
+        # One normalised box for the images and the landmarks: the map stays registered to the face.
         scale = tf.random.stateless_uniform([], s_crop, config.crop_scale, 1.0)
         y0, x0 = tf.unstack(tf.random.stateless_uniform([2], s_crop + 1, 0.0, 1.0) * (1.0 - scale))
         box = tf.stack([y0, x0, y0 + scale, x0 + scale])[None]
         for key in out:
-            out[key] = _crop_resize(out[key], box)
+            if key == "landmarks":
+                out[key] = crop_landmarks(out[key], box, out["frames"].shape[2])
+            else:
+                out[key] = _crop_resize(out[key], box)
     if config.flip:
         do_flip = tf.random.stateless_uniform([], s_flip) < 0.5
-        out = tf.cond(do_flip, lambda: flip_clip(out), lambda: dict(out))
+        out = tf.cond(do_flip, lambda: flip_clip(out, au_size), lambda: dict(out))
     if config.brightness > 0 or config.contrast > 0:
         delta = tf.random.stateless_uniform([], s_bright, -config.brightness, config.brightness) * 255.0
         factor = tf.random.stateless_uniform([], s_contrast, 1.0 - config.contrast, 1.0 + config.contrast)
@@ -138,12 +184,13 @@ def count_records(files) -> int:
     return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
 
-def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, batch_size: int, *,
+def make_dataset(files, contract: InputContract, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
                  shuffle_buffer: int = 512, cache: str | bool = "auto",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
                  drop_remainder: bool | None = None) -> tf.data.Dataset:
-    """Batched (inputs dict, label) pairs from TFRecord shards.
+    """Batched (inputs dict, label) pairs from TFRecord shards, decoded by `contract` (the
+    model's `InputContract`, e.g. `model.contract`).
 
     training=True: repeats forever (fit with steps_per_epoch), reshuffles each epoch, augments
     (`augment`, default AugmentConfig()), drops the last partial batch. training=False: one pass,
@@ -163,8 +210,7 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
     ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
     # Temporal jitter changes which frames are decoded, so a jittered pipeline caches records.
     jitter = augment is not None and augment.temporal_jitter > 0
-    cache_mode = _cache_mode(cache, jitter, num_records, clip_frames, long_frames, image_size,
-                             cache_budget)
+    cache_mode = _cache_mode(cache, jitter, num_records, contract, cache_budget)
     if cache_mode == "records":
         ds = ds.cache()
     elif cache_mode == "file":
@@ -176,8 +222,7 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
                                                 augment.temporal_jitter + 1, dtype=tf.int32)
             context = dict(context)
             context["clip_offset"] = context["clip_offset"] + tf.cast(shift, tf.int64)
-        inputs = features.decode_clip(context, sequence, clip_frames, long_frames, image_size)
-        return inputs, context["label"]
+        return contract.decode_example(context, sequence), context["label"]
 
     if cache_mode == "memory":
         ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
@@ -198,7 +243,7 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
                 inputs, label = data
             else:
                 inputs, label = _decode(*data, seed_pair=seed_pair)
-            return augment_clip(inputs, seed_pair + 7, augment), label
+            return augment_clip(inputs, seed_pair + 7, augment, contract.au_size), label
 
         ds = ds.map(_train_map, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=True)
@@ -209,7 +254,7 @@ def make_dataset(files, clip_frames: int, long_frames: int, image_size: int, bat
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _cache_mode(cache, jitter, num_records, clip_frames, long_frames, image_size, budget):
+def _cache_mode(cache, jitter, num_records, contract, budget):
     if cache is False or cache is None:
         return None
     if cache in ("memory", "records"):
@@ -218,9 +263,9 @@ def _cache_mode(cache, jitter, num_records, clip_frames, long_frames, image_size
     if cache == "auto":
         if num_records is None:
             return None
-        au = features.AU_MAP_SIZE ** 2
-        decoded = (clip_frames + long_frames) * image_size ** 2 * 3 + clip_frames * au * 4
-        record = long_frames * (au * 2 + image_size ** 2 * 3 // 8)  # float16 maps + JPEG (~1/8)
+        n, m, s = contract.clip_frames, contract.long_frames, contract.image_size
+        decoded = (n + m) * s ** 2 * 3 + n * NUM_LANDMARKS * 2 * 4
+        record = m * (NUM_LANDMARKS * 2 * 4 + s ** 2 * 3 // 8)  # landmarks + JPEG (~1/8)
         if not jitter and num_records * decoded <= budget:
             return "memory"
         return "records" if num_records * record <= budget else None

@@ -4,6 +4,11 @@ exported `serve_examples` signature all use (DESIGN.md section 4).
 One `tf.train.SequenceExample` per clip. The sequence features hold the *long* window of the clip
 (the frames TPN-ERM sees, centred on the clip, edge frames repeated where the video is shorter);
 the short clip that 3D-CapsNet sees starts at `clip_offset` inside it and lasts `clip_frames`.
+Each frame is stored as its JPEG face crop and its 68 landmarks; the model draws the AU attention
+map from the landmarks itself. Which stored frames make a model's inputs is decided in one place,
+`vtcaps_tf.data.contract.InputContract`.
+
+Schema versions: 1 also stored a float16 100x100 AU map per frame; 2 (this one) does not.
 """
 
 from __future__ import annotations
@@ -16,8 +21,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
-AU_MAP_SIZE = 100
+SCHEMA_VERSION = 2
 NUM_LANDMARKS = 68
 METADATA_FILE = "metadata.json"
 STATS_FILE = "stats.json"
@@ -46,7 +50,6 @@ CONTEXT_FEATURES = {
 SEQUENCE_FEATURES = {
     "frames": tf.io.FixedLenSequenceFeature([], tf.string),  # JPEG of the aligned RGB face crop
     "landmarks": tf.io.FixedLenSequenceFeature([2 * NUM_LANDMARKS], tf.float32),  # x0,y0,x1,.. in [0,1]
-    "au_map": tf.io.FixedLenSequenceFeature([], tf.string),  # float16 bytes, AU_MAP_SIZE^2
 }
 
 
@@ -65,7 +68,6 @@ class Clip:
     source: str
     frames_jpeg: list[bytes]  # one JPEG per window frame
     landmarks: np.ndarray  # [T, 68, 2] in crop pixels / image_size, i.e. [0, 1]
-    au_maps: np.ndarray  # [T, 100, 100] in [0, 1]
     image_size: int
     start_time: float = 0.0
     end_time: float = 0.0
@@ -73,10 +75,9 @@ class Clip:
 
     def to_example(self) -> tf.train.SequenceExample:
         t = len(self.frames_jpeg)
-        landmarks = np.asarray(self.landmarks, np.float32).reshape(t, 2 * NUM_LANDMARKS)
-        au_maps = np.asarray(self.au_maps, np.float16).reshape(t, AU_MAP_SIZE * AU_MAP_SIZE)
-        if not (len(landmarks) == len(au_maps) == t):
-            raise ValueError("frames, landmarks and au_maps must have one entry per frame")
+        landmarks = np.asarray(self.landmarks, np.float32).reshape(-1, 2 * NUM_LANDMARKS)
+        if len(landmarks) != t:
+            raise ValueError(f"{t} frames but {len(landmarks)} landmark rows: one per frame needed")
 
         def _bytes(v):
             return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
@@ -107,7 +108,6 @@ class Clip:
             "frames": tf.train.FeatureList(feature=[_bytes(b) for b in self.frames_jpeg]),
             "landmarks": tf.train.FeatureList(feature=[
                 tf.train.Feature(float_list=tf.train.FloatList(value=row)) for row in landmarks]),
-            "au_map": tf.train.FeatureList(feature=[_bytes(row.tobytes()) for row in au_maps]),
         })
         return tf.train.SequenceExample(context=context, feature_lists=sequence)
 
@@ -116,41 +116,6 @@ def parse_example(serialized):
     """One serialized SequenceExample -> (context dict, sequence dict) of tensors."""
     return tf.io.parse_single_sequence_example(
         serialized, context_features=CONTEXT_FEATURES, sequence_features=SEQUENCE_FEATURES)
-
-
-def _centred_indices(num_stored, centre, length):
-    """`length` frame indices centred on `centre`, clamped to the stored window (edge repeat)."""
-    start = tf.cast(tf.math.floor(centre - tf.cast(length, tf.float32) / 2.0), tf.int32)
-    return tf.clip_by_value(tf.range(length, dtype=tf.int32) + start, 0, num_stored - 1)
-
-
-def decode_clip(context, sequence, clip_frames: int, long_frames: int, image_size: int):
-    """Parsed features -> the model's named inputs (graph-safe; used by tf.data and by export).
-
-    Returns {"frames": uint8 [N,S,S,3], "au_map": float32 [N,100,100], "long_frames": uint8 [M,S,S,3]}.
-    The short clip and the long window are both centred on the stored clip's centre.
-    """
-    num_stored = tf.shape(sequence["frames"])[0]
-    centre = (tf.cast(context["clip_offset"], tf.float32)
-              + tf.cast(context["clip_frames"], tf.float32) / 2.0)
-    short_idx = _centred_indices(num_stored, centre, clip_frames)
-    long_idx = _centred_indices(num_stored, centre, long_frames)
-
-    def _decode(jpeg):
-        img = tf.io.decode_jpeg(jpeg, channels=3)
-        img = tf.image.resize(img, [image_size, image_size], method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
-
-    # Decode each stored frame once, then gather both windows from it.
-    stored = tf.map_fn(_decode, sequence["frames"],
-                       fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8))
-    au = tf.io.decode_raw(sequence["au_map"], tf.float16)
-    au = tf.reshape(tf.cast(au, tf.float32), [-1, AU_MAP_SIZE, AU_MAP_SIZE])
-    return {
-        "frames": tf.gather(stored, short_idx),
-        "au_map": tf.gather(au, short_idx),
-        "long_frames": tf.gather(stored, long_idx),
-    }
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
@@ -168,6 +133,18 @@ class SchemaError(ValueError):
     """The data directory cannot be read with this version of the schema."""
 
 
+def schema_mismatch(data_dir: str, version) -> str:
+    """The message for a data directory written with another schema version."""
+    how = ("regenerate it from the videos with `vtcaps preprocess --source ... --input ... "
+           f"--output {data_dir}` (a new output directory works too)")
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        return (f"{data_dir!r} was written by an older version of vtcaps (schema version {version}"
+                + (", which stored AU maps; the model now draws them from the landmarks" if version == 1
+                   else "") + f"); this version reads schema version {SCHEMA_VERSION}: {how}")
+    return (f"{data_dir!r} was written with schema version {version!r}, this version of vtcaps "
+            f"reads {SCHEMA_VERSION}: {how}")
+
+
 def read_metadata(data_dir: str) -> dict:
     """metadata.json of a preprocessing output, checked; clear errors for every way it can be off."""
     if not tf.io.gfile.isdir(data_dir):
@@ -179,8 +156,7 @@ def read_metadata(data_dir: str) -> dict:
         meta = json.load(f)
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise SchemaError(f"{data_dir!r} was written with schema version {version}, this reader "
-                          f"needs {SCHEMA_VERSION}: run `vtcaps preprocess` again")
+        raise SchemaError(schema_mismatch(data_dir, version))
     for key in ("classes", "clip_frames", "long_frames", "image_size"):
         if key not in meta:
             raise SchemaError(f"{path} lacks {key!r}")

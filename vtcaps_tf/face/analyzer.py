@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 
 from vtcaps_tf.face.align import DEFAULT_MARGIN, align_face
-from vtcaps_tf.face.au import AU_MAP_SIZE, au_attention_map
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS, landmarks68
 
 
@@ -26,7 +25,6 @@ class NoFaceError(ValueError):
 class FaceTrack:
     crops: np.ndarray  # uint8 [T, S, S, 3], aligned face crops (a list of encoded crops: see analyze_stream)
     landmarks: np.ndarray  # float32 [T, 68, 2] in [0, 1] crop coordinates
-    au_maps: np.ndarray | None  # float32 [T, 100, 100] (None when the crops are kept encoded)
     found: np.ndarray  # bool [T]: a face was detected (or given) in this frame
 
     @property
@@ -79,11 +77,11 @@ class _Collector:
 
 class FaceAnalyzer:
     """Detects the face (MediaPipe mesh -> 68 landmarks) in every frame, aligns a `crop_size`
-    crop and draws the AU map. Open one per worker (`DoFn.setup()`), `close()` when done.
+    crop (the model draws the AU map from the crop's landmarks). Open one per worker (`DoFn.setup()`), `close()` when done.
     `max_num_faces`: how many faces one frame may give (`detect_faces`)."""
 
     def __init__(self, crop_size: int, video: bool = True, margin: float = DEFAULT_MARGIN,
-                 au_size: int = AU_MAP_SIZE, max_num_faces: int = 1, count_faces_every: int = 0):
+                 max_num_faces: int = 1, count_faces_every: int = 0):
         if crop_size < 8:
             raise ValueError(f"crop_size must be at least 8 pixels, got {crop_size}")
         from vtcaps_tf.face.mesh import FaceMesh
@@ -91,7 +89,6 @@ class FaceAnalyzer:
         self.crop_size = int(crop_size)
         self.video = video
         self.margin = float(margin)
-        self.au_size = int(au_size)
         self._mesh = FaceMesh(video=video, max_num_faces=max_num_faces)
         # Looking for several faces in every frame halves MediaPipe's speed in video mode (its
         # detector then runs on every frame); `count_faces_every` k > 0 instead counts the faces
@@ -130,9 +127,6 @@ class FaceAnalyzer:
         aligned = align_face(frame, landmarks_px, self.crop_size, self.margin)
         return aligned.crop, aligned.landmarks
 
-    def au_map(self, landmarks01: np.ndarray) -> np.ndarray:
-        return au_attention_map(landmarks01 * self.au_size, self.au_size)
-
     def detect_landmarks(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames [T, H, W, 3] -> (68 landmarks in pixels [T, 68, 2] (NaN where none), found [T])."""
         self.reset()  # each video starts without a tracked face
@@ -157,8 +151,7 @@ class FaceAnalyzer:
         beyond the bound are grey). `landmarks`: [T, 68, 2] pixels given per frame (a dataset's
         own, e.g. CK+) skip detection; rows of NaN count as frames without a face.
         Raises `NoFaceError` when no frame has a face.
-        `encode(crop) -> bytes`: keep each crop encoded and draw no AU maps (`track.crops` is then a
-        list, `track.au_maps` None; `au_map(landmarks)` draws them where they are needed), so that
+        `encode(crop) -> bytes`: keep each crop encoded (`track.crops` is then a list), so that
         what is held grows by a few KB a frame only.
         """
         from vtcaps_tf.face.streaming import TrackCropper
@@ -195,13 +188,8 @@ class FaceAnalyzer:
             raise ValueError(f"landmarks must be [{t}, 68, 2], got {landmarks.shape}")
         if not cropper.finish():
             raise NoFaceError(f"no face in any of {t} frames", num_frames=t)
-        if encode is None:
-            au = np.stack([self.au_map(lm) for lm in sink.landmarks]).astype(np.float32)
-            crops = np.stack(sink.crops)
-        else:
-            au, crops = None, sink.crops
-        track = FaceTrack(crops, np.stack(sink.landmarks).astype(np.float32), au,
-                          np.array(sink.found, bool))
+        crops = np.stack(sink.crops) if encode is None else sink.crops
+        track = FaceTrack(crops, np.stack(sink.landmarks).astype(np.float32), np.array(sink.found, bool))
         return StreamedTrack(track, t, max_faces, peak)
 
     def analyze(self, frames: np.ndarray, landmarks: np.ndarray | None = None) -> FaceTrack:

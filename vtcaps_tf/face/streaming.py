@@ -109,13 +109,18 @@ class TrackCropper:
 
 @dataclasses.dataclass
 class StreamClip:
-    """One clip's model inputs, cut as `clip_windows` cuts them, and which of its frames show a face."""
+    """One clip's stored window, cut as `clip_windows` cuts it: the M crops of its TPN window with
+    their landmarks (the short clip starts at `window.offset`), and which short-clip frames show a
+    face. `inputs(contract)` turns it into model inputs with the same step the training reader uses."""
 
     window: ClipWindow  # frame indices relative to the track's first frame
-    frames: np.ndarray  # uint8 [N, S, S, 3]
-    au_map: np.ndarray  # float32 [N, A, A]
-    long_frames: np.ndarray  # uint8 [M, S, S, 3]
+    crops: np.ndarray  # uint8 [M, S, S, 3]: the long window
+    landmarks: np.ndarray  # float32 [M, 68, 2] in [0, 1] of the crop
     found: np.ndarray  # bool [N]
+
+    @property
+    def offset(self) -> int:
+        return int(self.window.offset)
 
     @property
     def face_fraction(self) -> float:
@@ -125,8 +130,10 @@ class StreamClip:
     def has_face(self) -> bool:
         return self.face_fraction >= MIN_FACE_FRACTION
 
-    def inputs(self) -> dict[str, np.ndarray]:
-        return {"frames": self.frames, "au_map": self.au_map, "long_frames": self.long_frames}
+    def inputs(self, contract, with_teacher: bool = True) -> dict[str, np.ndarray]:
+        """The model's named inputs (numpy, no batch axis) by `contract` (an InputContract)."""
+        out = contract.window_inputs(self.crops, self.landmarks, self.offset, with_teacher=with_teacher)
+        return {k: np.asarray(v) for k, v in out.items()}
 
 
 class ClipCutter:
@@ -134,14 +141,13 @@ class ClipCutter:
     it is done (or after `finish`, for the last clips, whose TPN windows repeat the last frame). The clips are exactly
     `clip_windows(num_frames, clip_frames, long_frames)`; at most about M + N frames are held."""
 
-    def __init__(self, clip_frames: int, long_frames: int, au_fn):
+    def __init__(self, clip_frames: int, long_frames: int):
         if clip_frames <= 0 or long_frames < clip_frames:
             raise ValueError("need 0 < clip_frames <= long_frames")
         self.n, self.m = int(clip_frames), int(long_frames)
         self.before = (self.m - self.n) // 2  # frames of the TPN window before the clip
-        self.au_fn = au_fn
         self.base = 0  # video index of buffer[0]
-        self.buffer: collections.deque = collections.deque()  # (crop, au map, found)
+        self.buffer: collections.deque = collections.deque()  # (crop, landmarks, found)
         self.count = 0  # frames pushed
         self.next_clip = 0
         self.ready: list[StreamClip] = []
@@ -151,7 +157,7 @@ class ClipCutter:
         return len(self.buffer)
 
     def push(self, fc: FrameCrop):
-        self.buffer.append((fc.crop, self.au_fn(fc.landmarks), fc.found))
+        self.buffer.append((fc.crop, np.asarray(fc.landmarks, np.float32), fc.found))
         self.count += 1
         # Clip k is complete when the last frame of its TPN window has arrived.
         while (self.next_clip * self.n - self.before + self.m) <= self.count:
@@ -175,13 +181,10 @@ class ClipCutter:
         first = start - self.before
         window = np.clip(np.arange(first, first + self.m), 0, num_frames - 1)
         w = ClipWindow(k, start, start + self.n, window, start - first)
-
-        def at(indices):
-            return [self.buffer[i - self.base] for i in indices]
-
-        short, long = at(range(start, start + self.n)), at(window)
-        return StreamClip(w, np.stack([s[0] for s in short]), np.stack([s[1] for s in short]),
-                          np.stack([s[0] for s in long]), np.array([s[2] for s in short]))
+        held = [self.buffer[i - self.base] for i in window]
+        short = [self.buffer[i - self.base] for i in range(start, start + self.n)]
+        return StreamClip(w, np.stack([h[0] for h in held]), np.stack([h[1] for h in held]),
+                          np.array([h[2] for h in short]))
 
     def _drop(self):
         keep_from = max(0, self.next_clip * self.n - self.before)
@@ -257,7 +260,7 @@ class FaceTimelines:
             out += self._close(i)
         for i, lm, box in zip(ids, faces, boxes):
             if i not in self.croppers:
-                self.cutters[i] = ClipCutter(self.n, self.m, self.analyzer.au_map)
+                self.cutters[i] = ClipCutter(self.n, self.m)
                 self.croppers[i] = TrackCropper(self.analyzer.crop, self.cutters[i],
                                                 self.analyzer.crop_size, self.bridge)
                 self.tracks[i] = TrackSummary(i, t, t, boxes={} if self.keep_boxes else None)

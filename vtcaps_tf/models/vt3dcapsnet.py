@@ -1,7 +1,9 @@
 """VT3DCapsNet (3D-CapsNet + TPN-ERM, paper Fig 1) and CapsNet3D (3D-CapsNet alone, Fig 2).
 
-Inputs (a dict): `frames` uint8 [B,N,S,S,3], `au_map` float32 [B,N,100,100], `long_frames` uint8
-[B,M,S,S,3] (accepted and ignored without TPN). Pixel scaling happens inside.
+Inputs (a dict, shapes from `vtcaps_tf.data.contract.InputContract`): `frames` uint8 [B,N,S,S,3],
+`landmarks` float32 [B,N,68,2] (x, y in [0, 1] of the crop), `long_frames` uint8 [B,M,S,S,3]
+(accepted and ignored without TPN). Pixel scaling happens inside, and so does the AU attention
+map: `AUMapRender` draws it from the landmarks at `config.au_size`.
 
 3D-CapsNet: backbone (AU attention in stage 1, non-local after stage 4) -> 1x1x1 projection to
 `primary_channels` -> mean over time -> PrimaryCaps -> DigitCaps; probabilities are the capsule
@@ -28,7 +30,9 @@ import tensorflow as tf
 from keras import ops
 
 from vtcaps_tf import losses
+from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.layers.au_attention import area_resize_matrix
+from vtcaps_tf.layers.au_render import AUMapRender
 from vtcaps_tf.layers.capsules import DigitCaps, PrimaryCaps, ReconstructionDecoder, capsule_length, capsule_mask
 from vtcaps_tf.layers.temporal_pyramid import TemporalPyramid
 from vtcaps_tf.models.backbone import build_backbone, stage_channels
@@ -74,6 +78,8 @@ class VT3DCapsNet(keras.Model):
         self.class_names = class_names
 
         c = config
+        self.contract = InputContract.from_config(c)
+        self.au_render = AUMapRender(c.au_size, name="au_render") if c.use_au_attention else None
         self.backbone = build_backbone(c, c.clip_frames, name="backbone")
         top_channels = stage_channels(c.depth, c.width)[3]
         self.projection = None
@@ -116,46 +122,56 @@ class VT3DCapsNet(keras.Model):
     def recon_size(self) -> int:
         return self.config.recon_size or self.config.image_size
 
-    def input_specs(self, batch_size=None, symbolic=False):
-        """The named inputs: `keras.KerasTensor`s (symbolic=True) or `tf.TensorSpec`s."""
-        c = self.config
-        shapes = {
-            "frames": ((batch_size, c.clip_frames, c.image_size, c.image_size, 3), "uint8"),
-            "au_map": ((batch_size, c.clip_frames, c.au_size, c.au_size), "float32"),
-            "long_frames": ((batch_size, c.long_frames, c.image_size, c.image_size, 3), "uint8"),
-        }
+    def input_specs(self, batch_size=None, symbolic=False, with_teacher=True):
+        """The named inputs (`InputContract.shapes`): `keras.KerasTensor`s (symbolic=True) or
+        `tf.TensorSpec`s. with_teacher=False leaves out `long_frames`."""
+        shapes = self.contract.shapes(batch_size, with_teacher)
         if symbolic:
             return {k: keras.KerasTensor(s, dtype=d, name=k) for k, (s, d) in shapes.items()}
-        return {k: tf.TensorSpec(s, d, name=k) for k, (s, d) in shapes.items()}
+        return self.contract.tensor_specs(batch_size, with_teacher)
 
     def build(self, input_shape=None):
         # Layers are built by the symbolic call in __init__; nothing else to create.
         pass
 
     # Forward -----------------------------------------------------------------------------------
-    def _check_inputs(self, inputs):
+    def _check_inputs(self, inputs, with_teacher=True):
         if not isinstance(inputs, dict):
-            raise TypeError("inputs must be a dict with 'frames', 'au_map' (and 'long_frames')")
-        need = ["frames", "au_map"] + (["long_frames"] if self.config.use_tpn else [])
-        missing = [k for k in need if k not in inputs]
+            raise TypeError("inputs must be a dict with 'frames', 'landmarks' (and 'long_frames')")
+        want = self.contract.shapes(with_teacher=with_teacher and self.config.use_tpn)
+        missing = [k for k in want if k not in inputs]
         if missing:
             raise KeyError(f"inputs lack {missing}; got {sorted(inputs)}")
-        c = self.config
-        want = {"frames": (c.clip_frames, c.image_size, c.image_size, 3),
-                "au_map": (c.clip_frames, c.au_size, c.au_size),
-                "long_frames": (c.long_frames, c.image_size, c.image_size, 3)}
-        for key in need:
+        for key, (shape, _) in want.items():
             got = tuple(inputs[key].shape[1:])
-            if got != want[key]:
+            if got != tuple(shape[1:]):
                 raise ValueError(f"input {key!r} has shape [B, {', '.join(map(str, got))}], this "
-                                 f"model ({c.name}) needs [B, {', '.join(map(str, want[key]))}]")
+                                 f"model ({self.config.name}) needs [B, {', '.join(map(str, shape[1:]))}]")
 
     def call(self, inputs, training=None):
         self._check_inputs(inputs)
+        out, aux_source = self._capsnet(inputs, training)
+        if self.config.use_tpn:
+            out.update(self._teacher(inputs, aux_source, training))
+        return out
+
+    def serving_outputs(self, inputs, with_teacher=False):
+        """Inference outputs only: `probabilities` and `capsule_lengths` (3D-CapsNet; the TPN-ERM
+        backbone is not run), plus `tpn_probabilities` when with_teacher (needs `long_frames`)."""
+        with_teacher = with_teacher and self.config.use_tpn
+        self._check_inputs(inputs, with_teacher)
+        out, aux_source = self._capsnet(inputs, False, reconstruct=False)
+        keep = {k: out[k] for k in ("probabilities", "capsule_lengths") if k in out}
+        if with_teacher:
+            keep["tpn_probabilities"] = self._teacher(inputs, aux_source, False)["tpn_probabilities"]
+        return keep
+
+    def _capsnet(self, inputs, training, reconstruct=True):
+        """3D-CapsNet: (outputs, the PrimaryCaps features the auxiliary units read)."""
         c = self.config
         stream = {"video": _scale_pixels(inputs["frames"])}
-        if c.use_au_attention:
-            stream["au_map"] = ops.cast(inputs["au_map"], "float32")
+        if self.au_render is not None:
+            stream["au_map"] = self.au_render(inputs["landmarks"])
         x = self.backbone(stream, training=training)["stage4"]
         if self.projection is not None:
             x = ops.relu(self.projection_bn(self.projection(x), training=training))
@@ -169,24 +185,29 @@ class VT3DCapsNet(keras.Model):
             out["probabilities"] = lengths / ops.sum(lengths, axis=-1, keepdims=True)
             out["capsule_lengths"] = lengths
             out["digit_caps"] = digit
-            out["reconstruction"] = self.decoder([digit, capsule_mask(lengths)])
+            if reconstruct:
+                out["reconstruction"] = self.decoder([digit, capsule_mask(lengths)])
             aux_source = ops.reshape(primary, (-1, primary.shape[1] * primary.shape[2]))
         else:
             logits = ops.cast(self.head(ops.mean(x, axis=(1, 2))), "float32")
             out["probabilities"] = ops.softmax(logits, axis=-1)
             out["logits"] = logits
             aux_source = ops.reshape(x, (-1, x.shape[1] * x.shape[2] * x.shape[3]))
+        return out, aux_source
 
-        if c.use_tpn:
-            levels = self.tpn_backbone({"video": _scale_pixels(inputs["long_frames"])}, training=training)
-            tpn = self.pyramid([levels[f"stage{i}"] for i in c.tpn_levels], training=training)
-            tpn_logits = ops.cast(tpn["logits"], "float32")
-            out["tpn_probabilities"] = ops.softmax(tpn_logits, axis=-1)
-            out["tpn_logits"] = tpn_logits
-            out["tpn_aux_logits"] = ops.stack([ops.cast(a, "float32") for a in tpn["aux_logits"]], axis=1)
-            out["motion_feature"] = ops.cast(tpn["feature"], "float32")
-            out["motion_prediction"] = ops.cast(self.motion_units(aux_source), "float32")
-        return out
+    def _teacher(self, inputs, aux_source, training):
+        """TPN-ERM on the long window, and the auxiliary units' prediction of its feature."""
+        c = self.config
+        levels = self.tpn_backbone({"video": _scale_pixels(inputs["long_frames"])}, training=training)
+        tpn = self.pyramid([levels[f"stage{i}"] for i in c.tpn_levels], training=training)
+        tpn_logits = ops.cast(tpn["logits"], "float32")
+        return {
+            "tpn_probabilities": ops.softmax(tpn_logits, axis=-1),
+            "tpn_logits": tpn_logits,
+            "tpn_aux_logits": ops.stack([ops.cast(a, "float32") for a in tpn["aux_logits"]], axis=1),
+            "motion_feature": ops.cast(tpn["feature"], "float32"),
+            "motion_prediction": ops.cast(self.motion_units(aux_source), "float32"),
+        }
 
     # Loss and metrics ----------------------------------------------------------------------------
     def reconstruction_target(self, frames):

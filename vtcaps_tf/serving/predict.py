@@ -14,6 +14,7 @@ the face is `no_face` and gets no emotion. A photo is a static clip per face.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -61,19 +62,22 @@ def find_videos(paths: list[str]) -> tuple[list[str], list[VideoPrediction]]:
 
 
 class ClipBatcher:
-    """Clips with a face -> the model, `batch` at a time; remembers every clip's outcome per face."""
+    """Clips with a face -> the model, `batch` at a time; remembers every clip's outcome per face.
+
+    A clip goes to the model as its stored window (`StreamClip`: crops, landmarks, offset); the
+    model turns it into inputs by the input contract (`predict_models`)."""
 
     def __init__(self, model, batch: int):
         self.model = model
         self.batch = batch
-        self.waiting: list = []  # (face, ClipPrediction, inputs)
+        self.waiting: list = []  # (ClipPrediction, window)
         self.clips: dict[int, list[ClipPrediction]] = {}
         self.classes: list[str] | None = None
 
-    def add(self, face: int, clip: ClipPrediction, inputs: dict | None):
+    def add(self, face: int, clip: ClipPrediction, window=None):
         self.clips.setdefault(face, []).append(clip)
-        if inputs is not None:
-            self.waiting.append((clip, inputs))
+        if window is not None:
+            self.waiting.append((clip, window))
             if len(self.waiting) >= self.batch:
                 self.flush()
 
@@ -81,7 +85,7 @@ class ClipBatcher:
         if not self.waiting:
             return
         part, self.waiting = self.waiting, []
-        outputs = self.model.predict({k: np.stack([inp[k] for _, inp in part]) for k in part[0][1]})
+        outputs = self.model.predict_windows([w for _, w in part])
         for (clip, _), p in zip(part, np.asarray(outputs["probabilities"], np.float64)):
             clip.probabilities = p
         if self.classes is None and "classes" in outputs:
@@ -121,7 +125,7 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
             start, end = (tc.first_frame + w.start) / stream.fps, (tc.first_frame + w.stop) / stream.fps
             ok = tc.clip.has_face
             batcher.add(tc.face, ClipPrediction(w.index, float(start), float(end), OK if ok else NO_FACE),
-                        tc.clip.inputs() if ok else None)
+                        tc.clip if ok else None)
 
     try:
         for t, frame in enumerate(stream.frames):
@@ -152,6 +156,15 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
     return results
 
 
+@dataclasses.dataclass
+class StillWindow:
+    """A photo's face as a clip's stored window: its crop and landmarks repeated M times."""
+
+    crops: np.ndarray  # uint8 [M, S, S, 3]
+    landmarks: np.ndarray  # float32 [M, 68, 2]
+    offset: int
+
+
 def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int = 4,
                   faces: str = "all") -> list[VideoPrediction]:
     """A still image: every face (left to right; the largest only with faces="largest") shown to
@@ -169,11 +182,10 @@ def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int
     batcher = ClipBatcher(model, _batch_size(model, batch_size))
     for face, k in enumerate(order):
         crop, lm01 = analyzer.crop(image, found[k])
-        au = analyzer.au_map(lm01).astype(np.float32)
-        inputs = {"frames": np.repeat(crop[None], s.clip_frames, axis=0),
-                  "au_map": np.repeat(au[None], s.clip_frames, axis=0),
-                  "long_frames": np.repeat(crop[None], s.long_frames, axis=0)}
-        batcher.add(face, ClipPrediction(0, 0.0, 0.0, OK), inputs)
+        window = StillWindow(np.repeat(crop[None], s.long_frames, axis=0),
+                             np.repeat(np.asarray(lm01, np.float32)[None], s.long_frames, axis=0),
+                             s.before)
+        batcher.add(face, ClipPrediction(0, 0.0, 0.0, OK), window)
     batcher.flush()
     return [VideoPrediction(path, face, batcher.classes, batcher.clips[face], num_frames=1,
                             box=[float(v) for v in boxes[k]], single_frame=True)

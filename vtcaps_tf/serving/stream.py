@@ -92,7 +92,7 @@ class FrameReader(threading.Thread):
 
 @dataclasses.dataclass
 class _FaceWindow:
-    """One face's last M crops (crop, AU map, detected) and when it was last asked about."""
+    """One face's last M crops (crop, landmarks, detected, frame) and when it was last asked about."""
 
     frames: collections.deque
     landmarks: np.ndarray | None = None  # pixels, of the last detection
@@ -102,9 +102,18 @@ class _FaceWindow:
     last: dict | None = None  # the last prediction
 
 
+@dataclasses.dataclass
+class LiveWindow:
+    """A face's newest M crops and their landmarks; the short clip starts at `offset`."""
+
+    crops: np.ndarray  # uint8 [M, S, S, 3]
+    landmarks: np.ndarray  # float32 [M, 68, 2] in [0, 1] of the crop
+    offset: int
+
+
 class LiveFaces:
-    """Frames (possibly with gaps where frames were dropped) -> per face, the model inputs of its
-    newest full window every `every` frames."""
+    """Frames (possibly with gaps where frames were dropped) -> per face, its newest full window
+    (a `LiveWindow`, which the model turns into inputs by the input contract) every `every` frames."""
 
     def __init__(self, analyzer, fps: float, clip_frames: int, long_frames: int, every: int,
                  faces: str = "all"):
@@ -118,8 +127,8 @@ class LiveFaces:
         self.windows: dict[int, _FaceWindow] = {}
         analyzer.reset()
 
-    def push(self, t: int, frame: np.ndarray) -> list[tuple[int, dict[str, np.ndarray], bool, int]]:
-        """One frame -> [(face, model inputs, has_face, the window's first frame)] of the windows
+    def push(self, t: int, frame: np.ndarray) -> list[tuple[int, LiveWindow, bool, int]]:
+        """One frame -> [(face, window, has_face, the window's first frame)] of the windows
         due at this frame (with frames dropped, a window spans more than M source frames)."""
         found = self.analyzer.detect_faces(frame)
         boxes = [landmark_box(lm) for lm in found]
@@ -139,15 +148,14 @@ class LiveFaces:
             # Live: no waiting for the next detection; a frame without the face is cropped where
             # it was last seen (counted as not detected).
             crop, lm01 = self.analyzer.crop(frame, w.landmarks)
-            w.frames.append((crop, self.analyzer.au_map(lm01).astype(np.float32), i in seen, t))
+            w.frames.append((crop, np.asarray(lm01, np.float32), i in seen, t))
             w.since_prediction += 1
             if len(w.frames) == self.m and w.since_prediction >= self.every:
                 w.since_prediction = 0
                 window = list(w.frames)
                 short = window[self.before:self.before + self.n]
-                inputs = {"frames": np.stack([c for c, _, _, _ in short]),
-                          "au_map": np.stack([a for _, a, _, _ in short]),
-                          "long_frames": np.stack([c for c, _, _, _ in window])}
+                inputs = LiveWindow(np.stack([c for c, _, _, _ in window]),
+                                    np.stack([lm for _, lm, _, _ in window]), self.before)
                 due.append((i, inputs, np.mean([f for _, _, f, _ in short]) >= MIN_FACE_FRACTION,
                             window[0][3]))
         return due
@@ -247,7 +255,7 @@ def cli_main(argv=None) -> int:
             asked = [(i, inp) for i, inp, ok, _ in due if ok]
             probs = {}
             if asked:
-                outputs = model.predict({k: np.stack([inp[k] for _, inp in asked]) for k in asked[0][1]})
+                outputs = model.predict_windows([inp for _, inp in asked])
                 if classes is None:
                     classes = ([c.decode() if isinstance(c, bytes) else str(c)
                                 for c in np.asarray(outputs["classes"])[0]] if "classes" in outputs

@@ -1,0 +1,81 @@
+"""The EAC-Net AU attention map drawn inside the model from each frame's 68 landmarks.
+
+`AUMapRender(size)`: landmarks [B, N, 68, 2] (x, y in [0, 1] of the face crop) -> AU maps
+[B, N, size, size] in [0, 1], equal to `vtcaps_tf.face.au.au_attention_map(landmarks * size,
+size)` frame by frame: the 20 AU centres of the EAC-Net table (`face.au`), each rounded to the
+nearest pixel (half to even, like np.rint) and clipped into the grid, a 15x15 square of
+max(0, 1 - 0.095 * manhattan distance) around each, overlapping squares taking the maximum.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from vtcaps_tf.face import au as au_lib
+
+NUM_LANDMARKS = 68
+
+
+def _table():
+    """(landmark index [20], dy in units of r [20]) of the AU centres, in `au_centres`' order."""
+    idx, dy = [], []
+    for _, a, b in au_lib._AU_TABLE:
+        for i, d in (a, b):
+            idx.append(i)
+            dy.append(d)
+    return np.array(idx, np.int32), np.array(dy, np.float64)
+
+
+@keras.saving.register_keras_serializable(package="vtcaps")
+class AUMapRender(keras.layers.Layer):
+    """`landmarks [B,N,68,2] in [0,1] -> AU attention maps [B,N,size,size]` (float32 always)."""
+
+    def __init__(self, size: int = au_lib.AU_MAP_SIZE, **kwargs):
+        # The map's values are exact (the numpy reference's) whatever the mixed-precision policy.
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if int(size) < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        self.size = int(size)
+        self._idx, self._dy = _table()
+        d = np.arange(2 * au_lib.HALF_WIDTH + 1)
+        # The kernel's weights by manhattan distance, computed as the reference computes them
+        # (float64, then float32), so that the maps agree bit for bit.
+        self._weights = np.maximum(0.0, 1.0 - au_lib.SLOPE * d).astype(np.float32)
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or tuple(input_shape[-2:]) != (NUM_LANDMARKS, 2):
+            raise ValueError(f"AUMapRender takes landmarks [..., 68, 2], got {tuple(input_shape)}")
+
+    def call(self, landmarks):
+        size, k = self.size, au_lib.HALF_WIDTH
+        lm = ops.cast(landmarks, "float32") * float(size)  # the map's pixel units
+        x, y = lm[..., 0], lm[..., 1]
+        r = ops.abs(x[..., 39] - x[..., 42])  # inner eye corners' distance along x
+        idx = ops.convert_to_tensor(self._idx)
+        cx = ops.take(x, idx, axis=-1)  # [..., 20]
+        # y + dy * r in float64 and rounded once to float32, as numpy evaluates the reference.
+        cy = ops.cast(ops.cast(ops.take(y, idx, axis=-1), "float64")
+                      + ops.convert_to_tensor(self._dy) * ops.cast(r, "float64")[..., None], "float32")
+        cx = ops.cast(ops.clip(ops.round(cx), 0, size - 1), "int32")
+        cy = ops.cast(ops.clip(ops.round(cy), 0, size - 1), "int32")
+        grid = ops.arange(size, dtype="int32")
+        dx = ops.abs(grid - cx[..., None])  # [..., 20, size]
+        dy = ops.abs(grid - cy[..., None])
+        weights = ops.convert_to_tensor(self._weights)
+        out = None
+        for c in range(len(self._idx)):  # a running maximum: no [..., 20, size, size] tensor
+            ax, ay = dx[..., c, :], dy[..., c, :]
+            dist = ay[..., :, None] + ax[..., None, :]  # [..., size(y), size(x)]
+            inside = ops.logical_and((ay <= k)[..., :, None], (ax <= k)[..., None, :])
+            w = ops.where(inside, ops.take(weights, ops.minimum(dist, 2 * k)), 0.0)
+            out = w if out is None else ops.maximum(out, w)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-2]) + (self.size, self.size)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
