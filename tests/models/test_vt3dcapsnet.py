@@ -95,12 +95,14 @@ def test_reconstruction_target_is_the_resized_middle_frame(tiny_caps):
 
 
 def _check_au_map_use(model, use_au):
+    # The AU map is drawn from the landmarks: moving them changes the output iff attention is on.
     x = random_inputs(model.config, 2, seed=4)
-    x2 = dict(x, au_map=np.zeros_like(x["au_map"]))
+    x2 = dict(x, landmarks=np.zeros_like(x["landmarks"]))
     a, b = (np.array(model(v, training=False)["capsule_lengths"]) for v in (x, x2))
     assert (np.abs(a - b).max() > 1e-6) == use_au
     names = [type(layer).__name__ for layer in model.backbone.layers]
     assert ("AUAttention" in names) == use_au
+    assert (model.au_render is not None) == use_au
 
 
 def test_au_map_reaches_the_output(tiny_caps):
@@ -173,7 +175,56 @@ def test_build_model_arguments():
 
 def test_bad_inputs_are_rejected(tiny):
     x = random_inputs(tiny.config, 1)
-    with pytest.raises(KeyError, match="au_map"):
+    with pytest.raises(KeyError, match="landmarks"):
         tiny({"frames": x["frames"], "long_frames": x["long_frames"]})
+    with pytest.raises(ValueError, match="landmarks"):
+        tiny(dict(x, landmarks=x["landmarks"][:, :, :5]))
     with pytest.raises(ValueError, match="frames"):
         tiny(dict(x, frames=x["frames"][:, :4]))
+
+
+def test_the_rendered_au_map_is_the_numpy_map_of_the_landmarks(tiny_caps):
+    from vtcaps_tf.face.au import au_attention_map
+
+    lm = random_inputs(tiny_caps.config, 1, seed=8)["landmarks"]
+    size = tiny_caps.config.au_size
+    got = np.array(tiny_caps.au_render(lm))[0]
+    np.testing.assert_array_equal(got, np.stack([au_attention_map(x * size, size) for x in lm[0]]))
+
+
+def test_serving_outputs_skip_the_teacher_and_match_the_full_model(tiny):
+    x = random_inputs(tiny.config, 2, seed=9)
+    full = tiny(x, training=False)
+    student = tiny.serving_outputs({k: x[k] for k in ("frames", "landmarks")})  # no long_frames
+    assert sorted(student) == ["capsule_lengths", "probabilities"]
+    for key in student:
+        np.testing.assert_allclose(np.array(student[key]), np.array(full[key]), atol=1e-6)
+    teacher = tiny.serving_outputs(x, with_teacher=True)
+    np.testing.assert_allclose(np.array(teacher["tpn_probabilities"]), np.array(full["tpn_probabilities"]),
+                               atol=1e-6)
+    with pytest.raises(KeyError, match="long_frames"):
+        tiny.serving_outputs({k: x[k] for k in ("frames", "landmarks")}, with_teacher=True)
+
+
+@pytest.mark.slow
+def test_au_size_48_trains_a_step_and_exports(tmp_path):
+    import tensorflow as tf
+
+    from vtcaps_tf.export import export_model
+    from vtcaps_tf.face.au import au_attention_map
+
+    model = build_model("tiny", class_names=["a", "b", "c"], au_size=48)
+    assert model.au_render.size == 48
+    x = random_inputs(model.config, 2, seed=10)
+    np.testing.assert_array_equal(np.array(model.au_render(x["landmarks"]))[0, 0],
+                                  au_attention_map(x["landmarks"][0, 0] * 48, 48))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before = [np.array(v) for v in model.trainable_variables]
+    logs = model.train_on_batch(x, np.array([0, 2]), return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(np.abs(np.array(v) - b).max() > 0 for v, b in zip(model.trainable_variables, before))
+    path = export_model(model, str(tmp_path / "export"))
+    sig = tf.saved_model.load(path).signatures["serving_default"]
+    got = sig(frames=tf.constant(x["frames"]), landmarks=tf.constant(x["landmarks"]))
+    np.testing.assert_allclose(got["probabilities"].numpy(),
+                               np.array(model(x, training=False)["probabilities"]), atol=1e-5)
