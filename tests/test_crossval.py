@@ -90,7 +90,7 @@ def write_fold_dataset(root: str) -> dict:
         w.close()
     meta = {"schema_version": features.SCHEMA_VERSION,
             "classes": [f"class_{k}" for k in range(NUM_CLASSES)], "clip_frames": 8,
-            "long_frames": 16, "image_size": 32, "au_size": features.AU_MAP_SIZE,
+            "long_frames": 16, "image_size": 32,
             "source": "synthetic", "counts": counts, "seed": 1, "folds": K,
             "splits": [features.fold_split(k) for k in range(K)], "fold_of_subject": fold_of}
     with open(os.path.join(root, features.METADATA_FILE), "w") as f:

@@ -1,5 +1,6 @@
 """Export of the `tiny` model: versions, atomic write, both signatures loaded with
-tf.saved_model.load and compared with the in-memory model, saved_model_cli listing."""
+tf.saved_model.load and compared with the in-memory model (the default export serves 3D-CapsNet
+only; --with-teacher adds TPN-ERM), saved_model_cli listing."""
 
 import os
 import shutil
@@ -11,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from tests.data.fixtures import synthetic_clip
+from tests.models.helpers import random_inputs
 from vtcaps_tf import export
-from vtcaps_tf.data import features
 
 CLASSES = ["anger", "happy", "sad"]
 
@@ -23,19 +24,15 @@ def model(tiny_export):
     return tiny_export.model
 
 
-def _inputs(cfg, batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    n, m, s = cfg.clip_frames, cfg.long_frames, cfg.image_size
-    return {
-        "frames": rng.integers(0, 256, (batch, n, s, s, 3), dtype=np.uint8),
-        "au_map": rng.random((batch, n, 100, 100), dtype=np.float32),
-        "long_frames": rng.integers(0, 256, (batch, m, s, s, 3), dtype=np.uint8),
-    }
-
-
 @pytest.fixture(scope="module")
 def exported(tiny_export):
     return tiny_export.base, tiny_export.path
+
+
+def _examples(cfg, count=3):
+    rng = np.random.default_rng(1)
+    clips = [synthetic_clip(k, 3, cfg.long_frames, cfg.clip_frames, cfg.image_size, rng) for k in range(count)]
+    return [c.to_example().SerializeToString() for c in clips]
 
 
 @pytest.mark.slow
@@ -45,26 +42,45 @@ def test_both_signatures_match_the_in_memory_model(model, exported):
     assert set(loaded.signatures) == {"serving_default", "serve_examples"}
     cfg = model.config
 
-    inputs = _inputs(cfg)
-    want = model(inputs, training=False)
-    got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
+    # The default export serves what predicts: no long_frames input, no TPN output.
+    inputs = random_inputs(cfg, 2, with_teacher=False)
+    sig = loaded.signatures["serving_default"]
+    assert set(sig.structured_input_signature[1]) == {"frames", "landmarks"}
+    want = model(random_inputs(cfg, 2), training=False)  # the full model (TPN-ERM run too)
+    got = sig(**{k: tf.constant(v) for k, v in inputs.items()})
+    assert set(got) == {"probabilities", "capsule_lengths", "classes"}
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
     np.testing.assert_allclose(got["capsule_lengths"], want["capsule_lengths"], atol=1e-5)
-    np.testing.assert_allclose(got["tpn_probabilities"], want["tpn_probabilities"], atol=1e-5)
     assert got["classes"].numpy().tolist() == [[c.encode() for c in CLASSES]] * 2
 
-    # serve_examples: serialized SequenceExamples as the Beam job writes them.
-    rng = np.random.default_rng(1)
-    clips = [synthetic_clip(k, 3, cfg.long_frames, cfg.clip_frames, cfg.image_size, rng) for k in range(3)]
-    serialized = [c.to_example().SerializeToString() for c in clips]
-    decoded = [features.decode_clip(*features.parse_example(s), cfg.clip_frames, cfg.long_frames,
-                                    cfg.image_size) for s in serialized]
+    # serve_examples: serialized SequenceExamples (schema 2) as the Beam job writes them, decoded
+    # by the model's input contract exactly as training reads them.
+    serialized = _examples(cfg)
+    decoded = [model.contract.parse_example(tf.constant(s))[0] for s in serialized]
     batch = {k: tf.stack([d[k] for d in decoded]) for k in decoded[0]}
     want = model(batch, training=False)
     got = loaded.signatures["serve_examples"](examples=tf.constant(serialized))
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
+    assert "tpn_probabilities" not in got and got["classes"].shape == (3, 3)
+
+
+@pytest.mark.slow
+def test_with_teacher_export_adds_long_frames_and_tpn_probabilities(model, tmp_path):
+    path = export.export_model(model, str(tmp_path / "teacher"), with_teacher=True)
+    loaded = tf.saved_model.load(path)
+    cfg = model.config
+    inputs = random_inputs(cfg, 2, seed=3)
+    sig = loaded.signatures["serving_default"]
+    assert set(sig.structured_input_signature[1]) == {"frames", "landmarks", "long_frames"}
+    want = model(inputs, training=False)
+    got = sig(**{k: tf.constant(v) for k, v in inputs.items()})
+    for key in ("probabilities", "capsule_lengths", "tpn_probabilities"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+    serialized = _examples(cfg, 2)
+    decoded = [model.contract.parse_example(tf.constant(s))[0] for s in serialized]
+    want = model({k: tf.stack([d[k] for d in decoded]) for k in decoded[0]}, training=False)
+    got = loaded.signatures["serve_examples"](examples=tf.constant(serialized))
     np.testing.assert_allclose(got["tpn_probabilities"], want["tpn_probabilities"], atol=1e-5)
-    assert got["classes"].shape == (3, 3)
 
 
 @pytest.mark.slow
@@ -76,9 +92,9 @@ def test_saved_model_cli_lists_both_signatures(exported):
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "signature_def['serving_default']" in text and "signature_def['serve_examples']" in text
-    for name in ("frames", "au_map", "long_frames", "examples", "probabilities", "capsule_lengths",
-                 "classes", "tpn_probabilities"):
+    for name in ("frames", "landmarks", "examples", "probabilities", "capsule_lengths", "classes"):
         assert f"['{name}']" in text, name
+    assert "['long_frames']" not in text and "['tpn_probabilities']" not in text
 
 
 @pytest.mark.slow
@@ -116,6 +132,11 @@ def test_export_cli(model, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == os.path.join(os.path.abspath(base), "7")
     assert export.cli_main(["--model", model_path, "--base-path", base, "--version", "7"]) == 1
     assert "never overwritten" in capsys.readouterr().err
+    assert export.cli_main(["--model", model_path, "--base-path", base, "--with-teacher"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path.endswith("8")
+    sig = tf.saved_model.load(path).signatures["serving_default"]
+    assert "tpn_probabilities" in sig.structured_outputs
 
 
 def test_export_cli_missing_model(tmp_path, capsys):

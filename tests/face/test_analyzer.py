@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.face import fixtures as fx
-from vtcaps_tf.face import FaceAnalyzer, NoFaceError, au_attention_map, nearest_found
+from vtcaps_tf.face import FaceAnalyzer, NoFaceError, nearest_found
 
 
 def test_nearest_found_hand_worked():
@@ -30,7 +30,7 @@ def test_track_of_a_moving_face(analyzer):
     assert track.found.tolist() == [True, True, True, False, True, True]
     assert track.num_missing == 1
     assert track.crops.shape == (6, 48, 48, 3) and track.crops.dtype == np.uint8
-    assert track.landmarks.shape == (6, 68, 2) and track.au_maps.shape == (6, 100, 100)
+    assert track.landmarks.shape == (6, 68, 2)
     assert np.all((track.landmarks > 0) & (track.landmarks < 1))
     # Eyes level in every aligned crop.
     eyes_y = track.landmarks[:, 36:42, 1].mean(1) - track.landmarks[:, 42:48, 1].mean(1)
@@ -39,9 +39,6 @@ def test_track_of_a_moving_face(analyzer):
     # tie) but keeps its own pixels (grey).
     np.testing.assert_allclose(track.landmarks[3], track.landmarks[2], atol=1e-6)
     assert np.all(track.crops[3] == 128)
-    # AU maps are drawn from the crop landmarks scaled to the 100x100 grid.
-    for t in (0, 5):
-        np.testing.assert_allclose(track.au_maps[t], au_attention_map(track.landmarks[t] * 100), atol=0)
 
 
 def test_given_landmarks_skip_detection(analyzer):

@@ -7,6 +7,7 @@ import pytest
 
 from tests.face import fixtures as fx
 from vtcaps_tf.data.clips import clip_windows
+from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.face import VideoReadError
 from vtcaps_tf.face.streaming import ClipCutter, FrameCrop, TrackCropper
 from vtcaps_tf.face.tracking import FaceTracker, box_iou
@@ -21,7 +22,7 @@ def _frame_crop(t):
 @pytest.mark.parametrize("num_frames, n, m", [(10, 4, 8), (35, 4, 8), (8, 4, 4), (3, 4, 8), (40, 5, 16),
                                               (17, 16, 32), (64, 16, 32)])
 def test_clip_cutter_gives_clip_windows(num_frames, n, m):
-    cutter = ClipCutter(n, m, au_fn=lambda lm: lm[:1, :1] * np.ones((3, 3), np.float32))
+    cutter = ClipCutter(n, m)
     got, held = [], 0
     for t in range(num_frames):
         cutter.push(_frame_crop(t))
@@ -34,9 +35,12 @@ def test_clip_cutter_gives_clip_windows(num_frames, n, m):
     for c, w in zip(got, want):
         assert (c.window.start, c.window.stop, c.window.offset) == (w.start, w.stop, w.offset)
         np.testing.assert_array_equal(c.window.window, w.window)
-        np.testing.assert_array_equal(c.long_frames[:, 0, 0, 0], w.window % 256)
-        np.testing.assert_array_equal(c.frames[:, 0, 0, 0], np.arange(w.start, w.stop) % 256)
-        np.testing.assert_array_equal(c.au_map[:, 0, 0], np.arange(w.start, w.stop))
+        np.testing.assert_array_equal(c.crops[:, 0, 0, 0], w.window % 256)
+        np.testing.assert_array_equal(c.landmarks[:, 0, 0], w.window)
+        inputs = c.inputs(InputContract(n, m, 2))
+        np.testing.assert_array_equal(inputs["long_frames"][:, 0, 0, 0], w.window % 256)
+        np.testing.assert_array_equal(inputs["frames"][:, 0, 0, 0], np.arange(w.start, w.stop) % 256)
+        np.testing.assert_array_equal(inputs["landmarks"][:, 0, 0], np.arange(w.start, w.stop))
         np.testing.assert_array_equal(c.found, np.arange(w.start, w.stop) % 3 != 0)
     assert held <= m + n  # never the whole video
 

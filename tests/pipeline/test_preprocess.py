@@ -15,6 +15,7 @@ from apache_beam.testing import test_pipeline
 from pipeline import preprocess
 from tests.face import fixtures as fx
 from vtcaps_tf.data import dataset, features
+from vtcaps_tf.data.contract import InputContract
 
 N, M, S = 4, 8, 32
 ARGS = ["--clip-frames", str(N), "--long-frames", str(M), "--image-size", str(S), "--no-progress"]
@@ -73,17 +74,18 @@ def test_outputs_read_back_through_vtcaps_data(folder_job):
     meta = features.read_metadata(out)
     assert meta["classes"] == ["angry", "happy", "sad"]
     assert (meta["clip_frames"], meta["long_frames"], meta["image_size"]) == (N, M, S)
-    for key in ("schema_version", "au_size", "source", "counts", "seed", "split_ratios"):
+    for key in ("schema_version", "source", "counts", "seed", "split_ratios"):
         assert key in meta
+    assert meta["schema_version"] == 2 and "au_size" not in meta  # the model draws its AU maps
     assert sum(meta["counts"].values()) == 16 and meta["counts"]["train"] > 0
-    ds = dataset.read_split(out, "train", N, M, S)
+    ds = dataset.read_split(out, "train", InputContract(N, M, S))
     n = 0
     for inputs, label in ds:
         n += 1
         assert inputs["frames"].shape == (N, S, S, 3) and inputs["frames"].dtype == tf.uint8
         assert inputs["long_frames"].shape == (M, S, S, 3)
-        assert inputs["au_map"].shape == (N, 100, 100)
-        assert 0.0 <= float(tf.reduce_min(inputs["au_map"])) and float(tf.reduce_max(inputs["au_map"])) == 1.0
+        assert inputs["landmarks"].shape == (N, 68, 2)
+        assert 0.0 <= float(tf.reduce_min(inputs["landmarks"])) and float(tf.reduce_max(inputs["landmarks"])) <= 1.0
         assert int(label) in (1, 2)
     assert n == meta["counts"]["train"]
     assert os.path.exists(os.path.join(out, "stats.json"))
@@ -221,7 +223,7 @@ def _clip(frames, label=0, name="a", subject="s1"):
     return features.Clip(video_id="v", subject_id=subject, label=label, label_name=name, clip_index=0,
                          clip_frames=N, clip_offset=0, fps=10.0, source="folder",
                          frames_jpeg=[features.encode_jpeg(rgb)] * frames,
-                         landmarks=np.full((frames, 68, 2), 0.5), au_maps=np.zeros((frames, 100, 100)),
+                         landmarks=np.full((frames, 68, 2), 0.5),
                          image_size=S).to_example()
 
 

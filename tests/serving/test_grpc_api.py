@@ -84,7 +84,7 @@ def _wrong_shape():
 
 def _missing():
     x = toy_model.random_inputs(1)
-    del x["au_map"]
+    del x["landmarks"]
     return _request(x)
 
 

@@ -62,7 +62,7 @@ def _expected_clip_probabilities(video_path):
     short = [range(0, 4), range(4, 8)]
     long = [[0, 0, 0, 1, 2, 3, 4, 5], list(range(2, 10))]
     inputs = {"frames": np.stack([track.crops[list(s)] for s in short]),
-              "au_map": np.stack([track.au_maps[list(s)] for s in short]),
+              "landmarks": np.stack([track.landmarks[list(s)] for s in short]),
               "long_frames": np.stack([track.crops[w] for w in long])}
     return toy_model.reference(inputs)["probabilities"]
 
@@ -86,6 +86,8 @@ def test_in_process_json_matches_independent_computation(videos, toy_base_path, 
 
 
 def test_rest_gives_the_in_process_numbers(videos, toy_base_path, toy_server, capsys):
+    # Over REST each clip travels as a schema-2 record (JPEG crops, as the training data holds
+    # them) to serve_examples: the numbers agree up to the JPEG round trip.
     video = str(videos / "mixed" / "face.avi")
     rc, local, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
     assert rc == 0, err
@@ -96,7 +98,7 @@ def test_rest_gives_the_in_process_numbers(videos, toy_base_path, toy_server, ca
     assert a["emotion"] == b["emotion"]
     for ca, cb in zip(a["clips"], b["clips"]):
         for k in toy_model.CLASSES:
-            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=1e-5)
+            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=2e-3)
 
 
 def test_folder_with_a_faceless_video_csv_and_plot(videos, toy_base_path, tmp_path, capsys):

@@ -119,9 +119,8 @@ def test_photo_with_two_faces(face, toy_base_path, tmp_path, capsys):
         faces = sorted(analyzer.detect_faces(image), key=lambda lm: lm[:, 0].min())
         for r, lm in zip(results, faces):
             crop, lm01 = analyzer.crop(image, lm)
-            au = analyzer.au_map(lm01)
             inputs = {"frames": np.repeat(crop[None, None], toy_model.N, 1),
-                      "au_map": np.repeat(au[None, None], toy_model.N, 1).astype(np.float32),
+                      "landmarks": np.repeat(lm01[None, None], toy_model.N, 1).astype(np.float32),
                       "long_frames": np.repeat(crop[None, None], toy_model.M, 1)}
             want = toy_model.reference(inputs)["probabilities"][0]
             np.testing.assert_allclose([r["probabilities"][k] for k in toy_model.CLASSES], want, atol=1e-5)

@@ -1,6 +1,7 @@
-"""End to end with the real `tiny` VT-3DCapsNet exported by `export_model`: REST (plain HTTP) and gRPC
-(TF Serving's PredictionServiceStub) give the Keras model's own outputs to 1e-5, `serve_examples`
-takes the Beam job's SequenceExamples, and `vtcaps predict` runs against it.
+"""End to end with the real `tiny` VT-3DCapsNet exported by `export_model` (the default,
+teacher-free export): REST (plain HTTP) and gRPC (TF Serving's PredictionServiceStub) give the
+full Keras model's own capsule outputs to 1e-5, `serve_examples` takes the Beam job's
+SequenceExamples, and `vtcaps predict` runs against it (its clips sent as records, base64).
 
 Building and exporting the model takes about a minute on 2 cores, hence `slow`."""
 
@@ -18,7 +19,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 pytestmark = pytest.mark.slow
 
 CLASSES = ["anger", "happy", "sad"]
-OUTPUTS = ("probabilities", "capsule_lengths", "tpn_probabilities")
+OUTPUTS = ("probabilities", "capsule_lengths")  # the default export serves no TPN head
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +39,18 @@ def server(tiny):
 
 
 def _inputs(model, batch, seed=0):
-    cfg = model.config
-    rng = np.random.default_rng(seed)
-    s = cfg.image_size
-    return {"frames": rng.integers(0, 256, (batch, cfg.clip_frames, s, s, 3), dtype=np.uint8),
-            "au_map": rng.random((batch, cfg.clip_frames, 100, 100), dtype=np.float32),
-            "long_frames": rng.integers(0, 256, (batch, cfg.long_frames, s, s, 3), dtype=np.uint8)}
+    """The served inputs (no long_frames)."""
+    from tests.models.helpers import random_inputs
+
+    return random_inputs(model.config, batch, seed, with_teacher=False)
 
 
 def _keras(model, inputs):
-    out = model(inputs, training=False)
+    """The full model (teacher included, on an arbitrary long window): its capsule outputs."""
+    from tests.models.helpers import random_inputs
+
+    full = dict(inputs, long_frames=random_inputs(model.config, len(inputs["frames"]), 99)["long_frames"])
+    out = model(full, training=False)
     return {k: np.asarray(out[k]) for k in OUTPUTS}
 
 
@@ -58,8 +61,7 @@ def test_metadata_has_the_model_shapes(tiny, server):
     inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
     dims = {k: [int(d["size"]) for d in v["tensor_shape"]["dim"]] for k, v in inputs.items()}
     s = cfg.image_size
-    assert dims == {"frames": [-1, cfg.clip_frames, s, s, 3], "au_map": [-1, cfg.clip_frames, 100, 100],
-                    "long_frames": [-1, cfg.long_frames, s, s, 3]}
+    assert dims == {"frames": [-1, cfg.clip_frames, s, s, 3], "landmarks": [-1, cfg.clip_frames, 68, 2]}
 
 
 def test_rest_equals_keras_model(tiny, server):
@@ -101,15 +103,14 @@ def test_serve_examples_takes_beam_sequence_examples(tiny, server):
         video_id="v", subject_id="s", label=1, label_name="happy", clip_index=0,
         clip_frames=cfg.clip_frames, clip_offset=(m - cfg.clip_frames) // 2, fps=30.0, source="test",
         frames_jpeg=[features.encode_jpeg(rng.integers(0, 256, (s, s, 3), dtype=np.uint8)) for _ in range(m)],
-        landmarks=rng.random((m, 68, 2)), au_maps=rng.random((m, 100, 100)), image_size=s)
+        landmarks=rng.random((m, 68, 2)), image_size=s)
     serialized = clip.to_example().SerializeToString()
     r = requests.post(f"{server.rest_url}/v1/models/vtcaps:predict", json={
         "signature_name": "serve_examples",
         "instances": [{"b64": base64.b64encode(serialized).decode()}]})
     assert r.status_code == 200, r.text
     (row,) = r.json()["predictions"]
-    context, sequence = features.parse_example(tf.constant(serialized))
-    decoded = features.decode_clip(context, sequence, cfg.clip_frames, m, s)
+    decoded, _ = model.contract.parse_example(tf.constant(serialized))
     expected = _keras(model, {k: v[None].numpy() for k, v in decoded.items()})
     np.testing.assert_allclose(row["probabilities"], expected["probabilities"][0], atol=1e-5, rtol=0)
 
@@ -137,6 +138,8 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys):
     assert rc == 0
     (a,), (b,) = remote, local
     assert a["num_clips"] == 2 and set(a["probabilities"]) == set(CLASSES)
+    # Over REST the crops travel as JPEG (serve_examples), in process as pixels: equal up to the
+    # JPEG round trip.
     for ca, cb in zip(a["clips"], b["clips"]):
         for k in CLASSES:
-            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=1e-5)
+            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=2e-3)

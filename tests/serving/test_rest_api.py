@@ -84,15 +84,21 @@ def test_b64_inputs_and_bytes_outputs(toy_server):
 
 
 def test_serve_examples_takes_b64_strings(toy_server):
-    examples = [b"x" * 10, b"\xff" * 250]
+    # Two schema-2 records (JPEG crops + landmarks) as base64 strings in TF Serving's JSON.
+    rng = np.random.default_rng(6)
+    contract = toy_model.CONTRACT
+    windows = [(rng.integers(0, 256, (toy_model.M, toy_model.S, toy_model.S, 3), dtype=np.uint8),
+                rng.random((toy_model.M, 68, 2), dtype=np.float32)) for _ in range(2)]
+    examples = [contract.example(c, lm, contract.before) for c, lm in windows]
     r = requests.post(_url(toy_server, ":predict"), json={
         "signature_name": "serve_examples",
         "inputs": {"examples": [{"b64": base64.b64encode(e).decode()} for e in examples]}})
     assert r.status_code == 200, r.text
-    # The toy signature feeds len(example)/100 to its head: lengths 10 and 250 must give different rows.
     probs = np.array(r.json()["outputs"]["probabilities"])
-    assert probs.shape == (2, toy_model.C)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    # The numpy head on the records' own decoded inputs.
+    decoded = [contract.parse_example(e)[0] for e in examples]
+    want = toy_model.reference({k: np.stack([d[k].numpy() for d in decoded]) for k in decoded[0]})
+    np.testing.assert_allclose(probs, want["probabilities"], atol=1e-5)
     assert not np.allclose(probs[0], probs[1])
 
 
@@ -122,7 +128,7 @@ def _wrong_dtype():
 
 def _strings_for_numbers():
     body = _columnar(toy_model.random_inputs(1))
-    body["inputs"]["au_map"] = "not a tensor"
+    body["inputs"]["landmarks"] = "not a tensor"
     return body
 
 
@@ -142,7 +148,7 @@ def _ragged():
 
 def _missing_input():
     body = _columnar(toy_model.random_inputs(1))
-    del body["inputs"]["au_map"]
+    del body["inputs"]["landmarks"]
     return body
 
 

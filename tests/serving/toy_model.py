@@ -1,8 +1,9 @@
 """A small SavedModel with the exported model's signatures (DESIGN.md section 10), for server tests.
 
-`serving_default(frames uint8 [B,N,S,S,3], au_map float32 [B,N,100,100], long_frames uint8
-[B,M,S,S,3])` -> probabilities, capsule_lengths, classes, tpn_probabilities;
-`serve_examples(examples string [B])` -> probabilities and classes from the string lengths;
+`serving_default(frames uint8 [B,N,S,S,3], landmarks float32 [B,N,68,2], long_frames uint8
+[B,M,S,S,3])` (a with-teacher export's inputs) -> probabilities, capsule_lengths, classes,
+tpn_probabilities; `serve_examples(examples string [B])`: schema-2 SequenceExamples decoded by the
+input contract, then the same head;
 `echo(data string [B])` -> data_bytes (the bytes back) and size. `reference()` recomputes
 serving_default in numpy, independently of TensorFlow.
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from vtcaps_tf.data.contract import InputContract
+
 N, M, S, C = 4, 8, 16, 3
+CONTRACT = InputContract(N, M, S)
 CLASSES = ["happy", "sad", "surprise"]
 
 
@@ -42,18 +46,22 @@ class ToyModel(tf.Module):
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, N, S, S, 3], tf.uint8, name="frames"),
-        tf.TensorSpec([None, N, 100, 100], tf.float32, name="au_map"),
+        tf.TensorSpec([None, N, 68, 2], tf.float32, name="landmarks"),
         tf.TensorSpec([None, M, S, S, 3], tf.uint8, name="long_frames")])
-    def serve(self, frames, au_map, long_frames):
+    def serve(self, frames, landmarks, long_frames):
+        return self._features(frames, landmarks, long_frames)
+
+    def _features(self, frames, landmarks, long_frames):
         x = tf.reduce_mean(tf.cast(frames, tf.float32) / 255.0, axis=[1, 2, 3])
-        y = tf.reduce_mean(au_map, axis=[1, 2, 3])[:, None]
+        y = tf.reduce_mean(landmarks, axis=[1, 2, 3])[:, None]
         z = tf.reduce_mean(tf.cast(long_frames, tf.float32) / 255.0, axis=[1, 2, 3])
         return self._head(tf.concat([x, y, z], axis=1))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples):
-        n = tf.cast(tf.strings.length(examples), tf.float32)[:, None]
-        return self._head(tf.tile(n / 100.0, [1, 7]))
+        spec = {k: tf.TensorSpec(shape[1:], dtype) for k, (shape, dtype) in CONTRACT.shapes().items()}
+        x = tf.map_fn(lambda e: CONTRACT.parse_example(e)[0], examples, fn_output_signature=spec)
+        return self._features(x["frames"], x["landmarks"], x["long_frames"])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="data")])
     def echo(self, data):
@@ -73,7 +81,7 @@ def reference(inputs: dict, bias: float = 0.0) -> dict:
     """serving_default in numpy."""
     w, b = _weights(bias)
     x = (inputs["frames"].astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
-    y = inputs["au_map"].astype(np.float64).mean(axis=(1, 2, 3))[:, None]
+    y = inputs["landmarks"].astype(np.float64).mean(axis=(1, 2, 3))[:, None]
     z = (inputs["long_frames"].astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
     logits = np.concatenate([x, y, z], axis=1) @ w + b
 
@@ -89,6 +97,6 @@ def random_inputs(batch: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     return {
         "frames": rng.integers(0, 256, (batch, N, S, S, 3), dtype=np.uint8),
-        "au_map": rng.random((batch, N, 100, 100), dtype=np.float32),
+        "landmarks": rng.random((batch, N, 68, 2), dtype=np.float32),
         "long_frames": rng.integers(0, 256, (batch, M, S, S, 3), dtype=np.uint8),
     }
