@@ -2,12 +2,17 @@
 SavedModel called in process, measured in the same run. Prints one JSON line.
 
 The model (`small` preset by default, untrained weights: speed does not depend on them) is exported
-with `export_model`, served by `vtcaps serve` in a child process, and asked with a pre-encoded
-columnar JSON body (as `ServingClient` encodes it) over a keep-alive connection per client. The
-in-process figure is the same SavedModel's `serving_default` loaded and called in this process.
-With 1 client, in-process, REST and gRPC (TF Serving's stub, binary TensorProtos) calls
-alternate, so that load from other processes on the machine falls on all alike; then 8 REST
-clients at once, against 8 in-process threads.
+with `export_model` (the default, teacher-free export), served by `vtcaps serve` in a child
+process, and asked over a keep-alive connection per client with the body `vtcaps predict
+--server` sends: one schema-2 SequenceExample (the clip's JPEG face crops and landmarks) as
+base64 to `serve_examples`. For comparison, the same clip as a columnar JSON tensor body to
+`serving_default` (the body predict sent before) is timed too. The in-process figure is the same
+SavedModel's `serving_default` loaded and called in this process (what `vtcaps predict
+--saved-model` does). With 1 client, in-process, REST (examples), REST (tensor JSON) and gRPC
+(TF Serving's stub, binary TensorProtos) calls alternate, so that load from other processes on the
+machine falls on all alike; then 8 REST clients at once (examples), against 8 in-process threads.
+The crops are the sample photo's face (a real face compresses as real crops do), shifted a pixel
+or two per frame.
 
     python benchmarks/serving.py [--preset small] [--requests 20] [--clients 8]
 """
@@ -28,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.matmul import matmul_gflops  # noqa: E402
+
 
 def log(msg):
     print(f"[serving bench] {msg}", file=sys.stderr, flush=True)
@@ -37,12 +44,20 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def clip_inputs(config, seed=0):
+def clip_window(contract, frames, seed=0):
+    """One clip's stored window as `vtcaps predict` holds it: `frames` face crops uint8
+    [T, S, S, 3] (the sample photo's face, shifted per frame) and landmarks [T, 68, 2]."""
+    import cv2
+    import matplotlib.cbook
+
     rng = np.random.default_rng(seed)
-    s = config.image_size
-    return {"frames": rng.integers(0, 256, (1, config.clip_frames, s, s, 3), dtype=np.uint8),
-            "au_map": rng.random((1, config.clip_frames, 100, 100), dtype=np.float32),
-            "long_frames": rng.integers(0, 256, (1, config.long_frames, s, s, 3), dtype=np.uint8)}
+    s = contract.image_size
+    bgr = cv2.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    h, w = bgr.shape[:2]
+    face = cv2.resize(bgr[h // 10:h // 10 + w // 2, w // 4:w // 4 + w // 2], (s + 4, s + 4))[..., ::-1]
+    crops = np.stack([face[t % 3:t % 3 + s, (2 * t) % 4:(2 * t) % 4 + s] for t in range(frames)])
+    landmarks = rng.uniform(0.2, 0.8, (frames, 68, 2)).astype(np.float32)
+    return np.ascontiguousarray(crops), landmarks
 
 
 def start_server(base_path, name):
@@ -151,10 +166,11 @@ def main(argv=None):
     from vtcaps_tf.models import build_model
     from vtcaps_tf.serving.client import encode_inputs
     from vtcaps_tf.serving.models import Servable
+    from vtcaps_tf.serving.predict_models import EXAMPLES_SIGNATURE, clip_shape_from_inputs
 
+    gflops_before = matmul_gflops()
     classes = ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
     model = build_model(args.preset, class_names=classes)
-    inputs = clip_inputs(model.config)
     with tempfile.TemporaryDirectory() as tmp:
         base = os.path.join(tmp, "bench")
         log(f"exporting the {args.preset} model")
@@ -164,16 +180,35 @@ def main(argv=None):
         log("loading the SavedModel in process")
         servable = Servable("bench", 1, version_dir, warmup=False)
         signature = servable.signature("serving_default")
+        # The contract as `vtcaps predict` reads it from the signature (no long_frames: M = N).
+        contract = clip_shape_from_inputs({k: v.shape for k, v in signature.inputs.items()})
+        crops, landmarks = clip_window(contract, contract.long_frames)
+        window = contract.window_inputs(crops, landmarks, contract.before, with_teacher=False)
+        inputs = {k: np.asarray(v)[None] for k, v in window.items()}
         for _ in range(2):
-            reference = signature.run(inputs)
-        body = encode_inputs(inputs)
+            signature.run(inputs)
+
+        # What `vtcaps predict --server` sends: the clip as one record, base64 (RestModel).
+        encode = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            example = contract.example(crops, landmarks, contract.before)
+            body = encode_inputs({"examples": np.array([example], dtype=object)}, EXAMPLES_SIGNATURE)
+            encode.append(time.perf_counter() - t0)
+        tensor_body = encode_inputs(inputs)  # the clip's pixels and landmarks as JSON numbers
+        # The served model sees the record's JPEG-decoded crops: compare with those in process.
+        decoded, _ = contract.parse_example(example, with_teacher=False)
+        reference = signature.run({k: np.asarray(v)[None] for k, v in decoded.items()})
         from vtcaps_tf.serving import json_codec
 
-        decode = []
+        decode, decode_tensor = [], []
         for _ in range(5):
             t0 = time.perf_counter()
             json_codec.loads(body)
             decode.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            json_codec.loads(tensor_body)
+            decode_tensor.append(time.perf_counter() - t0)
 
         log("starting vtcaps serve")
         proc, url, grpc_address = start_server(base, "bench")
@@ -181,12 +216,14 @@ def main(argv=None):
             from vtcaps_tf.serving.client import ServingClient
 
             with ServingClient(url, "bench") as client:
-                served = client.predict(inputs)
+                served = client.predict({}, body=body)
                 max_diff = float(np.abs(served["probabilities"] - reference["probabilities"]).max())
+                client.predict({}, body=tensor_body)
                 grpc_call = grpc_predictor(grpc_address, "bench", inputs)
                 grpc_call()
-                log(f"1 client: {args.requests} in-process, REST and gRPC calls, alternating")
-                local, remote, grpc_times = [], [], []
+                log(f"1 client: {args.requests} in-process, REST (examples, tensor JSON) and gRPC "
+                    "calls, alternating")
+                local, remote, remote_tensor, grpc_times = [], [], [], []
                 for _ in range(args.requests):
                     t0 = time.perf_counter()
                     signature.run(inputs)
@@ -194,6 +231,9 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     client.predict({}, body=body)
                     remote.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    client.predict({}, body=tensor_body)
+                    remote_tensor.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     grpc_call()
                     grpc_times.append(time.perf_counter() - t0)
@@ -215,12 +255,18 @@ def main(argv=None):
     print(json.dumps({
         "benchmark": "serving_rest_predict",
         "preset": args.preset,
+        "export": "default (3D-CapsNet only, no long_frames)",
         "clip": {k: list(v.shape) for k, v in inputs.items()},
         "request_body_bytes": len(body),
+        "request_body": "serve_examples, 1 SequenceExample (JPEG q95 crops + landmarks) as base64",
+        "client_encode_p50_ms": round(percentile(encode, 50), 2),
         "json_decode_p50_ms": round(percentile(decode, 50), 2),
         "in_process_p50_ms": round(local_p50, 2),
         "in_process_p99_ms": round(percentile(local, 99), 2),
         "rest_1_client": one,
+        "rest_tensor_json_body_bytes": len(tensor_body),
+        "rest_tensor_json_decode_p50_ms": round(percentile(decode_tensor, 50), 2),
+        "rest_tensor_json_1_client_p50_ms": round(percentile(remote_tensor, 50), 2),
         f"rest_{args.clients}_clients": many,
         f"in_process_{args.clients}_threads": many_local,
         "p50_ratio_rest_to_in_process": round(ratio, 4),
@@ -233,6 +279,7 @@ def main(argv=None):
         "goal_overhead_pct": 20,
         "goal_met": bool(ratio - 1 < 0.20),
         "max_abs_diff_rest_vs_in_process": max_diff,
+        "matmul_2048_fp32_gflops": [round(gflops_before, 1), round(matmul_gflops(), 1)],
         "cpu_count": os.cpu_count(),
     }))
 

@@ -24,7 +24,7 @@ def _batch(cfg, batch, seed=0):
     n, m, s = cfg.clip_frames, cfg.long_frames, cfg.image_size
     x = {
         "frames": rng.integers(0, 256, (batch, n, s, s, 3), dtype=np.uint8),
-        "au_map": rng.random((batch, n, 100, 100), dtype=np.float32),
+        "landmarks": rng.random((batch, n, 68, 2), dtype=np.float32),
         "long_frames": rng.integers(0, 256, (batch, m, s, s, 3), dtype=np.uint8),
     }
     y = rng.integers(0, cfg.num_classes, batch)
