@@ -138,8 +138,8 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys):
     assert rc == 0
     (a,), (b,) = remote, local
     assert a["num_clips"] == 2 and set(a["probabilities"]) == set(CLASSES)
-    # Over REST the crops travel as JPEG (serve_examples), in process as pixels: equal up to the
-    # JPEG round trip.
+    # Over REST the crops travel as JPEG q95 (serve_examples), in process as pixels: equal up to
+    # the JPEG round trip (measured: up to 0.004 for this untrained model).
     for ca, cb in zip(a["clips"], b["clips"]):
         for k in CLASSES:
-            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=2e-3)
+            assert ca["probabilities"][k] == pytest.approx(cb["probabilities"][k], abs=1e-2)
