@@ -1,7 +1,7 @@
 """`vtcaps preprocess`: the Beam job turning a dataset of face videos into TFRecords.
 
     list videos (source) -> Create -> Reshuffle -> AnalyzeVideos (decode, MediaPipe, 68 landmarks,
-    aligned crop, AU map, clips) -> Partition by split -> gzip TFRecord shards
+    aligned crop, clips) -> Partition by split -> gzip TFRecord shards
                                                        -> dead letters -> WriteToText (.jsonl)
                                                        -> outcomes -> CombineGlobally -> stats
     then, in the launching process: statistics and schema checks on the written shards,
@@ -60,7 +60,7 @@ class JobStalledError(PreprocessError):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vtcaps preprocess",
-        description="Beam job: face videos -> aligned face clips + AU maps -> TFRecords split by "
+        description="Beam job: face videos -> aligned face clips + landmarks -> TFRecords split by "
                     "subject. Unknown flags go to Beam (--runner, --direct_num_workers, ...).")
     p.add_argument("--source", required=True, choices=sources.SOURCES, help="dataset layout")
     p.add_argument("--input", required=True, help="dataset root")

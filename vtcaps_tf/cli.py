@@ -14,7 +14,7 @@ import sys
 # name -> (module holding cli_main, one-line help)
 SUBCOMMANDS = {
     "synth": ("pipeline.synth", "generate a synthetic expression video set (folder layout + manifest)"),
-    "preprocess": ("pipeline.preprocess", "Beam job: face videos -> aligned clips, AU maps -> TFRecords"),
+    "preprocess": ("pipeline.preprocess", "Beam job: face videos -> aligned clips + landmarks -> TFRecords"),
     "train": ("vtcaps_tf.training", "train VT-3DCapsNet with keras fit under MirroredStrategy"),
     "evaluate": ("vtcaps_tf.evaluate", "accuracy, per-class P/R/F1, UAR/WAR, confusion matrix"),
     "crossval": ("vtcaps_tf.crossval", "subject-independent K-fold cross-validation, one model per fold"),
