@@ -395,9 +395,12 @@ def cli_main(argv) -> int:
         sys.stdout.flush()
         # The runner's job thread still waits for the workers that never came: do not join it.
         os._exit(1)
-    except (sources.SourceError, checks.ValidationError, PreprocessError, ValueError) as err:
+    except (checks.ValidationError, PreprocessError) as err:  # the job ran, its output is unusable
         print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
         return 1
+    except (sources.SourceError, ValueError) as err:  # bad input or flags (vtcaps_tf.errors)
+        print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
+        return 2
     splits = ", ".join(f"{s} {v['clips']} clips" for s, v in stats["splits"].items())
     print(f"preprocess: done: {splits}; {stats['videos']['dead_letters']} dead letters "
           f"{stats['dead_letters'] or ''}")

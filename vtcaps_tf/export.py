@@ -141,16 +141,9 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps export", description=(
-        "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
-        "serving_default and serve_examples signatures)."))
-    p.add_argument("--model", required=True, help="a .keras file written by `vtcaps train`")
-    p.add_argument("--base-path", required=True, help="saved_models/NAME: versions go below it")
-    p.add_argument("--version", type=int, default=None,
-                   help="integer version (default: one more than the newest existing one)")
-    p.add_argument("--evaluation", help="a `vtcaps evaluate` report.json for the model card "
-                   "(default: eval/report.json beside the model, when there is one)")
-    return p
+    from vtcaps_tf import cli_parsers
+
+    return cli_parsers.export_parser()  # defined without TensorFlow, for a fast `--help`
 
 
 def cli_main(argv=None) -> int:
