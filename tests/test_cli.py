@@ -213,3 +213,28 @@ def test_verbose_leaves_the_tensorflow_log_level_alone():
     assert _python(code, "--verbose", "pipeline", "--help").stdout.split()[-1] == "None"
     assert _python(code, "pipeline", "--help").stdout.split()[-1] == "3"
     assert _python(code, "pipeline", "--help", env={"TF_CPP_MIN_LOG_LEVEL": "1"}).stdout.split()[-1] == "1"
+
+
+def test_package_is_light_and_models_import_registers_the_custom_objects(tmp_path):
+    path = str(tmp_path / "fusion.keras")
+    save = textwrap.dedent(f"""
+        import keras
+        from vtcaps_tf.layers import FastNormalizedFusion
+        inputs = [keras.Input((3,)), keras.Input((3,))]
+        keras.Model(inputs, FastNormalizedFusion()(inputs)).save({path!r})
+    """)
+    assert _python(save).returncode == 0
+    load = textwrap.dedent(f"""
+        import json, sys
+        import vtcaps_tf
+        light = "tensorflow" not in sys.modules and "keras" not in sys.modules
+        import vtcaps_tf.models
+        import keras
+        model = keras.saving.load_model({path!r})
+        print(json.dumps([light, type(model.layers[-1]).__name__,
+                          vtcaps_tf.layers.FastNormalizedFusion.__name__]))
+    """)
+    proc = _python(load)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True, "FastNormalizedFusion",
+                                                                "FastNormalizedFusion"]
