@@ -386,6 +386,29 @@ def run(argv=None, test_pipeline=None) -> dict:
     return stats
 
 
+# ---- typed entry point (pipeline/runner.py's ExampleGen) -----------------------------------------
+
+def generate_examples(output: str, *, source: str, input_dir: str, preset: str = "small",
+                      beam_args=(), **options) -> str:
+    """`vtcaps preprocess` as a function; returns `output` once its shards, stats.json and
+    metadata.json are written and checked. `options` are the command's flags by their Python
+    names (clip_frames=16, folds=5, no_progress=True, ...); `beam_args` go to Beam. Raises what
+    `run` raises."""
+    known = {a.dest for a in build_parser()._actions} - {"help", "source", "input", "output", "preset"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown preprocess options {unknown}; known: {sorted(known)}")
+    argv = ["--source", source, "--input", input_dir, "--output", output, "--preset", preset]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    run(argv + [str(a) for a in beam_args])
+    return output
+
+
 def cli_main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

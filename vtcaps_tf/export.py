@@ -140,6 +140,19 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
     return target
 
 
+def export_trained(model_path: str, base_path: str, version: int | None = None,
+                   evaluation: str | None = None) -> str:
+    """`vtcaps export` as a function: load the trained `.keras` model, build its model card (with
+    the `evaluation` report, default eval/report.json beside the model) and export it; returns
+    the version directory written."""
+    from vtcaps_tf.model_card import build_model_card
+    from vtcaps_tf.models import load_trained_model
+
+    model = load_trained_model(model_path)
+    card = build_model_card(model, model_path, evaluation)
+    return export_model(model, base_path, version, card)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vtcaps_tf import cli_parsers
 
