@@ -1,4 +1,4 @@
-"""Versioned SavedModel export for TensorFlow Serving (DESIGN.md section 10).
+"""Versioned SavedModel export for TensorFlow Serving (docs/design.md section 10).
 
 `base_path/<version>/` holds a SavedModel with two signatures:
 - `serving_default`: the model's named inputs `frames` uint8 [B,N,S,S,3], `au_map` float32

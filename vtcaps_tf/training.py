@@ -1,4 +1,4 @@
-"""Training VT-3DCapsNet with keras `fit` under MirroredStrategy (DESIGN.md section 10).
+"""Training VT-3DCapsNet with keras `fit` under MirroredStrategy (docs/design.md section 8).
 
 The trainer follows TFX's `run_fn` order: strategy -> datasets -> model built and compiled in the
 strategy's scope -> fit with callbacks -> save/export. `run_fn(fn_args)` has TFX's Trainer shape;
@@ -49,7 +49,7 @@ class TrainConfig:
     cpu_replicas: int = 0  # >1: split the CPU into this many logical devices (no GPU present)
     resume: bool = False
     mixed_precision: bool = False
-    jit_compile: bool = False  # XLA; slower on CPU (DESIGN.md section 12), try it on GPU
+    jit_compile: bool = False  # XLA; slower on CPU (docs/design.md section 15), try it on GPU
     flow: str | None = None  # TPN flow, default the preset's
     fusion: str | None = None
     use_tpn: bool = True
