@@ -524,12 +524,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-    except (OSError, ValueError) as err:
+        steps = default_steps(config)
+    except (OSError, ValueError) as err:  # bad input (vtcaps_tf.errors)
         print(f"vtcaps pipeline: error: {err}", file=sys.stderr)
         return 2
     root = args.pipeline_root or config["pipeline_root"]
     try:
-        results = Pipeline(root, default_steps(config), config).run(force=args.force)
+        results = Pipeline(root, steps, config).run(force=args.force)
     except (PipelineError, ValueError) as err:
         print(f"vtcaps pipeline: {err}", file=sys.stderr)
         return 1
