@@ -1,9 +1,10 @@
 """The `vtcaps` command: one subcommand per stage, each implemented in its own module.
 
-`vtcaps --help` and `vtcaps COMMAND --help` never import TensorFlow: the package `vtcaps_tf` is
-light, the command modules are imported only when their command runs, and the commands whose
-modules import TensorFlow at load time take their parsers from `vtcaps_tf.cli_parsers`. Each module
-exposes `cli_main(argv) -> int`.
+`vtcaps --help` and `vtcaps COMMAND --help` do not import TensorFlow: the package `vtcaps_tf` is
+light, the command modules are imported only when their command runs, and train, export and
+profile, whose modules import TensorFlow at load time, take their parsers from
+`vtcaps_tf.cli_parsers`. (preprocess still builds its parser in the Beam job's module, so its
+`--help` loads Beam and TensorFlow.) Each module exposes `cli_main(argv) -> int`.
 
 Unless `vtcaps --verbose ...` is given, TensorFlow's start-up chatter (CUDA plugin registration,
 absl's pre-initialisation notes) is kept off stderr; other stderr output passes unchanged.
