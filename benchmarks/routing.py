@@ -1,7 +1,7 @@
 """Vectorised `DigitCaps` routing against straightforward per-capsule Python loops, same run.
 
 Paper sizes: 1152 input capsules of 8D -> 7 output capsules of 16D, 3 routing iterations, batch 16.
-Both loop versions compute exactly the routing of DESIGN.md section 7 with TensorFlow ops, eagerly
+Both loop versions compute exactly the routing of docs/design.md section 6 with TensorFlow ops, eagerly
 like the layer call they are compared with:
   * `pair_loop`: a Python loop over every (input capsule, output capsule) pair for the votes, the
     weighted sums and the agreements; the coupling softmax per input capsule;

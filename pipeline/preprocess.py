@@ -386,6 +386,29 @@ def run(argv=None, test_pipeline=None) -> dict:
     return stats
 
 
+# ---- typed entry point (pipeline/runner.py's ExampleGen) -----------------------------------------
+
+def generate_examples(output: str, *, source: str, input_dir: str, preset: str = "small",
+                      beam_args=(), **options) -> str:
+    """`vtcaps preprocess` as a function; returns `output` once its shards, stats.json and
+    metadata.json are written and checked. `options` are the command's flags by their Python
+    names (clip_frames=16, folds=5, no_progress=True, ...); `beam_args` go to Beam. Raises what
+    `run` raises."""
+    known = {a.dest for a in build_parser()._actions} - {"help", "source", "input", "output", "preset"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown preprocess options {unknown}; known: {sorted(known)}")
+    argv = ["--source", source, "--input", input_dir, "--output", output, "--preset", preset]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    run(argv + [str(a) for a in beam_args])
+    return output
+
+
 def cli_main(argv) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -395,9 +418,12 @@ def cli_main(argv) -> int:
         sys.stdout.flush()
         # The runner's job thread still waits for the workers that never came: do not join it.
         os._exit(1)
-    except (sources.SourceError, checks.ValidationError, PreprocessError, ValueError) as err:
+    except (checks.ValidationError, PreprocessError) as err:  # the job ran, its output is unusable
         print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
         return 1
+    except (sources.SourceError, ValueError) as err:  # bad input or flags (vtcaps_tf.errors)
+        print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
+        return 2
     splits = ", ".join(f"{s} {v['clips']} clips" for s, v in stats["splits"].items())
     print(f"preprocess: done: {splits}; {stats['videos']['dead_letters']} dead letters "
           f"{stats['dead_letters'] or ''}")

@@ -9,15 +9,19 @@ runs only when Evaluate blessed the model (test accuracy at or above `evaluate.a
 clip by clip or, with `evaluate.level: "video"`, video by video),
 like TFX's Evaluator blessing.
 
-The stages are called through their `cli_main(argv)` with the contract's flags, the interface they
-keep stable; a test passes its own `stage_caller`.
+The steps call the stages' typed Python entry points (`Stages`: preprocess.generate_examples,
+training.run_fn, evaluate.evaluate_model, export.export_trained, crossval.crossval) and hand the
+artefacts they return (the examples directory, the model file, the version directory) to the
+steps after them; a test passes its own `Stages`. Validate applies one set of thresholds
+(`ValidationThresholds`) to the statistics; the schema checks already ran inside ExampleGen.
 
 Config (JSON, or YAML when the file ends in .yaml/.yml):
     {"pipeline_root": "demo_out/pipeline",
-     "example_gen": {"source": "synthetic", "input": "demo_out/synth", "preset": "tiny", "args": []},
+     "example_gen": {"source": "synthetic", "input": "demo_out/synth", "preset": "tiny",
+                     "beam_args": ["--direct_num_workers", "2"]},
      "statistics": {},
      "validate": {"max_dead_letter_fraction": 0.2, "min_test_subjects": 1},
-     "train": {"preset": "tiny", "epochs": 20, "batch_size": 16, "args": []},
+     "train": {"preset": "tiny", "epochs": 20, "batch_size": 16, "augment": false},
      "evaluate": {"split": "test", "accuracy_threshold": 0.9},
      "push": {"base_path": "saved_models/vtcaps"}}
 Relative paths are relative to the current directory.
@@ -26,11 +30,8 @@ Relative paths are relative to the current directory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
-import importlib
-import io
 import json
 import os
 import shutil
@@ -40,15 +41,11 @@ from typing import Callable
 
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: results carry the artefacts' paths
 
 
 class PipelineError(RuntimeError):
     """A step failed; the message names it. Steps after it do not run."""
-
-
-class StageError(RuntimeError):
-    """A stage's `cli_main` returned non-zero."""
 
 
 # ---- fingerprints ---------------------------------------------------------------------------------
@@ -98,7 +95,7 @@ class StepContext:
     inputs: dict  # upstream step name -> its output directory
     output: str  # this step's (empty) output directory
     results: dict  # upstream step name -> the result dict it returned
-    call: Callable[[str, list], int]  # stage caller: (module name, argv) -> 0, raises StageError
+    stages: "Stages"  # the entry points the step calls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,20 +118,55 @@ class StepResult:
     result: dict
 
 
-def call_stage(module_name: str, argv: list[str]) -> int:
-    """Run `module.cli_main(argv)`; a non-zero exit becomes a StageError."""
-    module = importlib.import_module(module_name)
-    code = int(module.cli_main([str(a) for a in argv]) or 0)
-    if code != 0:
-        raise StageError(f"{module_name}.cli_main({argv}) exited with {code}")
-    return code
+def _generate_examples(output: str, **kwargs) -> str:
+    from pipeline import preprocess
+
+    return preprocess.generate_examples(output, **kwargs)
+
+
+def _run_fn(fn_args):
+    from vtcaps_tf import training
+
+    return training.run_fn(fn_args)
+
+
+def _evaluate_model(model_path: str, data_dir: str, split: str, output: str) -> dict:
+    from vtcaps_tf import evaluate
+
+    report, _ = evaluate.evaluate_model(model_path, data_dir, split, output, verbose=0)
+    return report
+
+
+def _export_trained(model_path: str, base_path: str, version: int | None = None) -> str:
+    from vtcaps_tf import export
+
+    return export.export_trained(model_path, base_path, version)
+
+
+def _crossval(data_dir: str, output: str, **kwargs) -> dict:
+    from vtcaps_tf import crossval
+
+    return crossval.crossval(data_dir, output, log=lambda m: print(m, file=sys.stderr, flush=True),
+                             **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stages:
+    """The typed entry points the steps call (imported on use: TensorFlow loads only when a step
+    runs). Each returns the artefact the next steps read."""
+
+    generate_examples: Callable[..., str] = _generate_examples  # (output, source=, input_dir=, ...) -> dir
+    run_fn: Callable = _run_fn  # (training.FnArgs) -> TrainResult with .model_path
+    evaluate: Callable[..., dict] = _evaluate_model  # (model_path, data_dir, split, output) -> report
+    export: Callable[..., str] = _export_trained  # (model_path, base_path, version) -> version dir
+    crossval: Callable[..., dict] = _crossval  # (data_dir, output, **options) -> summary
 
 
 class Pipeline:
     """Steps in order; `run()` executes the ones whose fingerprint changed."""
 
-    def __init__(self, root: str, steps: list[Step], config: dict,
-                 stage_caller: Callable[[str, list], int] = call_stage, log=None):
+    def __init__(self, root: str, steps: list[Step], config: dict, stages: Stages | None = None,
+                 log=None):
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ValueError(f"step names must be unique: {names}")
@@ -145,7 +177,7 @@ class Pipeline:
         self.root = os.path.abspath(root)
         self.steps = steps
         self.config = config
-        self.stage_caller = stage_caller
+        self.stages = stages or Stages()
         self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
 
     def step_dir(self, name: str) -> str:
@@ -209,7 +241,7 @@ class Pipeline:
             os.makedirs(output, exist_ok=True)
             ctx = StepContext(step.name, dict(self.config.get(step.config_key) or {}),
                               {d: self.output_dir(d) for d in step.inputs}, output,
-                              {d: upstream[d]["result"] for d in upstream}, self.stage_caller)
+                              {d: upstream[d]["result"] for d in upstream}, self.stages)
             self.log(f"[{step.name}] {'resuming' if resume else 'running'}")
             start = time.monotonic()
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -240,37 +272,46 @@ class Pipeline:
 
 # ---- the six TFX-style steps over the vtcaps stages -----------------------------------------------
 
-def _extra_args(section: dict) -> list[str]:
-    args = section.get("args") or []
-    if not isinstance(args, list):
-        raise ValueError("a step's `args` must be a list of command-line words")
-    return [str(a) for a in args]
+def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
+    """The section's keys, checked against the ones the step knows (a typo is an error)."""
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise ValueError(f"{step}: unknown keys {unknown}; known: {sorted(known)}")
+    return {k: v for k, v in section.items() if v is not None}
+
+
+EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "image_size",
+                    "split_ratios", "seed", "folds", "short_policy", "clip_labels", "jpeg_quality",
+                    "max_frames", "no_progress", "stall_timeout", "beam_args")
+# TrainConfig fields a config may set, plus `augment: false` (no augmentation).
+TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "cpu_replicas", "seed", "flow",
+              "fusion", "use_tpn", "steps_per_epoch", "shuffle_buffer", "mixed_precision",
+              "jit_compile", "verbose", "augment")
+EVALUATE_KEYS = ("split", "accuracy_threshold", "level")
+PUSH_KEYS = ("base_path", "version")
+CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "val_folds", "seed",
+                 "steps_per_epoch", "verbose", "augment")
 
 
 def run_example_gen(ctx: StepContext) -> dict:
-    c = ctx.config
+    c = _options(ctx.config, "example_gen", EXAMPLE_GEN_KEYS)
     for key in ("source", "input"):
         if key not in c:
             raise ValueError(f"example_gen needs {key!r}")
-    argv = ["--source", c["source"], "--input", c["input"], "--output", ctx.output,
-            "--preset", c.get("preset", "small")]
-    for key, flag in (("clip_frames", "--clip-frames"), ("long_frames", "--long-frames"),
-                      ("image_size", "--image-size"), ("split_ratios", "--split-ratios"),
-                      ("seed", "--seed"), ("folds", "--folds"), ("short_policy", "--short-policy"),
-                      ("clip_labels", "--clip-labels")):
-        if c.get(key) is not None:
-            argv += [flag, c[key]]
-    ctx.call("pipeline.preprocess", argv + _extra_args(c))
-    with open(os.path.join(ctx.output, "metadata.json")) as f:
+    source, input_dir = c.pop("source"), c.pop("input")
+    examples = ctx.stages.generate_examples(ctx.output, source=source, input_dir=input_dir,
+                                            preset=c.pop("preset", "small"),
+                                            beam_args=tuple(c.pop("beam_args", ())), **c)
+    with open(os.path.join(examples, "metadata.json")) as f:
         meta = json.load(f)
-    return {"counts": meta.get("counts", {}), "classes": meta.get("classes", [])}
+    return {"examples": examples, "counts": meta.get("counts", {}), "classes": meta.get("classes", [])}
 
 
 def run_statistics(ctx: StepContext) -> dict:
     from pipeline import checks
     from vtcaps_tf.data import features
 
-    examples = ctx.inputs["ExampleGen"]
+    examples = ctx.results["ExampleGen"]["examples"]
     splits = features.data_splits(features.read_metadata(examples))
     stats = {split: checks.split_statistics(examples, split) for split in splits}
     for s in stats.values():  # sets of ids are for validation, not for the report
@@ -282,82 +323,95 @@ def run_statistics(ctx: StepContext) -> dict:
             job = json.load(f)
     report = {"splits": stats, "dead_letters": job.get("dead_letters", {}),
               "counters": job.get("counters", {})}
-    with open(os.path.join(ctx.output, "statistics.json"), "w") as f:
+    path = os.path.join(ctx.output, "statistics.json")
+    with open(path, "w") as f:
         json.dump(report, f, indent=2, default=list)
-    return {split: {"clips": s["clips"], "subjects": len(s["subjects"])} for split, s in stats.items()}
+    return {"statistics": path,
+            **{split: {"clips": s["clips"], "subjects": len(s["subjects"])} for split, s in stats.items()}}
 
 
-def run_validate(ctx: StepContext) -> dict:
-    """Schema and anomaly checks (TFX ExampleValidator): a problem stops the pipeline."""
-    from pipeline import checks
-    from vtcaps_tf.data import features
+@dataclasses.dataclass(frozen=True)
+class ValidationThresholds:
+    """The one set of anomaly thresholds (TFX ExampleValidator); the `validate` section overrides
+    them. Schema and decoding checks are ExampleGen's own (pipeline/checks.py): it fails when they do."""
 
-    examples = ctx.inputs["ExampleGen"]
-    meta = features.read_metadata(examples)
+    max_dead_letter_fraction: float = 0.2  # videos that gave no clip, of all videos read
+    min_test_subjects: int = 1  # in the test split, or in every fold
+
+
+def find_anomalies(stats: dict, meta: dict, thresholds: ValidationThresholds) -> list[str]:
+    """Problems of a Statistics report against `thresholds`; empty when there are none."""
     problems = []
-    splits = features.data_splits(meta)
-    try:
-        checks.validate(examples, meta["classes"], meta["clip_frames"], meta["long_frames"],
-                        meta["image_size"], splits=splits)
-    except checks.ValidationError as err:
-        problems.append(str(err))
-    with open(os.path.join(ctx.inputs["Statistics"], "statistics.json")) as f:
-        stats = json.load(f)
+    folds = bool(meta.get("folds"))
     # Cross-validation folds are each a test set; a fold may lack a rare class (CK+'s contempt).
-    tests = splits if meta.get("folds") else ["test"]
-    for split in ([] if meta.get("folds") else ["train", "test"]):
+    for split in ([] if folds else ["train", "test"]):
         per_class = stats["splits"][split]["clips_per_class"]
         missing = [c for c in meta["classes"] if not per_class.get(c)]
         if missing:
             problems.append(f"{split} split has no clip of {missing}")
-    need = int(ctx.config.get("min_test_subjects", 1))
-    for split in tests:
+    for split in (list(stats["splits"]) if folds else ["test"]):
         have = len(stats["splits"][split]["subjects"])
-        if have < need:
-            problems.append(f"{split} holds {have} test subjects, fewer than min_test_subjects={need}")
+        if have < thresholds.min_test_subjects:
+            problems.append(f"{split} holds {have} test subjects, fewer than "
+                            f"min_test_subjects={thresholds.min_test_subjects}")
     videos = stats["counters"].get("videos_read", 0)
     dead = sum(stats["dead_letters"].values()) if isinstance(stats["dead_letters"], dict) else 0
-    limit = float(ctx.config.get("max_dead_letter_fraction", 0.2))
+    limit = thresholds.max_dead_letter_fraction
     if videos and dead / videos > limit:
         problems.append(f"{dead} of {videos} videos gave no clip (limit {limit:.0%})")
+    return problems
+
+
+def run_validate(ctx: StepContext) -> dict:
+    """Anomaly checks on the statistics (TFX ExampleValidator): a problem stops the pipeline."""
+    from vtcaps_tf.data import features
+
+    thresholds = ValidationThresholds(**_options(ctx.config, "validate", section_keys()["validate"]))
+    meta = features.read_metadata(ctx.results["ExampleGen"]["examples"])
+    with open(ctx.results["Statistics"]["statistics"]) as f:
+        stats = json.load(f)
+    problems = find_anomalies(stats, meta, thresholds)
     with open(os.path.join(ctx.output, "anomalies.json"), "w") as f:
-        json.dump({"problems": problems}, f, indent=2)
+        json.dump({"problems": problems, "thresholds": dataclasses.asdict(thresholds)}, f, indent=2)
     if problems:
         raise ValueError("validation found anomalies:\n  - " + "\n  - ".join(problems))
     return {"problems": 0}
 
 
+def _augment(options: dict) -> None:
+    """`augment: false` in a config -> no augmentation (TrainConfig's `augment` field)."""
+    if options.pop("augment", True) is False:
+        from vtcaps_tf.data.dataset import AugmentConfig
+
+        options["augment"] = AugmentConfig.none()
+
+
 def run_train(ctx: StepContext) -> dict:
-    c = ctx.config
-    argv = ["--data", ctx.inputs["ExampleGen"], "--run-dir", ctx.output,
-            "--preset", c.get("preset", "small")]
-    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"),
-                      ("learning_rate", "--learning-rate"), ("cpu_replicas", "--cpu-replicas"),
-                      ("seed", "--seed"), ("flow", "--flow"), ("fusion", "--fusion"),
-                      ("steps_per_epoch", "--steps-per-epoch"), ("verbose", "--verbose")):
-        if c.get(key) is not None:
-            argv += [flag, c[key]]
-    if c.get("use_tpn") is False:
-        argv.append("--no-tpn")
-    ctx.call("vtcaps_tf.training", argv + _extra_args(c))
-    model = os.path.join(ctx.output, "model.keras")
-    if not os.path.exists(model):
-        raise FileNotFoundError(f"training wrote no {model}")
-    return {"model": model, "logdir": os.path.join(ctx.output, "logs")}
+    from vtcaps_tf.data import features
+    from vtcaps_tf.training import FnArgs
+
+    custom = _options(ctx.config, "train", TRAIN_KEYS)
+    examples = ctx.results["ExampleGen"]["examples"]
+    custom.setdefault("preset", "small")
+    _augment(custom)
+    fn_args = FnArgs(train_files=features.split_files(examples, "train"),
+                     eval_files=features.split_files(examples, "val"), model_run_dir=ctx.output,
+                     custom_config={"data_dir": examples, **custom})
+    result = ctx.stages.run_fn(fn_args)
+    if not os.path.exists(result.model_path):
+        raise FileNotFoundError(f"training wrote no {result.model_path}")
+    return {"model": result.model_path, "logdir": os.path.join(ctx.output, "logs")}
 
 
 def run_evaluate(ctx: StepContext) -> dict:
-    c = ctx.config
+    c = _options(ctx.config, "evaluate", EVALUATE_KEYS)
     split = c.get("split", "test")
     threshold = float(c.get("accuracy_threshold", 0.0))
     level = c.get("level", "clip")
     if level not in ("clip", "video"):
         raise ValueError(f"evaluate.level must be 'clip' or 'video', got {level!r}")
-    ctx.call("vtcaps_tf.evaluate", ["--model", os.path.join(ctx.inputs["Train"], "model.keras"),
-                                    "--data", ctx.inputs["ExampleGen"], "--split", split,
-                                    "--output", ctx.output] + _extra_args(c))
-    with open(os.path.join(ctx.output, "report.json")) as f:
-        report = json.load(f)
+    report = ctx.stages.evaluate(ctx.results["Train"]["model"], ctx.results["ExampleGen"]["examples"],
+                                 split, ctx.output)
     video = report.get("video") or {}
     judged = video if level == "video" else report
     blessed = bool(judged["accuracy"] >= threshold)
@@ -373,38 +427,21 @@ def run_evaluate(ctx: StepContext) -> dict:
 
 def run_crossval(ctx: StepContext) -> dict:
     """K-fold cross-validation on ExampleGen's folds (`vtcaps crossval`); resumes its folds."""
-    c = ctx.config
-    argv = ["--data", ctx.inputs["ExampleGen"], "--output", ctx.output,
-            "--preset", c.get("preset", "small")]
-    for key, flag in (("epochs", "--epochs"), ("batch_size", "--batch-size"),
-                      ("learning_rate", "--learning-rate"), ("val_folds", "--val-folds"),
-                      ("seed", "--seed"), ("steps_per_epoch", "--steps-per-epoch"),
-                      ("verbose", "--verbose")):
-        if c.get(key) is not None:
-            argv += [flag, c[key]]
-    ctx.call("vtcaps_tf.crossval", argv + _extra_args(c))
-    with open(os.path.join(ctx.output, "report.json")) as f:
-        report = json.load(f)
-    return {"folds": len(report["folds"]), "mean": report["mean"], "std": report["std"],
+    options = _options(ctx.config, "crossval", CROSSVAL_KEYS)
+    _augment(options)
+    summary = ctx.stages.crossval(ctx.results["ExampleGen"]["examples"], ctx.output, **options)
+    return {"folds": len(summary["folds"]), "mean": summary["mean"], "std": summary["std"],
             "report": os.path.join(ctx.output, "report.json")}
 
 
 def run_push(ctx: StepContext) -> dict:
     """Export to the serving base path; the pushed version directory is the step's record."""
-    c = ctx.config
+    c = _options(ctx.config, "push", PUSH_KEYS)
     base = c.get("base_path")
     if not base:
         raise ValueError("push needs `base_path` (e.g. saved_models/vtcaps)")
-    argv = ["--model", os.path.join(ctx.inputs["Train"], "model.keras"), "--base-path", base]
-    if c.get("version") is not None:
-        argv += ["--version", c["version"]]
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        ctx.call("vtcaps_tf.export", argv)
-    printed = buffer.getvalue()
-    sys.stdout.write(printed)
-    lines = [ln.strip() for ln in printed.splitlines() if ln.strip()]
-    version_dir = lines[-1] if lines else ""
+    version_dir = ctx.stages.export(ctx.results["Train"]["model"], base, c.get("version"))
+    print(version_dir)
     record = {"pushed": version_dir, "base_path": os.path.abspath(base)}
     with open(os.path.join(ctx.output, "pushed.json"), "w") as f:
         json.dump(record, f, indent=2)
@@ -448,7 +485,21 @@ def load_config(path: str) -> dict:
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
+    for section, keys in section_keys().items():  # a typo fails here, before any step runs
+        if isinstance(config.get(section), dict):
+            try:
+                _options(config[section], section, keys)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
     return config
+
+
+def section_keys() -> dict[str, tuple[str, ...]]:
+    """The keys each step's config section may hold."""
+    return {"example_gen": EXAMPLE_GEN_KEYS, "statistics": (),
+            "validate": tuple(f.name for f in dataclasses.fields(ValidationThresholds)),
+            "train": TRAIN_KEYS, "evaluate": EVALUATE_KEYS, "push": PUSH_KEYS,
+            "crossval": CROSSVAL_KEYS}
 
 
 def summary_table(results: list[StepResult]) -> str:
@@ -473,12 +524,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-    except (OSError, ValueError) as err:
+        steps = default_steps(config)
+    except (OSError, ValueError) as err:  # bad input (vtcaps_tf.errors)
         print(f"vtcaps pipeline: error: {err}", file=sys.stderr)
         return 2
     root = args.pipeline_root or config["pipeline_root"]
     try:
-        results = Pipeline(root, default_steps(config), config).run(force=args.force)
+        results = Pipeline(root, steps, config).run(force=args.force)
     except (PipelineError, ValueError) as err:
         print(f"vtcaps pipeline: {err}", file=sys.stderr)
         return 1

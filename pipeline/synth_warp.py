@@ -3,7 +3,7 @@
 The piecewise-affine field over the mesh's Delaunay triangles (plus a ring of fixed points on the
 image border) is linear in the point displacements, so the barycentric weights of every pixel are
 computed once per face and each new field is a weighted sum: no per-triangle loop, one remap per
-frame (DESIGN.md section 12).
+frame (docs/design.md section 15).
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_p
 
     import keras
 
-    import vtcaps_tf  # noqa: F401
+    import vtcaps_tf.models  # noqa: F401  (registers the custom objects)
 
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6

@@ -1,12 +1,28 @@
 """vtcaps_tf: VT-3DCapsNet (3D ResNet + AU attention + capsules + temporal pyramid) in Keras 3.
 
-Importing the package registers every custom Keras object (layers, models, losses), so saved
-`.keras` files load without `custom_objects`. Face analysis, data, training and serving modules
-are imported on use.
+Importing the package is cheap: it does not import TensorFlow, so the `vtcaps` command starts
+fast. The custom Keras objects (layers, models, losses) register themselves when
+`vtcaps_tf.models` or `vtcaps_tf.layers` is imported, which every loading path does
+(`vtcaps_tf.models.load_trained_model` included); a bare `keras.saving.load_model` of a `.keras`
+file needs `import vtcaps_tf.models` first. `vtcaps_tf.layers`, `.losses` and `.models` are
+also reachable as attributes of the package, imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from vtcaps_tf import layers  # noqa: F401,E402  (registers the layers)
-from vtcaps_tf import losses  # noqa: F401,E402
-from vtcaps_tf import models  # noqa: F401,E402
+# Subpackages that `import vtcaps_tf` used to import eagerly; now imported on first attribute use.
+_LAZY_SUBMODULES = ("layers", "losses", "models")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY_SUBMODULES))

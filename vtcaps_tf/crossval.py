@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="2", help="keras fit verbosity: auto, 0, 1 or 2 (default 2)")
-    from vtcaps_tf import multiworker
+    from vtcaps_tf import cli_parsers  # the flags without TensorFlow, for a fast `--help`
 
-    multiworker.add_arguments(p)
+    cli_parsers.add_multiworker_arguments(p)
     return p
 
 

@@ -134,6 +134,24 @@ def write_report(report: dict, output_dir: str, title: str = "Evaluation") -> di
     return paths
 
 
+def evaluate_model(model_path: str, data_dir: str, split: str = "test", output: str | None = None,
+                   batch_size: int = 16, verbose=0) -> tuple[dict, dict]:
+    """Load `model_path` and evaluate it on `split` of `data_dir` -> (report, files written to
+    `output`: name -> path, empty without `output`). Raises OSError or ValueError (SchemaError
+    included) for a missing or unusable model or data directory."""
+    from vtcaps_tf.models import load_trained_model
+
+    model = load_trained_model(model_path)
+    labels, probs, tpn, ids = predict_split(model, data_dir, split, batch_size, verbose=verbose)
+    report = build_report(labels, probs, model.class_names, tpn, video_ids=ids)
+    report["split"] = split
+    report["model"] = os.path.abspath(model_path)
+    paths = {}
+    if output:
+        paths = write_report(report, output, title=f"{os.path.basename(model_path)} on {split}")
+    return report, paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtcaps evaluate", description=(
         "Evaluate a trained model on one split: accuracy, per-class P/R/F1, UAR/WAR, confusion "
@@ -149,24 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from vtcaps_tf.data.features import SchemaError
-    from vtcaps_tf.models import load_trained_model
-
     try:
-        model = load_trained_model(args.model)
-    except (OSError, ValueError) as err:
+        report, paths = evaluate_model(args.model, args.data, args.split, args.output,
+                                       args.batch_size, verbose=1)
+    except (OSError, ValueError) as err:  # a missing or unusable model or data: bad input
         print(f"vtcaps evaluate: {err}", file=sys.stderr)
         return 2
-    try:
-        labels, probs, tpn, ids = predict_split(model, args.data, args.split, args.batch_size,
-                                                verbose=1)
-    except (SchemaError, ValueError) as err:
-        print(f"vtcaps evaluate: {err}", file=sys.stderr)
-        return 2
-    report = build_report(labels, probs, model.class_names, tpn, video_ids=ids)
-    report["split"] = args.split
-    report["model"] = os.path.abspath(args.model)
-    paths = write_report(report, args.output, title=f"{os.path.basename(args.model)} on {args.split}")
     print(f"accuracy {100 * report['accuracy']:.2f}%  UAR {100 * report['uar']:.2f}%  "
           f"macro F1 {100 * report['macro_f1']:.2f}%  ({report['num_samples']} clips)")
     v = report["video"]

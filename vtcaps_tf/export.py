@@ -1,4 +1,4 @@
-"""Versioned SavedModel export for TensorFlow Serving (DESIGN.md section 10).
+"""Versioned SavedModel export for TensorFlow Serving (docs/design.md section 10).
 
 `base_path/<version>/` holds a SavedModel with two signatures:
 - `serving_default`: the model's named inputs (`vtcaps_tf.data.contract.InputContract`): `frames`
@@ -137,21 +137,23 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
     return target
 
 
+def export_trained(model_path: str, base_path: str, version: int | None = None,
+                   evaluation: str | None = None, with_teacher: bool = False) -> str:
+    """`vtcaps export` as a function: load the trained `.keras` model, build its model card (with
+    the `evaluation` report, default eval/report.json beside the model) and export it (with
+    TPN-ERM's head when `with_teacher`); returns the version directory written."""
+    from vtcaps_tf.model_card import build_model_card
+    from vtcaps_tf.models import load_trained_model
+
+    model = load_trained_model(model_path)
+    card = build_model_card(model, model_path, evaluation)
+    return export_model(model, base_path, version, card, with_teacher)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps export", description=(
-        "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
-        "serving_default and serve_examples signatures). By default only 3D-CapsNet is served; "
-        "--with-teacher keeps the TPN-ERM head."))
-    p.add_argument("--model", required=True, help="a .keras file written by `vtcaps train`")
-    p.add_argument("--base-path", required=True, help="saved_models/NAME: versions go below it")
-    p.add_argument("--version", type=int, default=None,
-                   help="integer version (default: one more than the newest existing one)")
-    p.add_argument("--evaluation", help="a `vtcaps evaluate` report.json for the model card "
-                   "(default: eval/report.json beside the model, when there is one)")
-    p.add_argument("--with-teacher", action="store_true",
-                   help="also serve TPN-ERM's tpn_probabilities; serving_default then needs "
-                   "long_frames (the M-frame window) too")
-    return p
+    from vtcaps_tf import cli_parsers
+
+    return cli_parsers.export_parser()  # defined without TensorFlow, for a fast `--help`
 
 
 def cli_main(argv=None) -> int:

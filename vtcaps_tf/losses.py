@@ -1,7 +1,7 @@
 """Margin, reconstruction, TPN cross-entropy and feature-matching losses (paper Eq. 5, 6, 10).
 
 Each function returns one value per sample, shape [B], computed in float32 whatever the inputs'
-precision; the model weights and sums them (DESIGN.md section 8). The registered `keras.losses.Loss`
+precision; the model weights and sums them (docs/design.md section 7). The registered `keras.losses.Loss`
 classes wrap the functions for use with `compile(loss=...)`.
 """
 

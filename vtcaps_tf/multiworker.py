@@ -37,6 +37,8 @@ import time
 
 import tensorflow as tf
 
+from vtcaps_tf import cli_parsers
+from vtcaps_tf.cli_parsers import DEFAULT_COLLECTIVE_TIMEOUT_S, SHARD_POLICIES  # noqa: F401
 from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
 
@@ -45,8 +47,6 @@ from vtcaps_tf.data import features
 KILL_AT_STEP_ENV = "VTCAPS_KILL_AT_STEP"
 # Set by the local launcher: TensorFlow threads per worker process (cores shared by the workers).
 THREADS_ENV = "VTCAPS_WORKER_THREADS"
-DEFAULT_COLLECTIVE_TIMEOUT_S = 300
-SHARD_POLICIES = ("auto", "file", "data")
 EXIT_COLLECTIVE_FAILED = 3
 
 
@@ -55,21 +55,8 @@ class WorkerFailure(RuntimeError):
 
 
 def add_arguments(parser) -> None:
-    """The multi-worker flags of `vtcaps train` and `vtcaps crossval`."""
-    group = parser.add_argument_group("multi-worker training")
-    group.add_argument("--multi-worker", action="store_true",
-                       help="train under MultiWorkerMirroredStrategy with a custom loop; the cluster "
-                            "comes from TF_CONFIG (one worker without it)")
-    group.add_argument("--local-workers", type=int, default=0, metavar="N",
-                       help="start N workers on 127.0.0.1 with generated TF_CONFIGs (implies "
-                            "--multi-worker); a worker that dies stops the others")
-    group.add_argument("--shard-policy", choices=SHARD_POLICIES, default="auto",
-                       help="how training clips are split over workers: file (each worker reads its "
-                            "own shards), data (every worker reads all, keeps its part of each "
-                            "batch), auto (file when every worker gets a shard; default)")
-    group.add_argument("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
-                       metavar="S", help="seconds a cross-worker operation may wait for the other "
-                                         f"workers before the run fails (default {DEFAULT_COLLECTIVE_TIMEOUT_S})")
+    """The multi-worker flags of `vtcaps train` and `vtcaps crossval` (defined without TensorFlow)."""
+    cli_parsers.add_multiworker_arguments(parser)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training VT-3DCapsNet with keras `fit` under MirroredStrategy (DESIGN.md section 10).
+"""Training VT-3DCapsNet with keras `fit` under MirroredStrategy (docs/design.md section 8).
 
 The trainer follows TFX's `run_fn` order: strategy -> datasets -> model built and compiled in the
 strategy's scope -> fit with callbacks -> save/export. `run_fn(fn_args)` has TFX's Trainer shape;
@@ -25,8 +25,9 @@ import tensorflow as tf
 from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.models.presets import PRESETS
+from vtcaps_tf.cli_parsers import DEFAULT_SHUFFLE_BUFFER, PAPER_EPOCHS  # noqa: F401 - public names
+from vtcaps_tf import cli_parsers
 
-PAPER_EPOCHS = 500  # paper section 4.2.1
 # Set to N to end the process hard right after epoch N's checkpoint (resume tests).
 EXIT_AFTER_EPOCH_ENV = "VTCAPS_EXIT_AFTER_EPOCH"
 # Fields whose change between a run and its resume would make the checkpoint meaningless.
@@ -48,7 +49,7 @@ class TrainConfig:
     cpu_replicas: int = 0  # >1: split the CPU into this many logical devices (no GPU present)
     resume: bool = False
     mixed_precision: bool = False
-    jit_compile: bool = False  # XLA; slower on CPU (DESIGN.md section 12), try it on GPU
+    jit_compile: bool = False  # XLA; slower on CPU (docs/design.md section 15), try it on GPU
     flow: str | None = None  # TPN flow, default the preset's
     fusion: str | None = None
     use_tpn: bool = True
@@ -58,7 +59,7 @@ class TrainConfig:
     validation_steps: int | None = None
     summary_freq: int = 1  # epochs between confusion-matrix / per-class F1 summaries
     cache: str = "auto"
-    shuffle_buffer: int = 512  # clips; a parsed clip is ~0.7 MB at the small preset
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     seed: int = 0
     verbose: int | str = "auto"
 
@@ -370,34 +371,7 @@ def _warn_on_size_mismatch(meta, mc):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps train", description=(
-        "Train VT-3DCapsNet on the output of `vtcaps preprocess` with keras fit under "
-        "MirroredStrategy; checkpoints every epoch, TensorBoard logs, RUN_DIR/model.keras."))
-    p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
-    p.add_argument("--run-dir", required=True, help="where checkpoints, logs and model.keras go")
-    p.add_argument("--preset", default="small", help="model preset: tiny, small or paper (default small)")
-    p.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help=f"default {PAPER_EPOCHS} (the paper's)")
-    p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--cpu-replicas", type=int, default=0,
-                   help="without a GPU: train on N logical CPU devices (MirroredStrategy replicas)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")
-    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
-    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
-    p.add_argument("--flow", default=None, help="TPN information flow (default: the preset's)")
-    p.add_argument("--fusion", default=None, help="fusion of the adaptive flow: fast or softmax")
-    p.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone")
-    p.add_argument("--steps-per-epoch", type=int, default=None,
-                   help="batches per epoch (default: one pass over the training clips)")
-    p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shuffle-buffer", type=int, default=TrainConfig.shuffle_buffer,
-                   help=f"clips shuffled together (default {TrainConfig.shuffle_buffer}; 1: file order)")
-    p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
-    from vtcaps_tf import multiworker
-
-    multiworker.add_arguments(p)
-    return p
+    return cli_parsers.train_parser()  # defined without TensorFlow, for a fast `--help`
 
 
 def config_from_args(args) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""AU centres and attention maps against the EAC-Net table (DESIGN.md 5) and hand-worked values."""
+"""AU centres and attention maps against the EAC-Net table (docs/design.md section 4) and hand-worked values."""
 
 import numpy as np
 import pytest

@@ -11,7 +11,7 @@ def test_table_entries_single_and_paired():
     mesh = np.stack([np.arange(468), 1000 + np.arange(468)], axis=1).astype(np.float32)
     lm = landmarks68(mesh)
     assert lm.shape == (68, 2)
-    # Spot checks written from DESIGN.md section 5.
+    # Spot checks written from docs/design.md section 4.
     assert lm[0, 0] == 127 and lm[8, 0] == 152 and lm[16, 0] == 356
     assert lm[3, 0] == pytest.approx((132 + 58) / 2) and lm[4, 0] == pytest.approx((58 + 172) / 2)
     assert lm[12, 0] == pytest.approx((397 + 288) / 2)

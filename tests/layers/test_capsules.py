@@ -16,7 +16,7 @@ EPS = 1e-7
 
 
 def squash_np(s, axis=-1):
-    """DESIGN.md section 7: (|s|^2 / (1 + |s|^2)) * s / sqrt(|s|^2 + 1e-7)."""
+    """docs/design.md section 6: (|s|^2 / (1 + |s|^2)) * s / sqrt(|s|^2 + 1e-7)."""
     sq = np.sum(s.astype(np.float64) ** 2, axis=axis, keepdims=True)
     return sq / (1.0 + sq) * s / np.sqrt(sq + EPS)
 

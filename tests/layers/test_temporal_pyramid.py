@@ -1,7 +1,7 @@
 """TemporalPyramid (TPN-ERM) and its pieces against numpy re-computations written here.
 
 The reference `np_pyramid` below re-computes the whole layer in float64 from the paper's
-section 3.2 and DESIGN.md section 8 (spatial modulation convs, auxiliary heads, grouped temporal
+section 3.2 and docs/design.md section 7 (spatial modulation convs, auxiliary heads, grouped temporal
 conv, temporal max-pooling, the five TPN flows and the adaptive BiFPN-style graph, the head),
 reading only the layer's weights, which the tests first set to random values.
 """
@@ -146,7 +146,7 @@ def np_pyramid(layer, levels, flow, alphas, spatial_steps):
         out = bottom_up(top_down(feats))
     elif flow == "parallel":
         out = [a + b for a, b in zip(top_down(feats), bottom_up(feats))]
-    else:  # DESIGN.md section 8, written out level by level (0-based i here)
+    else:  # docs/design.md section 7, written out level by level (0-based i here)
         td = {m - 1: feats[m - 1]}
         for i in range(m - 2, -1, -1):
             fused = np_fuse(layer.td_fusions[i], [feats[i], np_resample(td[i + 1], length[i])])
@@ -316,7 +316,7 @@ def _input_counts(layer):
 def test_adaptive_graph_nodes(fusion, cls):
     layer3 = TemporalPyramid(5, CH, fusion=fusion, temporal_groups=4)
     layer3(_levels(LEVELS_3))
-    # DESIGN.md section 8 with M = 3: P2_td (2 inputs), P1_td (2), P1_out = P1_td (no node),
+    # docs/design.md section 7 with M = 3: P2_td (2 inputs), P1_td (2), P1_out = P1_td (no node),
     # P2_out (3: the cross-node P2_in, P2_td, down(P1_out)), P3_out (2).
     assert _input_counts(layer3) == {"P1_td": 2, "P2_td": 2, "P2_out": 3, "P3_out": 2}
     assert all(isinstance(node, cls) for node in layer3.fusion_nodes.values())

@@ -143,11 +143,11 @@ def test_cli_exit_codes(tmp_path, capsys):
     os.makedirs(empty / "happy")
     code = preprocess.cli_main(["--source", "folder", "--input", str(empty), "--output",
                                 str(tmp_path / "o"), *ARGS])
-    assert code == 1
+    assert code == 2  # bad input (vtcaps_tf.errors)
     assert "no class" in capsys.readouterr().err
     code = preprocess.cli_main(["--source", "folder", "--input", str(empty), "--output",
                                 str(tmp_path / "o"), "--split-ratios", "1,2", *ARGS])
-    assert code == 1 and "split ratios" in capsys.readouterr().err
+    assert code == 2 and "split ratios" in capsys.readouterr().err
 
 
 def test_default_runner_is_multiprocessing_fnapi():

@@ -155,42 +155,85 @@ def test_fingerprint_path(tmp_path):
         runner.fingerprint_path(str(tmp_path / "missing"))
 
 
-# ---- the real chain's wiring, with a stage caller that stands in for the stages ---------------------
+# ---- the real chain's wiring, with fake stages standing in for the entry points ---------------------
 
-def _ctx(tmp_path, config, inputs=None, results=None):
+def _ctx(tmp_path, config, results=None, **stages):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
+    return StepContext("x", config, {}, str(out), results or {}, runner.Stages(**stages))
+
+
+def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_path):
+    from vtcaps_tf.data.dataset import AugmentConfig
+    from vtcaps_tf.data.features import SHARD_SUFFIX
+    from vtcaps_tf.training import FnArgs
+
     seen = []
 
-    def call(module, argv):
-        seen.append((module, [str(a) for a in argv]))
-        return 0
+    def generate_examples(output, **kwargs):
+        seen.append(kwargs)
+        with open(os.path.join(output, "metadata.json"), "w") as f:
+            json.dump({"counts": {"train": 5}, "classes": ["a"]}, f)
+        return output
 
-    return StepContext("x", config, inputs or {}, str(out), results or {}, call), seen
+    ctx = _ctx(tmp_path, {"source": "synthetic", "input": "in", "preset": "tiny", "seed": 3,
+                          "beam_args": ["--direct_num_workers", "2"]}, generate_examples=generate_examples)
+    result = runner.run_example_gen(ctx)
+    assert result == {"examples": ctx.output, "counts": {"train": 5}, "classes": ["a"]}
+    assert seen == [{"source": "synthetic", "input_dir": "in", "preset": "tiny",
+                     "beam_args": ("--direct_num_workers", "2"), "seed": 3}]
+
+    examples = tmp_path / "ex"
+    examples.mkdir()
+    for name in ("train-00000-of-00002", "train-00001-of-00002", "val-00000-of-00001", "test-00000-of-00001"):
+        (examples / (name + SHARD_SUFFIX)).write_bytes(b"")
+    model = tmp_path / "run" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"k")
+    calls = []
+
+    def run_fn(fn_args):
+        calls.append(fn_args)
+        return type("Result", (), {"model_path": str(model)})()
+
+    ctx = _ctx(tmp_path, {"preset": "tiny", "epochs": 4, "batch_size": 8, "use_tpn": False, "augment": False},
+               results={"ExampleGen": {"examples": str(examples)}}, run_fn=run_fn)
+    assert runner.run_train(ctx)["model"] == str(model)
+    (fn_args,) = calls
+    assert isinstance(fn_args, FnArgs) and fn_args.model_run_dir == ctx.output
+    assert [os.path.basename(f) for f in fn_args.train_files] == [
+        "train-00000-of-00002" + SHARD_SUFFIX, "train-00001-of-00002" + SHARD_SUFFIX]
+    assert [os.path.basename(f) for f in fn_args.eval_files] == ["val-00000-of-00001" + SHARD_SUFFIX]
+    assert fn_args.custom_config == {"data_dir": str(examples), "preset": "tiny", "epochs": 4,
+                                     "batch_size": 8, "use_tpn": False, "augment": AugmentConfig.none()}
+
+    def no_model(fn_args):
+        return type("Result", (), {"model_path": str(tmp_path / "nothing.keras")})()
+
+    ctx = _ctx(tmp_path, {}, results={"ExampleGen": {"examples": str(examples)}}, run_fn=no_model)
+    with pytest.raises(FileNotFoundError, match="nothing.keras"):
+        runner.run_train(ctx)
 
 
-def test_example_gen_and_train_pass_the_contract_flags(tmp_path):
-    ctx, seen = _ctx(tmp_path, {"source": "synthetic", "input": "in", "preset": "tiny", "seed": 3,
-                                "args": ["--direct_num_workers", "2"]})
-    (tmp_path / "out" / "metadata.json").write_text(json.dumps({"counts": {"train": 5}, "classes": ["a"]}))
-    assert runner.run_example_gen(ctx) == {"counts": {"train": 5}, "classes": ["a"]}
-    assert seen == [("pipeline.preprocess", ["--source", "synthetic", "--input", "in", "--output",
-                                             ctx.output, "--preset", "tiny", "--seed", "3",
-                                             "--direct_num_workers", "2"])]
-    ctx, seen = _ctx(tmp_path, {"preset": "tiny", "epochs": 4, "batch_size": 8, "use_tpn": False},
-                     inputs={"ExampleGen": "ex"})
-    (tmp_path / "out" / "model.keras").write_bytes(b"k")
-    runner.run_train(ctx)
-    assert seen == [("vtcaps_tf.training", ["--data", "ex", "--run-dir", ctx.output, "--preset", "tiny",
-                                            "--epochs", "4", "--batch-size", "8", "--no-tpn"])]
+def test_unknown_keys_of_a_section_are_an_error(tmp_path):
+    ctx = _ctx(tmp_path, {"preset": "tiny", "epochs": 2, "args": ["--no-augment"]})
+    with pytest.raises(ValueError, match=r"train: unknown keys \['args'\]"):
+        runner.run_train(ctx)
+
+
+def _evaluate_returning(report, seen):
+    def evaluate(model_path, data_dir, split, output):
+        seen.append((model_path, data_dir, split, output))
+        return report
+    return evaluate
 
 
 def test_evaluate_blessing_says_its_level(tmp_path):
     report = {"accuracy": 0.6, "macro_f1": 0.5, "video": {"accuracy": 0.95, "macro_f1": 0.9}}
+    results = {"ExampleGen": {"examples": "ex"}, "Train": {"model": "tr/model.keras"}}
     for level, blessed, judged in (("clip", False, 0.6), ("video", True, 0.95)):
         config = {"accuracy_threshold": 0.9, "level": level}
-        ctx, _ = _ctx(tmp_path, config, inputs={"ExampleGen": "ex", "Train": "tr"})
-        (tmp_path / "out" / "report.json").write_text(json.dumps(report))
+        ctx = _ctx(tmp_path, config, results, evaluate=_evaluate_returning(report, []))
         result = runner.run_evaluate(ctx)
         assert result["blessed"] is blessed and result["accuracy"] == judged
         blessing = json.load(open(tmp_path / "out" / runner.BLESSING_FILE))
@@ -199,31 +242,55 @@ def test_evaluate_blessing_says_its_level(tmp_path):
 
 
 def test_evaluate_blesses_against_the_threshold_and_push_exports(tmp_path, capsys):
+    results = {"ExampleGen": {"examples": "ex"}, "Train": {"model": "tr/model.keras"}}
     for accuracy, blessed in ((0.93, True), (0.89, False)):
-        ctx, seen = _ctx(tmp_path, {"accuracy_threshold": 0.9}, inputs={"ExampleGen": "ex", "Train": "tr"})
-        (tmp_path / "out" / "report.json").write_text(json.dumps({"accuracy": accuracy, "macro_f1": 0.5}))
+        seen = []
+        ctx = _ctx(tmp_path, {"accuracy_threshold": 0.9}, results,
+                   evaluate=_evaluate_returning({"accuracy": accuracy, "macro_f1": 0.5}, seen))
         result = runner.run_evaluate(ctx)
         assert result["blessed"] is blessed and result["accuracy"] == accuracy
         assert json.load(open(tmp_path / "out" / runner.BLESSING_FILE))["blessed"] is blessed
-        assert seen[0] == ("vtcaps_tf.evaluate", ["--model", os.path.join("tr", "model.keras"), "--data",
-                                                  "ex", "--split", "test", "--output", ctx.output])
+        assert seen == [("tr/model.keras", "ex", "test", ctx.output)]
 
-    out = tmp_path / "out"
+    exported = []
 
-    def export(module, argv):
-        print("exported")
-        print("saved_models/vtcaps/3")
-        return 0
+    def export(model_path, base_path, version):
+        exported.append((model_path, base_path, version))
+        return os.path.join(base_path, "3")
 
-    ctx = StepContext("Push", {"base_path": "saved_models/vtcaps"}, {"Train": "tr"}, str(out), {}, export)
-    assert runner.run_push(ctx)["pushed"] == "saved_models/vtcaps/3"
+    ctx = _ctx(tmp_path, {"base_path": "saved_models/vtcaps"}, results, export=export)
+    assert runner.run_push(ctx)["pushed"] == os.path.join("saved_models/vtcaps", "3")
+    assert exported == [("tr/model.keras", "saved_models/vtcaps", None)]
     with pytest.raises(ValueError, match="base_path"):
-        runner.run_push(StepContext("Push", {}, {"Train": "tr"}, str(out), {}, export))
+        runner.run_push(_ctx(tmp_path, {}, results, export=export))
 
 
-def test_stage_error_on_nonzero_exit():
-    with pytest.raises(runner.StageError, match="exited with 2"):
-        runner.call_stage("pipeline.synth", ["--output", "x", "--frames", "1"])
+def _stats(per_class_train, per_class_test, test_subjects, videos_read, dead):
+    return {"splits": {"train": {"clips_per_class": per_class_train, "subjects": ["s1", "s2"]},
+                       "test": {"clips_per_class": per_class_test, "subjects": test_subjects}},
+            "counters": {"videos_read": videos_read}, "dead_letters": dead}
+
+
+def test_validate_applies_one_set_of_thresholds():
+    meta = {"classes": ["anger", "happy"]}
+    defaults = runner.ValidationThresholds()
+    good = _stats({"anger": 3, "happy": 2}, {"anger": 1, "happy": 1}, ["s3"], 10, {"no_face": 2})
+    assert runner.find_anomalies(good, meta, defaults) == []  # 2 of 10 = 20%: at the limit
+    bad = _stats({"anger": 3}, {"anger": 1, "happy": 1}, [], 10, {"no_face": 3})
+    assert runner.find_anomalies(bad, meta, defaults) == [
+        "train split has no clip of ['happy']",
+        "test holds 0 test subjects, fewer than min_test_subjects=1",
+        "3 of 10 videos gave no clip (limit 20%)"]
+    strict = runner.ValidationThresholds(max_dead_letter_fraction=0.1, min_test_subjects=2)
+    assert runner.find_anomalies(good, meta, strict) == [
+        "test holds 1 test subjects, fewer than min_test_subjects=2",
+        "2 of 10 videos gave no clip (limit 10%)"]
+    # Folds: each fold is a test set and may lack a class.
+    folds = {"splits": {"fold00": {"clips_per_class": {"anger": 1}, "subjects": ["a"]},
+                        "fold01": {"clips_per_class": {"happy": 1}, "subjects": []}},
+             "counters": {}, "dead_letters": {}}
+    assert runner.find_anomalies(folds, {"classes": ["anger", "happy"], "folds": 2}, defaults) == [
+        "fold01 holds 0 test subjects, fewer than min_test_subjects=1"]
 
 
 def test_config_errors(tmp_path, capsys):
@@ -232,6 +299,10 @@ def test_config_errors(tmp_path, capsys):
     assert runner.cli_main(["run", "--config", str(bad)]) == 2
     assert "unknown sections ['trian']" in capsys.readouterr().err
     assert runner.cli_main(["run", "--config", str(tmp_path / "none.json")]) == 2
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"pipeline_root": "r", "validate": {"max_dead_letters": 0.1}}))
+    assert runner.cli_main(["run", "--config", str(typo)]) == 2
+    assert "validate: unknown keys ['max_dead_letters']" in capsys.readouterr().err
     good = tmp_path / "c.yaml"
     good.write_text("pipeline_root: r\ntrain:\n  epochs: 2\n")
     assert runner.load_config(str(good)) == {"pipeline_root": "r", "train": {"epochs": 2}}
@@ -256,12 +327,15 @@ def test_crossval_config_chains_folds_into_crossval_and_resumes_after_a_kill(tmp
         "ExampleGen", "Statistics", "Validate", "CrossVal"]
     with pytest.raises(ValueError):
         runner.default_steps(dict(config, train={}))
-    ctx, seen = _ctx(tmp_path, config["crossval"], inputs={"ExampleGen": "ex"})
-    (tmp_path / "out" / "report.json").write_text(json.dumps(
-        {"folds": [{}, {}], "mean": {"video_accuracy": 0.5}, "std": {"video_accuracy": 0.1}}))
+    seen = []
+
+    def crossval(data_dir, output, **options):
+        seen.append((data_dir, output, options))
+        return {"folds": [{}, {}], "mean": {"video_accuracy": 0.5}, "std": {"video_accuracy": 0.1}}
+
+    ctx = _ctx(tmp_path, config["crossval"], {"ExampleGen": {"examples": "ex"}}, crossval=crossval)
     result = runner.run_crossval(ctx)
-    assert seen == [("vtcaps_tf.crossval", ["--data", "ex", "--output", ctx.output, "--preset", "paper",
-                                            "--epochs", "500", "--batch-size", "16"])]
+    assert seen == [("ex", ctx.output, {"preset": "paper", "epochs": 500, "batch_size": 16})]
     assert result["folds"] == 2 and result["mean"] == {"video_accuracy": 0.5}
 
     # A resumable step killed mid-run keeps its output for the next run; another step does not.

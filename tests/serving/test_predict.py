@@ -137,7 +137,7 @@ def test_table_and_failures_exit_non_zero_only_when_nothing_predicted(videos, to
 def test_clear_errors_for_a_bad_model_location(videos, tmp_path, capsys):
     video = str(videos / "mixed" / "face.avi")
     rc, _, err = _run([video, "--saved-model", str(tmp_path)], capsys)
-    assert rc == 1 and "neither a SavedModel nor a base path" in err
+    assert rc == 2 and "neither a SavedModel nor a base path" in err  # bad input
     rc, _, err = _run([video, "--server", "http://127.0.0.1:9", "--model-name", "toy"], capsys)
     assert rc == 1 and "cannot use model 'toy'" in err
     with pytest.raises(SystemExit):

@@ -1,4 +1,4 @@
-"""A small SavedModel with the exported model's signatures (DESIGN.md section 10), for server tests.
+"""A small SavedModel with the exported model's signatures (docs/design.md section 10), for server tests.
 
 `serving_default(frames uint8 [B,N,S,S,3], landmarks float32 [B,N,68,2], long_frames uint8
 [B,M,S,S,3])` (a with-teacher export's inputs) -> probabilities, capsule_lengths, classes,

@@ -1,5 +1,5 @@
 """The TFRecord schema: the one definition that the Beam writer, the tf.data reader and the
-exported `serve_examples` signature all use (DESIGN.md section 4).
+exported `serve_examples` signature all use (docs/design.md section 3).
 
 One `tf.train.SequenceExample` per clip. The sequence features hold the *long* window of the clip
 (the frames TPN-ERM sees, centred on the clip, edge frames repeated where the video is shorter);

@@ -1,4 +1,4 @@
-"""EAC-Net AU centres and the 100x100 AU attention map (paper 3.1.2, Eq. 2; DESIGN.md section 5)."""
+"""EAC-Net AU centres and the 100x100 AU attention map (paper 3.1.2, Eq. 2; docs/design.md section 4)."""
 
 from __future__ import annotations
 

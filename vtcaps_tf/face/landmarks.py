@@ -1,4 +1,4 @@
-"""MediaPipe's 468 face-mesh points -> the 68 iBUG landmarks (DESIGN.md section 5).
+"""MediaPipe's 468 face-mesh points -> the 68 iBUG landmarks (docs/design.md section 4).
 
 The table is the public mapping of PeizhiYan/Mediapipe_2_Dlib_Landmarks: dlib index -> mesh index,
 a pair meaning the mean of the two mesh points.

@@ -1,4 +1,4 @@
-"""The AU-perceived attention stream (paper 3.1.2, Fig 3/4; DESIGN.md section 5).
+"""The AU-perceived attention stream (paper 3.1.2, Fig 3/4; docs/design.md section 4).
 
 The 100x100 AU attention map of every frame is resized to the feature map after the stem's
 max-pool (space and time), broadcast over channels and multiplied with the features. The first

@@ -1,4 +1,4 @@
-"""Capsule layers of 3D-CapsNet (paper section 3.1.3, DESIGN.md section 7).
+"""Capsule layers of 3D-CapsNet (paper section 3.1.3, docs/design.md section 6).
 
 `PrimaryCaps` turns the pooled backbone feature map into 8D capsules, `DigitCaps` routes them by
 agreement (Sabour et al. 2017) into one 16D capsule per class, and `ReconstructionDecoder` rebuilds

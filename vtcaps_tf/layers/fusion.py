@@ -4,7 +4,7 @@ Both layers hold one scalar weight per input in a variable named `fusion_weights
 `build` from the number of inputs, initialised to 1, so a fresh node averages its inputs).
 
 - `FastNormalizedFusion`: O = sum_i relu(w_i) I_i / (sum_j relu(w_j) + epsilon)
-  (EfficientDet's fast normalised fusion; the paper's Eq. 15 misprints it, DESIGN.md section 8).
+  (EfficientDet's fast normalised fusion; the paper's Eq. 15 misprints it, docs/design.md section 7).
 - `SoftmaxFusion`: O = sum_i softmax(w)_i I_i (paper Eq. 14).
 """
 

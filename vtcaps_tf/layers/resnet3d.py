@@ -1,4 +1,4 @@
-"""(2+1)D residual blocks of the inflated ResNet backbone (paper 3.1.1, DESIGN.md section 6).
+"""(2+1)D residual blocks of the inflated ResNet backbone (paper 3.1.1, docs/design.md section 5).
 
 Every 3D convolution is factorised into a temporal conv (t x 1 x 1) and a spatial conv (1 x k x k),
 each followed by BatchNorm + ReLU. Tensors are channels-last: [batch, time, height, width, channels].

@@ -10,7 +10,7 @@ and returns `{"logits", "aux_logits", "feature"}`:
    (paper Eq. 10);
 2. temporal rate modulation: a grouped (3x1x1) conv, then max-pooling over time by alpha_i;
 3. information flow between levels: `isolation`, `top_down`, `bottom_up`, `cascade`, `parallel`
-   (TPN / mmaction2) or `adaptive` (the paper's weighted BiFPN-style graph, DESIGN.md section 8);
+   (TPN / mmaction2) or `adaptive` (the paper's weighted BiFPN-style graph, docs/design.md section 7);
 4. every level max-pooled over (T, H, W) to a vector, concatenated bottom to top into the
    "high-level motion feature" [B, M*channels]; dropout; dense -> logits.
 

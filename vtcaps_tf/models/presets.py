@@ -1,4 +1,4 @@
-"""The one preset table (DESIGN.md section 9): every size-dependent number of the model and its data."""
+"""The one preset table (docs/design.md section 9): every size-dependent number of the model and its data."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ Both the 3D-CapsNet alone (what the paper's Table 3 reports) and the full VT-3DC
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -81,13 +80,9 @@ def format_table(result: dict) -> str:
 
 
 def cli_main(argv=None) -> int:
-    from vtcaps_tf.models.presets import PRESETS
+    from vtcaps_tf import cli_parsers
 
-    parser = argparse.ArgumentParser(prog="vtcaps profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="paper", choices=sorted(PRESETS),
-                        help="model preset to profile (default: paper)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = parser.parse_args(argv)
+    args = cli_parsers.profile_parser().parse_args(argv)
     result = profile_preset(args.preset)
     print(json.dumps(result) if args.json else format_table(result))
     return 0

@@ -245,7 +245,7 @@ def cli_main(argv=None) -> int:
         say(f"{r.video}: {r.error}")
     if not videos:
         print("vtcaps predict: nothing to predict", file=sys.stderr)
-        return 1
+        return 2  # bad input (vtcaps_tf.errors)
     if args.annotate and (len(videos) != 1 or _is_photo(videos[0])):
         parser.error("--annotate needs exactly one video")
     try:
@@ -262,7 +262,7 @@ def cli_main(argv=None) -> int:
             model = InProcessModel(args.saved_model)
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"vtcaps predict: {err}", file=sys.stderr)
-        return 1
+        return 2  # the model named is missing or unusable (vtcaps_tf.errors)
     batch_size = args.batch_size or (REST_BATCH if args.server else IN_PROCESS_BATCH)
     s = model.shape
     say(f"model: {model.describe()} (clips of {s.clip_frames} frames, TPN window {s.long_frames}, "

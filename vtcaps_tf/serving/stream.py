@@ -224,7 +224,7 @@ def cli_main(argv=None) -> int:
         cap, fps, live = open_capture(args.source)
     except Exception as err:  # noqa: BLE001 - any failure to start is one clear line
         print(f"vtcaps stream: {getattr(err, 'message', None) or err}", file=sys.stderr)
-        return 1
+        return 2  # the model or source named is missing or unusable (vtcaps_tf.errors)
     from vtcaps_tf.face import FaceAnalyzer
     from vtcaps_tf.model_card import describe, synthetic_warning
 

@@ -1,0 +1,106 @@
+"""Argument parsers of the commands whose modules import TensorFlow when they load.
+
+`vtcaps train|export|profile --help` and their flag errors are answered from here, without
+TensorFlow (a second instead of several); the command modules build their parsers with these
+functions, so each flag and default is defined once. Only the standard library is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+
+PAPER_EPOCHS = 500  # paper section 4.2.1
+DEFAULT_SHUFFLE_BUFFER = 512  # clips; a parsed clip is ~0.7 MB at the small preset
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300
+SHARD_POLICIES = ("auto", "file", "data")
+
+
+def preset_names() -> list[str]:
+    """The preset table's names, read from vtcaps_tf/models/presets.py (plain dataclasses)
+    without importing the vtcaps_tf.models package, whose __init__ imports TensorFlow."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "presets.py")
+    spec = importlib.util.spec_from_file_location("_vtcaps_preset_table", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return sorted(module.PRESETS)
+
+
+def add_multiworker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The multi-worker flags of `vtcaps train` and `vtcaps crossval`."""
+    group = parser.add_argument_group("multi-worker training")
+    group.add_argument("--multi-worker", action="store_true",
+                       help="train under MultiWorkerMirroredStrategy with a custom loop; the cluster "
+                            "comes from TF_CONFIG (one worker without it)")
+    group.add_argument("--local-workers", type=int, default=0, metavar="N",
+                       help="start N workers on 127.0.0.1 with generated TF_CONFIGs (implies "
+                            "--multi-worker); a worker that dies stops the others")
+    group.add_argument("--shard-policy", choices=SHARD_POLICIES, default="auto",
+                       help="how training clips are split over workers: file (each worker reads its "
+                            "own shards), data (every worker reads all, keeps its part of each "
+                            "batch), auto (file when every worker gets a shard; default)")
+    group.add_argument("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S,
+                       metavar="S", help="seconds a cross-worker operation may wait for the other "
+                                         f"workers before the run fails (default {DEFAULT_COLLECTIVE_TIMEOUT_S})")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtcaps train", description=(
+        "Train VT-3DCapsNet on the output of `vtcaps preprocess` with keras fit under "
+        "MirroredStrategy; checkpoints every epoch, TensorBoard logs, RUN_DIR/model.keras."))
+    p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
+    p.add_argument("--run-dir", required=True, help="where checkpoints, logs and model.keras go")
+    p.add_argument("--preset", default="small", choices=preset_names(),
+                   help="model preset (default small)")
+    p.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help=f"default {PAPER_EPOCHS} (the paper's)")
+    p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--cpu-replicas", type=int, default=0,
+                   help="without a GPU: train on N logical CPU devices (MirroredStrategy replicas)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")
+    p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
+    p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
+    p.add_argument("--flow", default=None, help="TPN information flow (default: the preset's)")
+    p.add_argument("--fusion", default=None, help="fusion of the adaptive flow: fast or softmax")
+    p.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="batches per epoch (default: one pass over the training clips)")
+    p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle-buffer", type=int, default=DEFAULT_SHUFFLE_BUFFER,
+                   help=f"clips shuffled together (default {DEFAULT_SHUFFLE_BUFFER}; 1: file order)")
+    p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
+    add_multiworker_arguments(p)
+    return p
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtcaps export", description=(
+        "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
+        "serving_default and serve_examples signatures). By default only 3D-CapsNet is served; "
+        "--with-teacher keeps the TPN-ERM head."))
+    p.add_argument("--model", required=True, help="a .keras file written by `vtcaps train`")
+    p.add_argument("--base-path", required=True, help="saved_models/NAME: versions go below it")
+    p.add_argument("--version", type=int, default=None,
+                   help="integer version (default: one more than the newest existing one)")
+    p.add_argument("--evaluation", help="a `vtcaps evaluate` report.json for the model card "
+                   "(default: eval/report.json beside the model, when there is one)")
+    p.add_argument("--with-teacher", action="store_true",
+                   help="also serve TPN-ERM's tpn_probabilities; serving_default then needs "
+                   "long_frames (the M-frame window) too")
+    return p
+
+
+def profile_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtcaps profile",
+                                description="Parameters and FLOPs per clip of a preset, next to the paper.")
+    p.add_argument("--preset", default="paper", choices=preset_names(),
+                   help="model preset to profile (default: paper)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return p
