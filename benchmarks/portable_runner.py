@@ -1,6 +1,6 @@
 """The Beam job on the local runner vs through a loopback EXTERNAL worker pool, same videos, one run.
 
-Local: `vtcaps preprocess`'s default (FnApiRunner, multi-processing, one worker per core).
+Local: `vtcaps preprocess`'s default (FnApiRunner, multi-threading, one worker thread per core).
 Pool: `--runner PortableRunner --job_endpoint embed --environment_type EXTERNAL` against
 `pipeline.worker_pool` started in this process (its SDK workers are separate processes, as on a
 Flink or Spark cluster). Prints one JSON line with both pipeline times and the outputs' agreement.

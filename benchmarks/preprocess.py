@@ -2,7 +2,13 @@
 plain sequential loop over the same videos that decodes them and calls MediaPipe directly.
 
 Prints one JSON line. The job's time is its whole wall time as a user sees it (worker start-up,
-face analysis, crops, AU maps, clips, TFRecord writing, the checks after the write).
+face analysis, crops, AU maps, clips, TFRecord writing, the checks after the write); MediaPipe and
+TensorFlow are imported in this process before either timer starts (a worker process of the
+multi_processing mode imports them again, inside the job's time). Beside the wall times: the CPU
+seconds of each (this process and its reaped children; the cores the loop keeps busy show whether
+2 workers can beat it), the records' bytes per clip (gzip on disk, and uncompressed), and the
+same-run matmul figure (the machine's speed today; the machine is shared, so the load average
+before and after is printed too).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -29,6 +36,23 @@ def make_videos(root: str, videos: int, frames: int, width: int) -> int:
         fx.write_video(os.path.join(root, label, f"s{k // 2}_{k}.avi"),
                        fx.shifted_frames(image, frames, seed=k), fps=30.0)
     return videos * frames
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have been waited for."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def record_bytes(out: str) -> tuple[int, int]:
+    """(bytes of the gzip shards on disk, bytes of the serialized records inside them)."""
+    import tensorflow as tf
+
+    from vtcaps_tf.data import features
+
+    shards = tf.io.gfile.glob(os.path.join(out, f"*{features.SHARD_SUFFIX}"))
+    raw = sum(len(r) for r in tf.data.TFRecordDataset(shards, compression_type="GZIP").as_numpy_iterator())
+    return sum(os.path.getsize(f) for f in shards), raw
 
 
 def sequential_loop(root: str) -> tuple[int, float]:
@@ -65,22 +89,34 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=256, help="frame width in pixels")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--preset", default="small")
-    p.add_argument("--modes", default="multi_processing,multi_threading",
+    p.add_argument("--modes", default="multi_threading,multi_processing",
                    help="Beam direct running modes to measure; the first is the headline")
     args = p.parse_args(argv)
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)
+    import mediapipe  # noqa: F401  (imported before both timers: see the docstring)
+
+    from benchmarks.matmul import matmul_gflops
+    from pipeline import preprocess  # noqa: F401  (TensorFlow and Beam, likewise)
+
+    gflops = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         root, out = os.path.join(tmp, "videos"), os.path.join(tmp, "out")
         total = make_videos(root, args.videos, args.frames, args.width)
         load_before = os.getloadavg()[0]
+        cpu = cpu_seconds()
         n, seq_s = sequential_loop(root)
+        seq_cpu = cpu_seconds() - cpu
         assert n == total, (n, total)
         result = {}
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         for mode in modes:
+            cpu = cpu_seconds()
             job_s, stats = job(root, os.path.join(out, mode), args.workers, args.preset, mode)
+            job_cpu = cpu_seconds() - cpu
+            disk, raw = record_bytes(os.path.join(out, mode))
+            clips = stats["counters"].get("clips_written") or 1
             sec = stats["seconds"]
             # Throughput between the first and the last video finishing: worker start-up and the
             # write finalisation left out (the first `workers` videos are not counted).
@@ -89,15 +125,21 @@ def main(argv=None):
             result[mode] = {"job_s": round(job_s, 2), "job_fps": round(total / job_s, 1),
                             "ratio": round(seq_s / job_s, 3),
                             "steady_fps": round(steady, 1), "steady_ratio": round(steady * seq_s / total, 3),
+                            "cpu_s": round(job_cpu, 2),
                             "seconds": sec, "clips": stats["counters"].get("clips_written"),
-                            "dead_letters": stats["videos"]["dead_letters"]}
+                            "dead_letters": stats["videos"]["dead_letters"],
+                            "record_kb_per_clip": round(disk / clips / 1e3, 1),
+                            "record_raw_kb_per_clip": round(raw / clips / 1e3, 1)}
     print(json.dumps({
         "benchmark": "preprocess", "videos": args.videos, "frames": total,
         "frame_size": [args.width, int(round(args.width * 600 / 512))], "preset": args.preset,
-        "workers": args.workers, "cpu_count": os.cpu_count(), "load_avg_before": round(load_before, 2),
+        "workers": args.workers, "cpu_count": os.cpu_count(), "matmul_gflops": round(gflops, 1),
+        "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2),
         "sequential_s": round(seq_s, 2), "sequential_fps": round(total / seq_s, 1),
-        # The headline: the first mode (the job's default, multi_processing) against the loop.
+        "sequential_cpu_s": round(seq_cpu, 2), "sequential_cores": round(seq_cpu / seq_s, 2),
+        # The headline: the first mode (the job's default) against the loop.
         "job_mode": modes[0], "job_fps": result[modes[0]]["job_fps"], "ratio": result[modes[0]]["ratio"],
+        "record_kb_per_clip": result[modes[0]]["record_kb_per_clip"],
         "goal_ratio": 1.6, "modes": result,
     }))
 

@@ -7,10 +7,12 @@
     then, in the launching process: statistics and schema checks on the written shards,
     stats.json, and metadata.json last (only a usable output gets one).
 
-Runs here on the DirectRunner's FnApiRunner in multi-processing mode (one worker process per
-core: each worker imports TensorFlow and MediaPipe once, ~10 s on a busy 2-core machine;
-`--direct_running_mode multi_threading` skips that start-up but analyses one frame at a time, as
-MediaPipe holds the GIL). Other runners take the usual Beam flags:
+Runs here on the DirectRunner's FnApiRunner in multi-threading mode, one worker thread per core:
+MediaPipe's graph and OpenCV's decoding, warps and JPEG encoding release the GIL, so the threads
+analyse frames in parallel, and the job starts no worker process (each would import TensorFlow and
+MediaPipe again: ~10 s on a busy 2-core machine, more than the whole job's work on 2,000 frames;
+benchmarks/preprocess.py measures both modes). `--direct_running_mode multi_processing` runs one
+worker process per core instead. Other runners take the usual Beam flags:
 
     vtcaps preprocess ... --runner FlinkRunner --flink_master HOST:8081 --environment_type LOOPBACK
     vtcaps preprocess ... --runner SparkRunner --spark_master_url spark://HOST:7077 --environment_type LOOPBACK
@@ -47,6 +49,8 @@ _LOG = logging.getLogger(__name__)
 PROGRESS_DIR = ".progress"
 PARTIAL_STATS = ".job_stats"
 DEFAULT_RATIOS = "0.7,0.15,0.15"
+# Worker threads rather than processes: see the module docstring.
+DEFAULT_RUNNING_MODE = "multi_threading"
 
 
 class PreprocessError(RuntimeError):
@@ -121,15 +125,15 @@ def parse_args(argv):
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     """A Pipeline for the Beam flags. No --runner (or DirectRunner): the FnApiRunner in
-    multi-processing mode, one worker per core; the DirectRunner's own switch would first try to
-    fetch the Prism runner, which an offline machine cannot do."""
+    multi-threading mode (DEFAULT_RUNNING_MODE), one worker per core; the DirectRunner's own switch
+    would first try to fetch the Prism runner, which an offline machine cannot do."""
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner
     if runner not in (None, "DirectRunner"):
         return beam.Pipeline(options=options)
     direct = options.view_as(DirectOptions)
     if not any(a.startswith("--direct_running_mode") for a in beam_args):
-        direct.direct_running_mode = "multi_processing"
+        direct.direct_running_mode = DEFAULT_RUNNING_MODE
     if not any(a.startswith("--direct_num_workers") for a in beam_args):
         direct.direct_num_workers = os.cpu_count() or 1
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):

@@ -62,3 +62,21 @@ def test_bad_frames_raise(analyzer):
         analyzer.analyze(np.zeros((3, 80, 80), np.uint8))
     with pytest.raises(ValueError, match="crop_size"):
         FaceAnalyzer(2)
+
+
+def test_face_counter_counts_the_faces_of_a_frame():
+    from vtcaps_tf.face.analyzer import FaceCounter
+
+    big, small = fx.face_image(120), fx.face_image(100)
+    two = np.full((170, 360, 3), 128, np.uint8)
+    two[10:10 + big.shape[0], 10:130] = big
+    two[20:20 + small.shape[0], 220:320] = small
+    counter = FaceCounter()
+    try:
+        assert counter.count(fx.face_image(256)) == 1
+        assert counter.count(two) == 2
+        assert counter.count(np.full((170, 360, 3), 128, np.uint8)) == 0
+    finally:
+        counter.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        counter.count(two)

@@ -150,13 +150,13 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert code == 2 and "split ratios" in capsys.readouterr().err
 
 
-def test_default_runner_is_multiprocessing_fnapi():
+def test_default_runner_is_multithreading_fnapi():
     from apache_beam.options.pipeline_options import DirectOptions
 
     p = preprocess.make_pipeline([])
     assert type(p.runner).__name__ == "FnApiRunner"
     direct = p.options.view_as(DirectOptions)
-    assert direct.direct_running_mode == "multi_processing"
+    assert direct.direct_running_mode == "multi_threading"
     assert direct.direct_num_workers == (os.cpu_count() or 1)
     p = preprocess.make_pipeline(["--direct_num_workers", "3", "--direct_running_mode", "in_memory"])
     assert p.options.view_as(DirectOptions).direct_num_workers == 3
@@ -174,12 +174,13 @@ def test_progress_display_counts_markers(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_multiprocessing_runner_end_to_end(tmp_path):
+@pytest.mark.parametrize("mode", ["multi_threading", "multi_processing"])
+def test_two_worker_runner_end_to_end(tmp_path, mode):
     root = str(tmp_path / "v")
     fx.write_folder_dataset(root, classes=("happy", "sad"), subjects=("s1", "s2", "s3"))
     out = str(tmp_path / "out")
     code = preprocess.cli_main(["--source", "folder", "--input", root, "--output", out, *ARGS,
-                                "--direct_num_workers", "2"])
+                                "--direct_num_workers", "2", "--direct_running_mode", mode])
     assert code == 0
     meta = features.read_metadata(out)
     assert sum(meta["counts"].values()) == 12

@@ -75,6 +75,30 @@ class _Collector:
         self.found.append(fc.found)
 
 
+class FaceCounter:
+    """Counts the faces in a still image with MediaPipe's short-range face detector, the model the
+    face mesh itself runs to find faces: less than half the CPU time of a still-image mesh, which
+    would also fit the 468 points of every face found."""
+
+    def __init__(self, min_detection_confidence: float = 0.5):
+        import mediapipe as mp  # heavy: imported only when a detector is opened
+
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=0, min_detection_confidence=min_detection_confidence)
+
+    def count(self, rgb: np.ndarray) -> int:
+        """RGB uint8 image [H, W, 3] -> how many faces it shows."""
+        if self._detector is None:
+            raise RuntimeError("FaceCounter is closed")
+        result = self._detector.process(np.ascontiguousarray(rgb, dtype=np.uint8))
+        return len(result.detections or ())
+
+    def close(self):
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+
 class FaceAnalyzer:
     """Detects the face (MediaPipe mesh -> 68 landmarks) in every frame, aligns a `crop_size`
     crop (the model draws the AU map from the crop's landmarks). Open one per worker (`DoFn.setup()`), `close()` when done.
@@ -92,9 +116,9 @@ class FaceAnalyzer:
         self._mesh = FaceMesh(video=video, max_num_faces=max_num_faces)
         # Looking for several faces in every frame halves MediaPipe's speed in video mode (its
         # detector then runs on every frame); `count_faces_every` k > 0 instead counts the faces
-        # of every k-th frame with a second, still-image mesh (`analyze_stream`'s max_faces).
+        # of every k-th frame with the face detector alone (`analyze_stream`'s max_faces).
         self.count_faces_every = int(count_faces_every)
-        self._counter = FaceMesh(video=False, max_num_faces=2) if count_faces_every > 0 else None
+        self._counter = FaceCounter() if count_faces_every > 0 else None
 
     def reset(self):
         """Forget the tracked faces: the next frame starts a new video."""
@@ -177,7 +201,7 @@ class FaceAnalyzer:
                 faces = self.detect_faces(frame)
             max_faces = max(max_faces, len(faces))
             if self._counter is not None and t % self.count_faces_every == 0:
-                max_faces = max(max_faces, len(self._counter.detect_all(frame)))
+                max_faces = max(max_faces, self._counter.count(frame))
             if faces:
                 cropper.found(t, frame, _largest(faces))
             else:

@@ -41,8 +41,7 @@ class FaceMesh:
         if not result.multi_face_landmarks:
             return []
         h, w = rgb.shape[:2]
-        return [np.array([(p.x * w, p.y * h) for p in face.landmark[:NUM_MESH_POINTS]], dtype=np.float32)
-                for face in result.multi_face_landmarks]
+        return [mesh_points(face, w, h) for face in result.multi_face_landmarks]
 
     def reset(self):
         """Forget the tracked face, so that the next video starts fresh (and results do not depend
@@ -60,3 +59,27 @@ class FaceMesh:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# One NormalizedLandmark inside a serialised NormalizedLandmarkList when only x, y and z are set (as
+# the face mesh sets them): the entry's key and length, then key + float32 for each of x, y, z.
+_LANDMARK_WIRE = np.dtype([("key", "u1"), ("size", "u1"), ("x_key", "u1"), ("x", "<f4"),
+                           ("y_key", "u1"), ("y", "<f4"), ("z_key", "u1"), ("z", "<f4")])
+_WIRE_KEYS = {"key": 0x0A, "size": 15, "x_key": 0x0D, "y_key": 0x15, "z_key": 0x1D}
+
+
+def mesh_points(face, width: int, height: int) -> np.ndarray:
+    """A NormalizedLandmarkList -> its first 468 points in pixels [468, 2] float32.
+
+    Reads the points from the list's serialised bytes in one numpy view: reading 468 landmarks
+    field by field through the protobuf objects costs ~4x more, a twelfth of the mesh's own time.
+    A list serialised any other way (other fields set) is read field by field.
+    """
+    raw = face.SerializeToString()
+    if len(raw) % _LANDMARK_WIRE.itemsize == 0:
+        wire = np.frombuffer(raw, _LANDMARK_WIRE)
+        if len(wire) >= NUM_MESH_POINTS and all(np.all(wire[k] == v) for k, v in _WIRE_KEYS.items()):
+            xy = np.stack([wire["x"][:NUM_MESH_POINTS], wire["y"][:NUM_MESH_POINTS]], axis=1)
+            return (xy.astype(np.float64) * (width, height)).astype(np.float32)
+    return np.array([(p.x * width, p.y * height) for p in face.landmark[:NUM_MESH_POINTS]],
+                    dtype=np.float32)
