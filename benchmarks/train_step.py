@@ -1,9 +1,18 @@
-"""Training throughput (clips/s) of a preset, with and without XLA (`jit_compile`), in one run.
+"""Training throughput (clips/s) of a preset: this tree's model code against a baseline revision's,
+in one run, beside the same-run matmul figure.
 
-Times `train_on_batch` on random clips of the preset's shapes after warm-up steps (tracing and,
-for XLA, compiling are excluded). Prints one JSON line.
+Each side runs in its own subprocess (same settings, PYTHONPATH pointed at its tree): the baseline
+is `vtcaps_tf` of `--baseline REV`, extracted with `git archive` into a temporary directory.
+`train_on_batch` is timed on random clips shaped and typed by `model.input_specs()` after warm-up
+steps (tracing excluded); the median step is reported. Prints one JSON line.
 
-    python benchmarks/train_step.py [--preset small] [--batch-size 4] [--steps 3]
+    python benchmarks/train_step.py [--preset tiny] [--batch-size 16] [--baseline REV] [--jit]
+
+`--baseline` defaults to the parent of the commit that introduced `FactorisedConv3D` (the model
+code before the CPU speed work), or HEAD when that commit is not in the history; `--baseline none`
+measures this tree only. `--jit` adds this tree with `jit_compile=True`. `--onednn 1` sets
+TF_ENABLE_ONEDNN_OPTS=1 for both sides (oneDNN kernels; TF enables them by default only on CPUs
+with AVX-512/AMX).
 """
 
 from __future__ import annotations
@@ -11,28 +20,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _batch(cfg, batch, seed=0):
+
+def random_batch(model, batch, seed=0):
+    """Random inputs from `model.input_specs()` (uint8 -> 0..255, float -> [0, 1)) and labels."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    n, m, s = cfg.clip_frames, cfg.long_frames, cfg.image_size
-    x = {
-        "frames": rng.integers(0, 256, (batch, n, s, s, 3), dtype=np.uint8),
-        "landmarks": rng.random((batch, n, 68, 2), dtype=np.float32),
-        "long_frames": rng.integers(0, 256, (batch, m, s, s, 3), dtype=np.uint8),
-    }
-    y = rng.integers(0, cfg.num_classes, batch)
-    return x, y
+    x = {}
+    for name, spec in model.input_specs().items():
+        shape = (batch,) + tuple(spec.shape[1:])
+        if spec.dtype.is_integer:
+            x[name] = rng.integers(0, 256, shape).astype(spec.dtype.as_numpy_dtype)
+        else:
+            x[name] = rng.random(shape).astype(spec.dtype.as_numpy_dtype)
+    return x, rng.integers(0, model.config.num_classes, batch)
 
 
 def measure(preset: str, batch: int, steps: int, warmup: int, jit_compile: bool,
             mixed_precision: bool = False) -> dict:
+    """Median `train_on_batch` time of the importable `vtcaps_tf` (this process' sys.path)."""
     import keras
 
     from vtcaps_tf.models import build_model
@@ -45,7 +61,7 @@ def measure(preset: str, batch: int, steps: int, warmup: int, jit_compile: bool,
         model = build_model(preset)
         model.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
                       jit_compile=jit_compile)
-        x, y = _batch(model.config, batch)
+        x, y = random_batch(model, batch)
         t0 = time.perf_counter()
         for _ in range(warmup):
             model.train_on_batch(x, y)
@@ -62,39 +78,85 @@ def measure(preset: str, batch: int, steps: int, warmup: int, jit_compile: bool,
     return {"clips_per_s": batch / median, "step_s": median, "warmup_s": warm_s, "loss": loss}
 
 
+def default_baseline() -> str:
+    """The parent of the commit that introduced FactorisedConv3D, else HEAD."""
+    out = subprocess.run(["git", "log", "--format=%H", "-S", "class FactorisedConv3D", "--",
+                          "vtcaps_tf/layers/resnet3d.py"], cwd=ROOT, capture_output=True, text=True)
+    commits = out.stdout.split()
+    return f"{commits[-1]}^" if out.returncode == 0 and commits else "HEAD"
+
+
+def extract(rev: str, dest: str) -> str:
+    """`vtcaps_tf` of `rev` unpacked under `dest`; returns the resolved commit."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline {rev!r} is not a commit of {ROOT}: {commit.stderr.strip()}")
+    archive = subprocess.run(["git", "archive", "--format=tar", commit.stdout.strip(), "vtcaps_tf"],
+                             cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", dest], input=archive.stdout, check=True)
+    return commit.stdout.strip()
+
+
+def run_side(tree: str, args, jit: bool) -> dict:
+    """One measurement in a fresh interpreter whose `vtcaps_tf` comes from `tree`."""
+    env = dict(os.environ, PYTHONPATH=tree)
+    if args.onednn is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--preset", args.preset,
+           "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--jit"] if jit else []
+    cmd += ["--mixed-precision"] if args.mixed_precision else []
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"measurement in {tree} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{tree} jit={jit}: {result}", file=sys.stderr)
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="small")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--baseline", default=None,
+                   help="git revision of the baseline model code; 'none' to skip (default: see above)")
+    p.add_argument("--jit", action="store_true", help="also time this tree with jit_compile=True")
+    p.add_argument("--onednn", choices=("0", "1"), default=None,
+                   help="TF_ENABLE_ONEDNN_OPTS for both sides (default: inherited)")
     p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    import tensorflow as tf
+    if args.worker:
+        print(json.dumps(measure(args.preset, args.batch_size, args.steps, args.warmup, args.jit,
+                                 args.mixed_precision)))
+        return 0
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = "gpu:" + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "?") \
-        if gpus else f"cpu:{os.cpu_count()} cores"
-    plain = measure(args.preset, args.batch_size, args.steps, args.warmup, False, args.mixed_precision)
-    print(f"no jit: {plain}", file=sys.stderr)
-    jit = measure(args.preset, args.batch_size, args.steps, args.warmup, True, args.mixed_precision)
-    print(f"jit: {jit}", file=sys.stderr)
-    print(json.dumps({
-        "benchmark": "train_step",
-        "preset": args.preset,
-        "device": device,
-        "batch_size": args.batch_size,
-        "mixed_precision": args.mixed_precision,
-        "clips_per_s": round(plain["clips_per_s"], 3),
-        "clips_per_s_jit": round(jit["clips_per_s"], 3),
-        "jit_speedup": round(jit["clips_per_s"] / plain["clips_per_s"], 3),
-        "step_s": round(plain["step_s"], 3),
-        "step_s_jit": round(jit["step_s"], 3),
-        "warmup_s": round(plain["warmup_s"], 1),
-        "warmup_s_jit": round(jit["warmup_s"], 1),
-        "timed_steps": args.steps,
-    }))
+    from matmul import matmul_gflops
+
+    gflops = matmul_gflops()
+    rev = args.baseline if args.baseline is not None else default_baseline()
+    result = {"benchmark": "train_step", "preset": args.preset, "batch_size": args.batch_size,
+              "mixed_precision": args.mixed_precision, "timed_steps": args.steps,
+              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") if args.onednn is None else args.onednn}
+    current = run_side(ROOT, args, jit=False)
+    result.update(clips_per_s=round(current["clips_per_s"], 3), step_s=round(current["step_s"], 3))
+    if rev.lower() != "none":
+        with tempfile.TemporaryDirectory(prefix="vtcaps_baseline_") as tree:
+            result["baseline_rev"] = extract(rev, tree)[:12]
+            base = run_side(tree, args, jit=False)
+        result.update(baseline_clips_per_s=round(base["clips_per_s"], 3),
+                      baseline_step_s=round(base["step_s"], 3),
+                      speedup=round(current["clips_per_s"] / base["clips_per_s"], 3))
+    if args.jit:
+        jit = run_side(ROOT, args, jit=True)
+        result.update(clips_per_s_jit=round(jit["clips_per_s"], 3),
+                      jit_speedup=round(jit["clips_per_s"] / current["clips_per_s"], 3))
+    result["matmul_gflops"] = round((gflops + matmul_gflops()) / 2, 1)
+    print(json.dumps(result))
     return 0
 
 

@@ -303,7 +303,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
             train_files, model.contract, config.batch_size,
             training=True, augment=config.augment, num_records=n_train, cache=config.cache,
             shuffle_buffer=config.shuffle_buffer, seed=config.seed)
-        val_ds = fit_val_ds = val_steps = None
+        val_ds = fit_val_ds = None
         if eval_files:
             val_ds = data_lib.make_dataset(
                 eval_files, model.contract, config.batch_size,
@@ -317,12 +317,13 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
                     eval_files, model.contract, val_batch,
                     training=False, num_records=n_eval, cache=config.cache,
                     drop_remainder=True) if val_batch else None
-            if fit_val_ds is not None:
-                # Keras keeps one validation iterator across epochs: repeat, and take exactly one
-                # pass per epoch.
-                val_steps = config.validation_steps or (
-                    n_eval // val_batch if replicas > 1 else data_lib.steps_per_epoch(n_eval, val_batch))
-                fit_val_ds = fit_val_ds.repeat()
+            if fit_val_ds is not None and config.validation_steps:
+                # A finite dataset, not `repeat()` + validation_steps: Keras (3.15) drops its
+                # validation iterator at every evaluate, after pulling one batch to build; a
+                # repeated pipeline then dies mid-pass, its decoded-clip cache never completes and
+                # the teardown stalls the start of validation for seconds. One finite pass
+                # completes the cache in epoch 1, so later iterators only read memory.
+                fit_val_ds = fit_val_ds.take(config.validation_steps)
 
         # 4. callbacks and fit
         callbacks = [
@@ -343,7 +344,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
         os.makedirs(log_dir, exist_ok=True)
 
         history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                            validation_data=fit_val_ds, validation_steps=val_steps,
+                            validation_data=fit_val_ds,
                             callbacks=callbacks, verbose=config.verbose,
                             shuffle=False)  # the dataset shuffles itself
         initial_epoch = int(history.epoch[0]) if history.epoch else config.epochs

@@ -6,6 +6,7 @@ import pytest
 
 from layer_test import run_layer_test
 from vtcaps_tf.layers import BasicBlock2Plus1D, BottleneckBlock2Plus1D
+from vtcaps_tf.layers.resnet3d import FactorisedConv3D, FusedBatchNorm, SpatialMaxPool3D
 
 
 def _np_conv3d_same(x, kernel, strides):
@@ -141,3 +142,96 @@ def test_bad_input_is_rejected():
         BasicBlock2Plus1D(4)(np.zeros((2, 4, 4, 3), "float32"))
     with pytest.raises(ValueError, match="identity shortcut"):
         BasicBlock2Plus1D(4, strides=2, use_projection=False)(np.zeros((1, 4, 4, 4, 4), "float32"))
+
+
+# The CPU-fast layers against the Keras layers they stand for (same weights) -------------------------
+
+def _grads(layer_fn, x, weights, cotangent):
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer_fn(x)
+        loss = tf.reduce_sum(y * cotangent)
+    return y.numpy(), [g.numpy() for g in tape.gradient(loss, [x] + weights)]
+
+
+@pytest.mark.parametrize("kernel, strides", [
+    ((3, 1, 1), (2, 1, 1)), ((3, 1, 1), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)), ((1, 3, 3), (2, 1, 1)),
+    ((1, 7, 7), (1, 2, 2)), ((1, 1, 1), (2, 2, 2)),
+])
+def test_factorised_conv_equals_conv3d(kernel, strides):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 7, 7, 3)).astype("float32")
+    ours = FactorisedConv3D(4, kernel, strides=strides)
+    ref = keras.layers.Conv3D(4, kernel, strides=strides, padding="same", use_bias=False)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.kernel.assign(np.asarray(ours.kernel))
+    assert tuple(ours.kernel.shape) == tuple(ref.kernel.shape)  # Conv3D's kernel layout
+    cot = rng.normal(size=ref.compute_output_shape(x.shape)).astype("float32")
+    y, g = _grads(ours, x, [ours.kernel], cot)
+    y_ref, g_ref = _grads(ref, x, [ref.kernel], cot)
+    assert y.shape == y_ref.shape == tuple(ours.compute_output_shape(x.shape))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g, g_ref):  # input and kernel gradients
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
+def test_factorised_conv_rejects_full_3d_kernel():
+    with pytest.raises(ValueError, match=r"\(t,1,1\) or \(1,kh,kw\)"):
+        FactorisedConv3D(4, (3, 3, 3))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_equals_keras_batch_norm(training):
+    rng = np.random.default_rng(6)
+    x = (rng.normal(size=(3, 4, 5, 5, 6)) * 2 + 1).astype("float32")
+    ours = FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    start = {}
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        start[name] = rng.uniform(0.5, 1.5, 6).astype("float32")
+        getattr(ours, name).assign(start[name])
+        getattr(ref, name).assign(start[name])
+    cot = rng.normal(size=x.shape).astype("float32")
+    y, g = _grads(lambda t: ours(t, training=training), x, [ours.gamma, ours.beta], cot)
+    y_ref, g_ref = _grads(lambda t: ref(t, training=training), x, [ref.gamma, ref.beta], cot)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    # Moving statistics: Keras' update rule with the biased batch variance, recomputed in numpy.
+    flat = x.reshape(-1, 6).astype(np.float64)
+    want = {"moving_mean": start["moving_mean"], "moving_variance": start["moving_variance"]}
+    if training:
+        want = {"moving_mean": 0.9 * start["moving_mean"] + 0.1 * flat.mean(0),
+                "moving_variance": 0.9 * start["moving_variance"] + 0.1 * flat.var(0)}
+    for name, value in want.items():
+        np.testing.assert_allclose(np.asarray(getattr(ours, name)), value, rtol=1e-5)
+
+
+def test_spatial_max_pool_equals_max_pooling3d():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 5, 7, 7, 3)).astype("float32")
+    ours = SpatialMaxPool3D(3, strides=(2, 2))
+    ref = keras.layers.MaxPooling3D((1, 3, 3), strides=(2, 2, 2), padding="same")
+    cot = rng.normal(size=ref.compute_output_shape(x.shape)).astype("float32")
+    y, (g,) = _grads(ours, x, [], cot)
+    y_ref, (g_ref,) = _grads(ref, x, [], cot)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-6, atol=1e-6)  # overlapping windows: summation order
+
+
+@pytest.mark.parametrize("cls, kwargs, shape", [
+    ("FactorisedConv3D", {"filters": 4, "kernel_size": (3, 1, 1), "strides": (2, 1, 1)}, (2, 2, 5, 5, 4)),
+    ("FusedBatchNorm", {"momentum": 0.9, "epsilon": 1e-5}, (2, 4, 5, 5, 3)),
+    ("SpatialMaxPool3D", {"pool_size": 3, "strides": (1, 2)}, (2, 4, 3, 3, 3)),
+])
+def test_fast_layers_layer_test(cls, kwargs, shape):
+    import vtcaps_tf.layers.resnet3d as module
+
+    x = np.random.default_rng(8).normal(size=(2, 4, 5, 5, 3)).astype("float32")
+    run_layer_test(getattr(module, cls), kwargs, x, shape, run_training=cls != "SpatialMaxPool3D")

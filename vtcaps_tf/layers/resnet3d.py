@@ -6,11 +6,18 @@ each followed by BatchNorm + ReLU. Tensors are channels-last: [batch, time, heig
 A block takes either `x` or `[x, skip]`. With two inputs the shortcut branch reads `skip` instead
 of `x`: the first block of stage 1 gets `skip = x * AU map` (see `AUAttention`), which gives the
 paper's `out = F(x) + x * map` (projected by the shortcut conv when the channel count changes).
+
+Speed on CPU: TF's Conv3D backprop kernels are slow for these factorised kernels, and Keras'
+BatchNormalization runs as many small ops. So each conv is a `FactorisedConv3D` (a Conv3D kernel,
+computed as one 2D conv over merged axes) and each BN a `FusedBatchNorm` (Keras' maths in TF's
+fused kernel). Both compute what Conv3D / BatchNormalization compute, with the same weights.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
+from keras import ops
 
 
 def _pair(value, name):
@@ -21,6 +28,145 @@ def _pair(value, name):
     if len(value) != 2:
         raise ValueError(f"{name} must be an int or a (temporal, spatial) pair, got {value!r}")
     return value
+
+
+def _triple(value, name):
+    if isinstance(value, int):
+        return value, value, value
+    value = tuple(int(v) for v in value)
+    if len(value) != 3:
+        raise ValueError(f"{name} must be an int or a (t, h, w) triple, got {value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="vtcaps")
+class FactorisedConv3D(keras.layers.Layer):
+    """A bias-free, 'same'-padded Conv3D whose kernel is temporal (t x 1 x 1) or spatial
+    (1 x kh x kw), computed as one 2D convolution: the spatial kernel over [B*T, H, W, C], the
+    temporal one over [B, T, H*W, C] with a (t x 1) kernel. The kernel variable keeps Conv3D's
+    [t, kh, kw, C_in, filters] layout and initialiser fans.
+
+    A stride along an axis whose kernel size is 1 is a subsampling (with 'same' padding a size-1
+    kernel pads nothing), so it is applied by slicing before the 2D conv.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, kernel_initializer="he_normal", **kwargs):
+        super().__init__(**kwargs)
+        if int(filters) <= 0:
+            raise ValueError(f"filters must be positive, got {filters}")
+        self.filters = int(filters)
+        self.kernel_size = _triple(kernel_size, "kernel_size")
+        self.strides = _triple(strides, "strides")
+        kt, kh, kw = self.kernel_size
+        if kt != 1 and (kh, kw) != (1, 1):
+            raise ValueError(f"FactorisedConv3D takes a (t,1,1) or (1,kh,kw) kernel, got {self.kernel_size}")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) != 5 or input_shape[-1] is None:
+            raise ValueError(f"FactorisedConv3D expects [B,T,H,W,C] inputs with known C, got {input_shape}")
+        self.kernel = self.add_weight(name="kernel", shape=self.kernel_size + (input_shape[-1], self.filters),
+                                      initializer=self.kernel_initializer)
+
+    def call(self, x):
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.strides
+        _, t, h, w, c = x.shape
+        if (kh, kw) == (1, 1):
+            if (sh, sw) != (1, 1):
+                x = x[:, :, ::sh, ::sw]
+                h, w = x.shape[2], x.shape[3]
+            y = ops.conv(ops.reshape(x, (-1, t, h * w, c)), ops.reshape(self.kernel, (kt, 1, c, self.filters)),
+                         strides=(st, 1), padding="same")
+            return ops.reshape(y, (-1, y.shape[1], h, w, self.filters))
+        if st != 1:
+            x = x[:, ::st]
+            t = x.shape[1]
+        y = ops.conv(ops.reshape(x, (-1, h, w, c)), self.kernel[0], strides=(sh, sw), padding="same")
+        return ops.reshape(y, (-1, t, y.shape[1], y.shape[2], self.filters))
+
+    def compute_output_shape(self, input_shape):
+        b, *dims, _ = input_shape
+        out = [None if n is None else -(-n // s) for n, s in zip(dims, self.strides)]
+        return (b, *out, self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "kernel_size": list(self.kernel_size),
+                       "strides": list(self.strides),
+                       "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="vtcaps")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` (same weights, same maths: biased batch variance, Keras'
+    momentum update) run as TF's single FusedBatchNormV3 op and its single gradient op, in place of
+    the dozen elementwise ops Keras emits. Channels-last only; anything else (masks, renorm,
+    synchronised BN, another axis) falls back to the Keras implementation.
+    """
+
+    def _can_fuse(self, inputs, mask):
+        axis = self.axis[0] if isinstance(self.axis, (list, tuple)) else self.axis
+        return (mask is None and not self.renorm and not self.synchronized and self.scale
+                and self.center and axis in (-1, len(inputs.shape) - 1)
+                and keras.backend.backend() == "tensorflow")
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._can_fuse(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, "float32")  # as Keras: BN statistics in float32 under mixed precision
+        channels = x.shape[-1]
+        x4 = tf.reshape(x, (-1, 1, 1, channels))
+        gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
+        moving_mean = tf.cast(self.moving_mean, "float32")
+        moving_variance = tf.cast(self.moving_variance, "float32")
+        if training and self.trainable:
+            y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x4, scale=gamma, offset=beta, mean=tf.zeros_like(gamma), variance=tf.zeros_like(gamma),
+                epsilon=self.epsilon, is_training=True, data_format="NHWC")
+            # The op returns the Bessel-corrected variance; Keras' moving average uses the biased one.
+            n = tf.cast(tf.shape(x4)[0], "float32")
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x4, scale=gamma, offset=beta, mean=moving_mean, variance=moving_variance,
+                epsilon=self.epsilon, is_training=False, data_format="NHWC")
+        rest = tuple(inputs.shape[1:])
+        shape = (-1,) + rest if None not in rest else tf.shape(inputs)
+        return tf.cast(tf.reshape(y, shape), self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="vtcaps")
+class SpatialMaxPool3D(keras.layers.Layer):
+    """MaxPooling3D with a (1, k, k) window, 'same' padding, as a 2D max-pool over [B*T, H, W, C]
+    (TF's MaxPool3D gradient is slow on CPU). A temporal stride with a size-1 window subsamples."""
+
+    def __init__(self, pool_size=3, strides=(1, 2), **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+        self.strides = _pair(strides, "strides")
+
+    def call(self, x):
+        st, ss = self.strides
+        if st != 1:
+            x = x[:, ::st]
+        _, t, h, w, c = x.shape
+        y = ops.max_pool(ops.reshape(x, (-1, h, w, c)), self.pool_size, strides=ss, padding="same")
+        return ops.reshape(y, (-1, t, y.shape[1], y.shape[2], c))
+
+    def compute_output_shape(self, input_shape):
+        b, t, h, w, c = input_shape
+        st, ss = self.strides
+        down = lambda n, s: None if n is None else -(-n // s)  # noqa: E731
+        return (b, down(t, st), down(h, ss), down(w, ss), c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pool_size": self.pool_size, "strides": list(self.strides)})
+        return config
 
 
 def _build_chain(layers, shape):
@@ -67,12 +213,11 @@ class _Residual2Plus1D(keras.layers.Layer):
 
     # Helpers for subclasses ----------------------------------------------------------------
     def _conv(self, filters, kernel, strides, name):
-        return keras.layers.Conv3D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                                   kernel_initializer="he_normal", dtype=self.dtype_policy,
-                                   name=name)
+        return FactorisedConv3D(filters, kernel, strides=strides, kernel_initializer="he_normal",
+                                dtype=self.dtype_policy, name=name)
 
     def _bn(self, name, gamma_initializer="ones"):
-        return keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+        return FusedBatchNorm(momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                                                gamma_initializer=gamma_initializer,
                                                dtype=self.dtype_policy, name=name)
 

@@ -16,7 +16,8 @@ import keras
 
 from vtcaps_tf.layers.au_attention import AUAttention
 from vtcaps_tf.layers.nonlocal_block import NonLocalBlock
-from vtcaps_tf.layers.resnet3d import BasicBlock2Plus1D, BottleneckBlock2Plus1D
+from vtcaps_tf.layers.resnet3d import (BasicBlock2Plus1D, BottleneckBlock2Plus1D, FactorisedConv3D, FusedBatchNorm,
+                                       SpatialMaxPool3D)
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 BASE_FILTERS = (64, 128, 256, 512)
@@ -52,18 +53,17 @@ def build_backbone(config, frames: int, use_au_attention: bool | None = None,
 
     stem_filters = max(1, int(round(64 * config.width)))
     st, ss = config.stem_strides
-    x = keras.layers.Conv3D(stem_filters, (1, 7, 7), strides=(1, ss, ss), padding="same",
-                            use_bias=False, kernel_initializer="he_normal", name="stem_spatial")(inputs["video"])
-    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_spatial_bn")(x)
+    # Conv3D / BatchNormalization maths, run as 2D convs and fused BN (see layers/resnet3d.py).
+    x = FactorisedConv3D(stem_filters, (1, 7, 7), strides=(1, ss, ss), name="stem_spatial")(inputs["video"])
+    x = FusedBatchNorm(momentum=0.9, epsilon=1e-5, name="stem_spatial_bn")(x)
     x = keras.layers.ReLU(name="stem_spatial_relu")(x)
-    x = keras.layers.Conv3D(stem_filters, (3, 1, 1), strides=(st, 1, 1), padding="same",
-                            use_bias=False, kernel_initializer="he_normal", name="stem_temporal")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_temporal_bn")(x)
+    x = FactorisedConv3D(stem_filters, (3, 1, 1), strides=(st, 1, 1), name="stem_temporal")(x)
+    x = FusedBatchNorm(momentum=0.9, epsilon=1e-5, name="stem_temporal_bn")(x)
     x = keras.layers.ReLU(name="stem_temporal_relu")(x)
     pt, ps = config.pool_strides
-    # Pooled in float32: TF has no float16 MaxPool3D kernel on CPU (mixed precision still works there).
-    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(pt, ps, ps), padding="same", dtype="float32",
-                                  name="stem_pool")(x)
+    # A 1x3x3 max-pool, as a 2D pool per frame. Pooled in float32, as before: TF's CPU pooling
+    # kernels lack float16 (mixed precision still works there).
+    x = SpatialMaxPool3D(3, strides=(pt, ps), dtype="float32", name="stem_pool")(x)
 
     outputs = {}
     for stage, (blocks, filters, strides) in enumerate(

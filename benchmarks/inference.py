@@ -1,0 +1,132 @@
+"""Inference throughput of the served graph: clips/s and GFLOP/s per preset and batch size (fp32),
+beside the same-run matmul figure. Prints one JSON line.
+
+What is timed is `serve`, the SavedModel signature function of `vtcaps_tf.export.serving_fns`
+(what TF Serving and `vtcaps predict` run), fed random inputs built from its input signature
+(uint8 -> 0..255, float -> [0, 1)). FLOPs per clip come from `vtcaps_tf.models.profile`
+(TensorFlow's profiler on the batch-1 inference graph), so GFLOP/s = FLOPs/clip x clips/s.
+Each point: one warm-up call (tracing), then calls until `--min-seconds` have passed (at least
+`--min-repeats`); the median call is reported.
+
+    python benchmarks/inference.py [--presets tiny,small,paper] [--batches 1,8]
+    python benchmarks/inference.py --bf16   # Keras mixed_bfloat16 vs float32, `small` 3D-CapsNet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def random_inputs(specs, batch, seed=0):
+    """Random inputs for named TensorSpecs ({name: spec}), the batch axis filled in."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for name, spec in specs.items():
+        shape = (batch,) + tuple(spec.shape[1:])
+        if spec.dtype.is_integer:
+            inputs[name] = rng.integers(0, 256, shape).astype(spec.dtype.as_numpy_dtype)
+        else:
+            inputs[name] = rng.random(shape).astype(spec.dtype.as_numpy_dtype)
+    return inputs
+
+
+def _time_calls(call, min_seconds, min_repeats, max_repeats=50):
+    call()  # warm-up: tracing and first-call allocation out of the timing
+    times, start = [], time.perf_counter()
+    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], len(times)
+
+
+def measure_served(preset, batches, min_seconds, min_repeats):
+    """{batch: {clips_per_s, call_s, gflops_per_s}} of the `serve` signature of `preset`."""
+    import keras
+
+    from vtcaps_tf.export import serving_fns
+    from vtcaps_tf.models import build_model
+    from vtcaps_tf.models.profile import profile_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(preset)
+    flops = profile_model(model)["flops"]
+    serve = serving_fns(model)[0]
+    out = {"flops_per_clip": flops}
+    for batch in batches:
+        inputs = random_inputs({spec.name: spec for spec in serve.input_signature}, batch)
+        median, n = _time_calls(lambda: serve(**inputs), min_seconds, min_repeats)
+        clips = batch / median
+        out[f"batch{batch}"] = {"clips_per_s": round(clips, 3), "call_s": round(median, 4),
+                                "gflops_per_s": round(flops * clips / 1e9, 2), "calls": n}
+        print(f"{preset} batch {batch}: {out[f'batch{batch}']}", file=sys.stderr, flush=True)
+    return out
+
+
+def measure_bf16(preset, batch, min_seconds, min_repeats):
+    """clips/s of the 3D-CapsNet alone (no TPN) in float32 and under mixed_bfloat16."""
+    import keras
+    import tensorflow as tf
+
+    from vtcaps_tf.models import build_model
+
+    result = {}
+    previous = keras.config.dtype_policy()
+    try:
+        for policy in ("float32", "mixed_bfloat16"):
+            keras.config.set_dtype_policy(policy)
+            keras.utils.set_random_seed(0)
+            model = build_model(preset, use_tpn=False)
+            forward = tf.function(lambda x: model(x, training=False)["probabilities"])
+            x = random_inputs(model.input_specs(), batch)
+            median, n = _time_calls(lambda: forward(x), min_seconds, min_repeats)
+            result[policy] = {"clips_per_s": round(batch / median, 3), "call_s": round(median, 4), "calls": n}
+            print(f"{policy}: {result[policy]}", file=sys.stderr, flush=True)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    result["bf16_speedup"] = round(result["mixed_bfloat16"]["clips_per_s"] / result["float32"]["clips_per_s"], 3)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default="tiny,small,paper")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--min-seconds", type=float, default=5.0, help="timed seconds per point (default 5)")
+    p.add_argument("--min-repeats", type=int, default=3)
+    p.add_argument("--bf16", action="store_true",
+                   help="instead: mixed_bfloat16 vs float32 clips/s of the `small` 3D-CapsNet (first --batches)")
+    args = p.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",") if b]
+    presets = [s for s in args.presets.split(",") if s]
+
+    import tensorflow as tf
+
+    from matmul import matmul_gflops
+
+    gflops = matmul_gflops()
+    device = f"cpu:{os.cpu_count()} cores" if not tf.config.list_physical_devices("GPU") else "gpu"
+    result = {"benchmark": "inference", "device": device}
+    if args.bf16:
+        result.update(mode="bf16_vs_fp32", preset="small", model="capsnet3d", batch=batches[0],
+                      **measure_bf16("small", batches[0], args.min_seconds, args.min_repeats))
+    else:
+        result.update(mode="served_fp32", signature="serve")
+        for preset in presets:
+            result[preset] = measure_served(preset, batches, args.min_seconds, args.min_repeats)
+    result["matmul_gflops"] = round((gflops + matmul_gflops()) / 2, 1)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
