@@ -126,6 +126,13 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# Three-level pyramids (backbone stages 2-4): with three levels the adaptive flow has its
+# three-input node (P2_out fuses F2, P2_td and P1_out) and cross-node links (paper Fig 6, Eq. 17),
+# which two levels lack.
+PRESETS.update({f"{base}3": dataclasses.replace(PRESETS[base], name=f"{base}3", tpn_levels=(2, 3, 4))
+                for base in ("tiny", "small")})
+
+
 def get_preset(name: str, **overrides) -> ModelConfig:
     """The named preset, with any field overridden (`get_preset("tiny", num_classes=3)`)."""
     if name not in PRESETS:
