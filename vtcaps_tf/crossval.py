@@ -264,10 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="2", help="keras fit verbosity: auto, 0, 1 or 2 (default 2)")
-    from vtcaps_tf import multiworker
+    from vtcaps_tf import multiworker, training
+
+    training.add_model_arguments(p)
 
     multiworker.add_arguments(p)
     return p
+
+
+def model_arguments(args) -> dict:
+    """TrainConfig fields set by the ablation flags (`training.add_model_arguments`); only those
+    given, so that the settings of a cross-validation run without them stay as they were."""
+    from vtcaps_tf import training
+
+    out = {"flow": args.flow, "fusion": args.fusion, "use_tpn": False if args.no_tpn else None,
+           "model_overrides": training.model_overrides_from_args(args)}
+    return {k: v for k, v in out.items() if v not in (None, {})}
 
 
 def cli_main(argv=None) -> int:
@@ -294,6 +306,7 @@ def cli_main(argv=None) -> int:
                            batch_size=args.batch_size, val_folds=args.val_folds,
                            learning_rate=args.learning_rate, augment=augment,
                            steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
+                           **model_arguments(args),
                            log=lambda msg: print(msg, file=sys.stderr, flush=True),
                            multi_worker=multi_worker)
     except (CrossvalError, features.SchemaError, training.SetupError) as err:

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
-from vtcaps_tf.models.presets import PRESETS
+from vtcaps_tf.models.presets import FLOWS, FUSIONS, PRESETS, ModelConfig
 
 PAPER_EPOCHS = 500  # paper section 4.2.1
 # Set to N to end the process hard right after epoch N's checkpoint (resume tests).
@@ -372,6 +372,56 @@ def _warn_on_size_mismatch(meta, mc):
 # command line
 
 
+def _model_default(field: str):
+    return next(f.default for f in dataclasses.fields(ModelConfig) if f.name == field)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected backbone stages like 3,4 or 2,3,4, got {text!r}") from None
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The ablation switches (paper Tables 6-7, Fig 14-15), shared by `vtcaps train` and
+    `vtcaps crossval`. Each defaults to the preset's value; `model_overrides_from_args` collects
+    the ones given. The defaults shown are ModelConfig's."""
+    g = p.add_argument_group("model ablations (default: the preset's value)")
+    on_off = argparse.BooleanOptionalAction
+    g.add_argument("--au-attention", dest="use_au_attention", action=on_off, default=None,
+                   help=f"AU attention stream in stage 1 (ModelConfig default "
+                        f"{_model_default('use_au_attention')})")
+    g.add_argument("--nonlocal", dest="use_nonlocal", action=on_off, default=None,
+                   help=f"non-local block after stage 4 (default {_model_default('use_nonlocal')})")
+    g.add_argument("--head", choices=("capsules", "softmax"), default=None,
+                   help="capsules (PrimaryCaps + DigitCaps) or a pooled softmax head (default "
+                        f"{'capsules' if _model_default('use_capsules') else 'softmax'})")
+    g.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone (no TPN-ERM)")
+    g.add_argument("--flow", choices=FLOWS, default=None,
+                   help=f"TPN information flow (default {_model_default('flow')})")
+    g.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help=f"fusion of the adaptive flow (default {_model_default('fusion')})")
+    g.add_argument("--tpn-levels", type=_levels, default=None,
+                   help="backbone stages the pyramid collects, e.g. 2,3,4 (default "
+                        f"{','.join(map(str, _model_default('tpn_levels')))})")
+    g.add_argument("--matching-weight", type=float, default=None,
+                   help="weight of the feature-matching (cosine distance) term; 0 turns it off "
+                        f"(default {_model_default('matching_weight')})")
+
+
+def model_overrides_from_args(args) -> dict:
+    """The ModelConfig fields set by `add_model_arguments`' flags (flow, fusion and --no-tpn go
+    to TrainConfig's own fields)."""
+    out = {}
+    for field in ("use_au_attention", "use_nonlocal", "tpn_levels", "matching_weight"):
+        if getattr(args, field) is not None:
+            out[field] = getattr(args, field)
+    if args.head is not None:
+        out["use_capsules"] = args.head == "capsules"
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtcaps train", description=(
         "Train VT-3DCapsNet on the output of `vtcaps preprocess` with keras fit under "
@@ -387,9 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
-    p.add_argument("--flow", default=None, help="TPN information flow (default: the preset's)")
-    p.add_argument("--fusion", default=None, help="fusion of the adaptive flow: fast or softmax")
-    p.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="batches per epoch (default: one pass over the training clips)")
     p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
@@ -397,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-buffer", type=int, default=TrainConfig.shuffle_buffer,
                    help=f"clips shuffled together (default {TrainConfig.shuffle_buffer}; 1: file order)")
     p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
+    add_model_arguments(p)
     from vtcaps_tf import multiworker
 
     multiworker.add_arguments(p)
@@ -410,6 +458,7 @@ def config_from_args(args) -> TrainConfig:
         batch_size=args.batch_size, learning_rate=args.learning_rate, cpu_replicas=args.cpu_replicas,
         resume=args.resume, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
         flow=args.flow, fusion=args.fusion, use_tpn=not args.no_tpn,
+        model_overrides=model_overrides_from_args(args),
         augment=data_lib.AugmentConfig.none() if args.no_augment else data_lib.AugmentConfig(),
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
         shuffle_buffer=args.shuffle_buffer)
