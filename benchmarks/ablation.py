@@ -9,7 +9,8 @@ the same test videos (subjects not seen in training):
 - Table 6/7: reference VT3DCapsNet (adaptive flow, fast fusion) vs CapsNet3D (no TPN-ERM), AU
   attention off, non-local off, softmax head in place of the capsules;
 - Fig 14: each other information flow of the pyramid;
-- Fig 15: softmax fusion (accuracy, and milliseconds per training step, same run).
+- Fig 15: softmax fusion (accuracy, and milliseconds per training step, same run), and one fusion
+  node alone, fast vs softmax, timed interleaved.
 
 For each row vs the reference: the accuracy difference and its 95% CI from a paired bootstrap over
 test videos (correctness averaged over seeds per video, videos resampled), at clip level (each of a
@@ -226,6 +227,38 @@ def train_row(overrides: dict, train: dict, test: dict, seeds, epochs: int, batc
     return runs
 
 
+def fusion_timing(shape=(16, 16, 4, 4, 32), inputs=3, repeats=200) -> dict:
+    """Microseconds per forward + backward pass of one fusion node, fast vs softmax, interleaved in
+    the same run (paper Fig 15's speed claim, without the rest of the model around it). Default
+    shape: a `tiny` pyramid level at batch 16; 3 inputs as P2_out of a three-level pyramid."""
+    import tensorflow as tf
+
+    from vtcaps_tf.layers import FastNormalizedFusion, SoftmaxFusion
+
+    xs = [tf.random.normal(shape, seed=i) for i in range(inputs)]
+    layers = {"fast": FastNormalizedFusion(), "softmax": SoftmaxFusion()}
+    steps = {}
+    for name, layer in layers.items():
+        layer(xs)
+
+        @tf.function
+        def step(layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                loss = tf.reduce_sum(layer(xs))
+            return tape.gradient(loss, xs + layer.trainable_weights)
+
+        step()  # trace
+        steps[name] = step
+    times = {name: [] for name in layers}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return {f"{name}_us": round(1e6 * float(np.median(t)), 1) for name, t in times.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # statistics
 
@@ -332,6 +365,8 @@ def main(argv=None) -> int:
     reference = reference_accuracy(train, test)
     print(f"ablation: logistic regression on frame differences: {reference}", file=sys.stderr, flush=True)
 
+    fusion = fusion_timing()
+    print(f"ablation: one fusion node, forward + backward: {fusion}", file=sys.stderr, flush=True)
     runs = {}
     for name in rows:
         def report(r, name=name):
@@ -352,7 +387,7 @@ def main(argv=None) -> int:
               "train_clips": int(len(train["labels"])), "test_clips": int(len(test["labels"])),
               "subjects_per_split": args.subjects, "data_seed": args.data_seed,
               "logistic_regression_accuracy": {k: round(v, 4) for k, v in reference.items()},
-              "rows": out_rows, "data_seconds": round(data_seconds, 1),
+              "fusion_node_timing": fusion, "rows": out_rows, "data_seconds": round(data_seconds, 1),
               "total_seconds": round(time.monotonic() - start, 1), "matmul_gflops": round(gflops, 1)}
     line = json.dumps(result)
     if args.output:

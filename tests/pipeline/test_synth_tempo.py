@@ -104,6 +104,7 @@ def test_ablation_quick_run_prints_the_json_fields(tmp_path):
     assert result["benchmark"] == "ablation" and result["quick"] is True
     assert set(result["logistic_regression_accuracy"]) == {"long_window", "short_clip"}
     assert result["matmul_gflops"] > 0
+    assert result["fusion_node_timing"]["fast_us"] > 0 and result["fusion_node_timing"]["softmax_us"] > 0
     rows = result["rows"]
     assert "reference" in rows and "capsnet3d" in rows
     for name, row in rows.items():
