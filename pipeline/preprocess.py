@@ -40,6 +40,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline import checks, job_watch, sources, transforms
+from vtcaps_tf import cli_parsers
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.models.presets import PRESETS, get_preset
@@ -69,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, choices=sources.SOURCES, help="dataset layout")
     p.add_argument("--input", required=True, help="dataset root")
     p.add_argument("--output", required=True, help="output directory (shards, metadata.json, ...)")
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                   help="model preset giving the clip length, TPN window and crop size (default small)")
+    p.add_argument("--preset", default=cli_parsers.DEFAULT_PRESET, choices=sorted(PRESETS),
+                   help="model preset giving the clip length, TPN window and crop size "
+                        f"(default {cli_parsers.DEFAULT_PRESET})")
     p.add_argument("--clip-frames", type=int, help="N, frames per clip (default: the preset's)")
     p.add_argument("--long-frames", type=int, help="M, frames of the TPN window (default: the preset's)")
     p.add_argument("--image-size", type=int, help="side of the aligned face crop (default: the preset's)")

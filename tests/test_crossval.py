@@ -162,3 +162,19 @@ def test_crossval_partitions_tests_each_video_once_and_resumes(tmp_path):
     with pytest.raises(crossval.CrossvalError, match="other settings"):
         crossval.crossval(data, out, preset="tiny", epochs=2, batch_size=2, learning_rate=1e-3,
                           augment=dataset.AugmentConfig.none(), steps_per_epoch=None, seed=0)
+
+
+def test_crossval_ablation_flags_reach_the_fold_config():
+    from tests.test_training import ABLATION_FLAGS
+
+    args = crossval.build_parser().parse_args(["--data", "d", "--output", "o", "--preset", "tiny",
+                                               "--no-tpn"] + ABLATION_FLAGS)
+    kwargs = crossval.model_arguments(args)
+    config = training.TrainConfig(data_dir="d", run_dir="r", preset="tiny", **kwargs)
+    model = training._build_and_compile(config, {"classes": ["a", "b"]})
+    c = model.config
+    assert (c.use_tpn, c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False, False)
+    assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
+    # Without flags nothing is added to the fold settings (earlier runs' settings still match).
+    plain = crossval.build_parser().parse_args(["--data", "d", "--output", "o"])
+    assert crossval.model_arguments(plain) == {}

@@ -99,14 +99,29 @@ def test_feature_matching_loss_value_and_gradient_stop():
         tape.watch([p, t])
         loss = feature_matching_loss(p, t)
         total = tf.reduce_sum(loss)
-    np.testing.assert_allclose(loss.numpy(), ((p.numpy() - t.numpy()) ** 2).mean(axis=1),
-                               rtol=1e-6)
-    # d/dp mean((p - t)^2) = 2 (p - t) / D; nothing reaches the target.
-    np.testing.assert_allclose(tape.gradient(total, p).numpy(), 2 * (p.numpy() - t.numpy()) / 6,
-                               rtol=1e-5)
+    pn, tn = p.numpy(), t.numpy()
+    cos = (pn * tn).sum(1) / np.linalg.norm(pn, axis=1) / np.linalg.norm(tn, axis=1)
+    np.testing.assert_allclose(loss.numpy(), 1 - cos, rtol=1e-5)
+    # d/dp (1 - p.t / (|p||t|)) = -(t/|t| - cos p/|p|) / |p|; nothing reaches the target.
+    norm_p, norm_t = np.linalg.norm(pn, axis=1, keepdims=True), np.linalg.norm(tn, axis=1, keepdims=True)
+    want = -(tn / norm_t - cos[:, None] * pn / norm_p) / norm_p
+    np.testing.assert_allclose(tape.gradient(total, p).numpy(), want, rtol=1e-4, atol=1e-6)
     grad_t = tape.gradient(total, t)
     assert grad_t is None or np.all(grad_t.numpy() == 0)
     np.testing.assert_allclose(float(FeatureMatchingLoss()(t, p)), loss.numpy().mean(), rtol=1e-6)
+
+
+def test_feature_matching_loss_is_bounded_for_huge_features():
+    # Hand-worked: opposite directions give the bound 2, the same direction 0, orthogonal 1,
+    # whatever the magnitudes (the old mean squared error here would be ~1e12).
+    t = np.array([[1e6, 0.0, 0.0], [1e6, 0.0, 0.0], [0.0, 3e5, 0.0]], np.float32)
+    p = np.array([[-2.0, 0.0, 0.0], [5e5, 0.0, 0.0], [7.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(_np(feature_matching_loss(p, t)), [2.0, 0.0, 1.0], atol=1e-6)
+    big = np.random.default_rng(3).normal(0, 1e8, (16, 32)).astype("float32")
+    got = _np(feature_matching_loss(big, -np.abs(big)))
+    assert np.all(got >= 0) and np.all(got <= 2 + 1e-6)
+    # A zero prediction counts as orthogonal (distance 1), not as NaN.
+    np.testing.assert_allclose(_np(feature_matching_loss(np.zeros((1, 3)), t[:1])), [1.0], atol=1e-6)
 
 
 def test_losses_are_float32_for_half_precision_inputs():

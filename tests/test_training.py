@@ -191,3 +191,44 @@ def test_bad_config_values_are_refused(tmp_path, capsys):
         training.TrainConfig(data_dir="d", run_dir="r", epochs=0)
     assert training.cli_main(["--data", "d", "--run-dir", "r", "--batch-size", "0"]) == 2
     assert "batch_size" in capsys.readouterr().err
+
+
+ABLATION_FLAGS = ["--no-au-attention", "--no-nonlocal", "--head", "softmax", "--flow", "cascade",
+                  "--fusion", "softmax", "--tpn-levels", "2,3,4", "--matching-weight", "0.25"]
+
+
+def test_ablation_flags_default_to_the_preset():
+    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny"])
+    config = training.config_from_args(args)
+    assert config.model_overrides == {} and config.flow is None and config.fusion is None
+    assert config.use_tpn is True
+    help_text = training.build_parser().format_help()
+    # The defaults shown are ModelConfig's own, not spelled out again.
+    from vtcaps_tf.models.presets import ModelConfig
+    d = ModelConfig(name="x", clip_frames=8, long_frames=16, image_size=32, depth=18, width=0.125,
+                    stem_strides=(1, 1), stage_strides=((1, 1), (1, 1), (2, 2), (2, 2)))
+    assert f"(default {d.flow})" in help_text and f"(default {d.matching_weight})" in help_text
+
+
+def test_ablation_flags_reach_the_built_model():
+    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny"]
+                                              + ABLATION_FLAGS)
+    config = training.config_from_args(args)
+    model = training._build_and_compile(config, {"classes": ["a", "b", "c"]})
+    c = model.config
+    assert (c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False)
+    assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
+    assert c.use_tpn and c.num_classes == 3 and model.pyramid.num_levels == 3
+    assert not hasattr(model, "digit_caps")
+    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny",
+                                               "--no-tpn", "--au-attention", "--head", "capsules"])
+    model = training._build_and_compile(training.config_from_args(args), {"classes": ["a", "b"]})
+    assert (model.config.use_tpn, model.config.use_au_attention, model.config.use_capsules) == \
+        (False, True, True)
+    assert model.name == "capsnet3d" and not hasattr(model, "pyramid")
+
+
+def test_bad_ablation_flags_are_rejected(capsys):
+    for bad in (["--flow", "sideways"], ["--tpn-levels", "two"], ["--head", "mlp"]):
+        with pytest.raises(SystemExit):
+            training.build_parser().parse_args(["--data", "d", "--run-dir", "r"] + bad)

@@ -8,6 +8,7 @@ functions, so each flag and default is defined once. Only the standard library i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -18,9 +19,13 @@ DEFAULT_COLLECTIVE_TIMEOUT_S = 300
 SHARD_POLICIES = ("auto", "file", "data")
 
 
-def preset_names() -> list[str]:
-    """The preset table's names, read from vtcaps_tf/models/presets.py (plain dataclasses)
-    without importing the vtcaps_tf.models package, whose __init__ imports TensorFlow."""
+DEFAULT_PRESET = "small"  # of `vtcaps train`, `crossval` and `preprocess`
+
+
+def preset_table():
+    """vtcaps_tf/models/presets.py (plain dataclasses: PRESETS, ModelConfig, FLOWS, FUSIONS)
+    loaded on its own, without importing the vtcaps_tf.models package, whose __init__ imports
+    TensorFlow."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "presets.py")
     spec = importlib.util.spec_from_file_location("_vtcaps_preset_table", path)
     module = importlib.util.module_from_spec(spec)
@@ -29,7 +34,46 @@ def preset_names() -> list[str]:
         spec.loader.exec_module(module)
     finally:
         del sys.modules[spec.name]
-    return sorted(module.PRESETS)
+    return module
+
+
+def preset_names() -> list[str]:
+    return sorted(preset_table().PRESETS)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected backbone stages like 3,4 or 2,3,4, got {text!r}") from None
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The ablation switches (paper Tables 6-7, Fig 14-15), shared by `vtcaps train` and
+    `vtcaps crossval`. Each defaults to the preset's value; `training.model_overrides_from_args`
+    collects the ones given. The defaults shown are ModelConfig's."""
+    table = preset_table()
+    defaults = {f.name: f.default for f in dataclasses.fields(table.ModelConfig)}
+    g = p.add_argument_group("model ablations (default: the preset's value)")
+    on_off = argparse.BooleanOptionalAction
+    g.add_argument("--au-attention", dest="use_au_attention", action=on_off, default=None,
+                   help=f"AU attention stream in stage 1 (ModelConfig default {defaults['use_au_attention']})")
+    g.add_argument("--nonlocal", dest="use_nonlocal", action=on_off, default=None,
+                   help=f"non-local block after stage 4 (default {defaults['use_nonlocal']})")
+    g.add_argument("--head", choices=("capsules", "softmax"), default=None,
+                   help="capsules (PrimaryCaps + DigitCaps) or a pooled softmax head (default "
+                        f"{'capsules' if defaults['use_capsules'] else 'softmax'})")
+    g.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone (no TPN-ERM)")
+    g.add_argument("--flow", choices=table.FLOWS, default=None,
+                   help=f"TPN information flow (default {defaults['flow']})")
+    g.add_argument("--fusion", choices=table.FUSIONS, default=None,
+                   help=f"fusion of the adaptive flow (default {defaults['fusion']})")
+    g.add_argument("--tpn-levels", type=_levels, default=None,
+                   help="backbone stages the pyramid collects, e.g. 2,3,4 (default "
+                        f"{','.join(map(str, defaults['tpn_levels']))})")
+    g.add_argument("--matching-weight", type=float, default=None,
+                   help="weight of the feature-matching (cosine distance) term; 0 turns it off "
+                        f"(default {defaults['matching_weight']})")
 
 
 def add_multiworker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,8 +100,8 @@ def train_parser() -> argparse.ArgumentParser:
         "MirroredStrategy; checkpoints every epoch, TensorBoard logs, RUN_DIR/model.keras."))
     p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
     p.add_argument("--run-dir", required=True, help="where checkpoints, logs and model.keras go")
-    p.add_argument("--preset", default="small", choices=preset_names(),
-                   help="model preset (default small)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=preset_names(),
+                   help=f"model preset (default {DEFAULT_PRESET})")
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help=f"default {PAPER_EPOCHS} (the paper's)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -66,9 +110,6 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
-    p.add_argument("--flow", default=None, help="TPN information flow (default: the preset's)")
-    p.add_argument("--fusion", default=None, help="fusion of the adaptive flow: fast or softmax")
-    p.add_argument("--no-tpn", action="store_true", help="train 3D-CapsNet alone")
     p.add_argument("--steps-per-epoch", type=int, default=None,
                    help="batches per epoch (default: one pass over the training clips)")
     p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
@@ -76,6 +117,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle-buffer", type=int, default=DEFAULT_SHUFFLE_BUFFER,
                    help=f"clips shuffled together (default {DEFAULT_SHUFFLE_BUFFER}; 1: file order)")
     p.add_argument("--verbose", default="auto", help="keras fit verbosity: auto, 0, 1 or 2")
+    add_model_arguments(p)
     add_multiworker_arguments(p)
     return p
 

@@ -247,6 +247,8 @@ def crossval(data_dir: str, output: str, preset: str = "small", epochs: int = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vtcaps_tf import cli_parsers  # the flags without TensorFlow, for a fast `--help`
+
     p = argparse.ArgumentParser(prog="vtcaps crossval", description=(
         "Subject-independent K-fold cross-validation on the output of `vtcaps preprocess --folds K`: "
         "one model per fold (test = that fold, validation = the next fold's subjects), clip- and "
@@ -254,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
         "A rerun skips finished folds and resumes the one that was interrupted."))
     p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess --folds K`")
     p.add_argument("--output", required=True, help="directory for the fold runs and the reports")
-    p.add_argument("--preset", default="small", help="model preset: tiny, small or paper (default small)")
-    p.add_argument("--epochs", type=int, default=500, help="epochs per fold (default 500, the paper's)")
+    p.add_argument("--preset", default=cli_parsers.DEFAULT_PRESET, choices=cli_parsers.preset_names(),
+                   help=f"model preset (default {cli_parsers.DEFAULT_PRESET})")
+    p.add_argument("--epochs", type=int, default=cli_parsers.PAPER_EPOCHS,
+                   help=f"epochs per fold (default {cli_parsers.PAPER_EPOCHS}, the paper's)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--val-folds", type=int, default=1,
@@ -264,10 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="2", help="keras fit verbosity: auto, 0, 1 or 2 (default 2)")
-    from vtcaps_tf import cli_parsers  # the flags without TensorFlow, for a fast `--help`
 
+    cli_parsers.add_model_arguments(p)
     cli_parsers.add_multiworker_arguments(p)
     return p
+
+
+def model_arguments(args) -> dict:
+    """TrainConfig fields set by the ablation flags (`training.add_model_arguments`); only those
+    given, so that the settings of a cross-validation run without them stay as they were."""
+    from vtcaps_tf import training
+
+    out = {"flow": args.flow, "fusion": args.fusion, "use_tpn": False if args.no_tpn else None,
+           "model_overrides": training.model_overrides_from_args(args)}
+    return {k: v for k, v in out.items() if v not in (None, {})}
 
 
 def cli_main(argv=None) -> int:
@@ -294,6 +308,7 @@ def cli_main(argv=None) -> int:
                            batch_size=args.batch_size, val_folds=args.val_folds,
                            learning_rate=args.learning_rate, augment=augment,
                            steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
+                           **model_arguments(args),
                            log=lambda msg: print(msg, file=sys.stderr, flush=True),
                            multi_worker=multi_worker)
     except (CrossvalError, features.SchemaError, training.SetupError) as err:

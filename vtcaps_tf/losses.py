@@ -12,6 +12,7 @@ from keras import ops
 
 RECONSTRUCTION_WEIGHT = 6e-4  # rho of paper Eq. 6 / section 4.2.1
 AUX_WEIGHT = 0.5  # lambda_i of the TPN auxiliary heads (paper Eq. 10)
+MATCHING_EPSILON = 1e-12  # inside the norms of feature_matching_loss: a zero vector stays finite
 
 
 def _float32(x):
@@ -75,13 +76,24 @@ def tpn_loss(labels, logits, aux_logits=(), aux_weight=AUX_WEIGHT):
 
 
 def feature_matching_loss(prediction, target):
-    """Mean squared error per sample -> [B]; no gradient reaches `target` (the TPN motion feature)."""
+    """Cosine distance per sample, 1 - cos(prediction, target) -> [B], in [0, 2].
+
+    Equal to half the squared distance between the two vectors scaled to unit length
+    (|p/|p| - t/|t||^2 / 2), so the term is bounded whatever the magnitude of the TPN feature (a
+    max-pooled activation, unbounded) and cannot dwarf the margin loss, which is at most ~1 per
+    class. A zero vector counts as orthogonal to everything (distance 1). No gradient reaches
+    `target` (the TPN motion feature).
+    """
     prediction = _float32(prediction)
     target = ops.stop_gradient(_float32(target))
     if tuple(prediction.shape[1:]) != tuple(target.shape[1:]):
         raise ValueError(f"feature_matching_loss: prediction {tuple(prediction.shape)} and target "
                          f"{tuple(target.shape)} differ in shape")
-    return _per_sample(ops.square(prediction - target), ops.mean)
+    p = ops.reshape(prediction, (ops.shape(prediction)[0], -1))
+    t = ops.reshape(target, (ops.shape(target)[0], -1))
+    p = p / ops.sqrt(ops.sum(ops.square(p), axis=-1, keepdims=True) + MATCHING_EPSILON)
+    t = t / ops.sqrt(ops.sum(ops.square(t), axis=-1, keepdims=True) + MATCHING_EPSILON)
+    return 1.0 - ops.sum(p * t, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="vtcaps")

@@ -26,6 +26,7 @@ from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.models.presets import PRESETS
 from vtcaps_tf.cli_parsers import DEFAULT_SHUFFLE_BUFFER, PAPER_EPOCHS  # noqa: F401 - public names
+from vtcaps_tf.cli_parsers import add_model_arguments  # noqa: F401 - public name
 from vtcaps_tf import cli_parsers
 
 # Set to N to end the process hard right after epoch N's checkpoint (resume tests).
@@ -371,6 +372,18 @@ def _warn_on_size_mismatch(meta, mc):
 # command line
 
 
+def model_overrides_from_args(args) -> dict:
+    """The ModelConfig fields set by `add_model_arguments`' flags (flow, fusion and --no-tpn go
+    to TrainConfig's own fields)."""
+    out = {}
+    for field in ("use_au_attention", "use_nonlocal", "tpn_levels", "matching_weight"):
+        if getattr(args, field) is not None:
+            out[field] = getattr(args, field)
+    if args.head is not None:
+        out["use_capsules"] = args.head == "capsules"
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     return cli_parsers.train_parser()  # defined without TensorFlow, for a fast `--help`
 
@@ -382,6 +395,7 @@ def config_from_args(args) -> TrainConfig:
         batch_size=args.batch_size, learning_rate=args.learning_rate, cpu_replicas=args.cpu_replicas,
         resume=args.resume, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
         flow=args.flow, fusion=args.fusion, use_tpn=not args.no_tpn,
+        model_overrides=model_overrides_from_args(args),
         augment=data_lib.AugmentConfig.none() if args.no_augment else data_lib.AugmentConfig(),
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
         shuffle_buffer=args.shuffle_buffer)

@@ -281,3 +281,38 @@ def test_reconstruction_decoder_rejects_mismatched_mask():
     layer = ReconstructionDecoder(target_shape=(4, 4, 3))
     with pytest.raises(ValueError, match="mask shape"):
         layer([np.zeros((2, 3, 16), "float32"), np.zeros((2, 4), "float32")])
+
+
+def test_capsules_route_in_float32_under_mixed_precision():
+    rng = np.random.default_rng(7)
+    # Inputs as a mixed-precision backbone hands them over: float16 values.
+    x = rng.normal(0, 1, (2, 4, 4, 16)).astype("float16")
+
+    def run():
+        primary = PrimaryCaps(4, 8, name="primary")
+        digit = DigitCaps(3, 16, routing_iterations=3, name="digit")
+        u = primary(x)
+        return primary, digit, u, digit(u)
+
+    keras.utils.set_random_seed(0)
+    _, _, u32, v32 = run()
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        primary, digit, u16, v16 = run()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for layer in (primary, primary.conv, digit):
+        assert layer.compute_dtype == "float32" and layer.variable_dtype == "float32", layer.name
+    assert all(w.dtype == "float32" for w in primary.weights + digit.weights)
+    for t in (u16, v16):
+        assert keras.backend.standardize_dtype(t.dtype) == "float32"
+    # Same initial weights (same seed), same float16-valued input: the runs agree to float32 rounding.
+    np.testing.assert_allclose(np.asarray(u16), np.asarray(u32), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(v16), np.asarray(v32), rtol=1e-5, atol=1e-6)
+
+
+def test_capsules_keep_an_explicit_float32_or_float64_dtype():
+    assert DigitCaps(3, 4, dtype="float64").compute_dtype == "float64"
+    assert PrimaryCaps(2, 4, dtype="mixed_bfloat16").compute_dtype == "float32"

@@ -453,3 +453,31 @@ def test_bad_arguments_raise_clear_errors():
     layer(_levels(LEVELS_2))
     with pytest.raises(ValueError, match="built for 2 levels"):
         layer(_levels(LEVELS_3))
+
+
+def test_three_level_preset_runs_the_adaptive_graph_like_numpy():
+    # The `tiny3` preset collects stages 2, 3, 4 (16x16, 8x8, 4x4 maps, 16 frames each): the
+    # adaptive flow has P2_out's three inputs and the cross-node links of paper Fig 6 / Eq. 17.
+    from vtcaps_tf.models import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("tiny3", num_classes=3)
+    assert model.config.tpn_levels == (2, 3, 4) and model.pyramid.num_levels == 3
+    assert _input_counts(model.pyramid) == {"P1_td": 2, "P2_td": 2, "P2_out": 3, "P3_out": 2}
+    _randomise(model.pyramid, seed=4)
+    rng = np.random.default_rng(5)
+    inputs = {}
+    for name, spec in model.input_specs(batch_size=2).items():  # whatever the model's inputs are
+        shape = tuple(spec.shape)
+        inputs[name] = (rng.integers(0, 256, shape).astype("uint8") if spec.dtype == tf.uint8
+                        else rng.uniform(0, 1, shape).astype(spec.dtype.as_numpy_dtype))
+    got = model(inputs, training=False)
+    video = inputs["long_frames"].astype("float32") / 127.5 - 1.0
+    stages = model.tpn_backbone({"video": video}, training=False)
+    levels = [np.asarray(stages[f"stage{i}"]) for i in (2, 3, 4)]
+    assert [lv.shape[2] for lv in levels] == [16, 8, 4]
+    # Stride-2 convs per level to reach 4x4: 16 -> 8 -> 4 (two), 8 -> 4 (one), top (none).
+    want = np_pyramid(model.pyramid, levels, "adaptive", (1, 1, 1), (2, 1, 0))
+    np.testing.assert_allclose(np.asarray(got["motion_feature"]), want["feature"], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(got["tpn_logits"]), want["logits"], rtol=1e-3, atol=1e-3)
+    assert np.abs(want["feature"]).max() > 0.1

@@ -9,7 +9,7 @@ from vtcaps_tf.models import PRESETS, ModelConfig, build_backbone, get_preset
 
 
 def test_preset_table():
-    assert set(PRESETS) == {"tiny", "small", "paper"}
+    assert set(PRESETS) == {"tiny", "small", "paper", "tiny3", "small3"}
     tiny, small, paper = PRESETS["tiny"], PRESETS["small"], PRESETS["paper"]
     assert (tiny.clip_frames, tiny.image_size, tiny.depth, tiny.width, tiny.tpn_channels) == (8, 32, 18, 0.125, 32)
     assert (small.clip_frames, small.image_size, small.depth) == (16, 112, 18)
@@ -17,6 +17,22 @@ def test_preset_table():
         (16, 32, 224, 50, 1024)
     # tiny: 32 -> stem /1 -> pool /2 -> /1 /1 /2 /2 = 4; small: 112 / 32 = 3.5 -> 4 ('same'); paper: 7.
     assert [PRESETS[n].feature_size() for n in ("tiny", "small", "paper")] == [4, 4, 7]
+    # The three-level variants differ from their base in the pyramid's levels only.
+    for base in ("tiny", "small"):
+        three = PRESETS[f"{base}3"]
+        assert three.tpn_levels == (2, 3, 4) and PRESETS[base].tpn_levels == (3, 4)
+        assert dataclasses.replace(three, name=base, tpn_levels=(3, 4)) == PRESETS[base]
+
+
+def test_matching_weight_and_the_old_name_beta():
+    assert PRESETS["tiny"].matching_weight == 1.0
+    old = dict(PRESETS["tiny"].to_dict(), beta=0.25)
+    del old["matching_weight"]
+    assert ModelConfig.from_dict(old).matching_weight == 0.25
+    with pytest.raises(ValueError, match="beta"):
+        ModelConfig.from_dict(dict(PRESETS["tiny"].to_dict(), beta=0.25))
+    with pytest.raises(ValueError, match="matching_weight"):
+        get_preset("tiny", matching_weight=-1.0)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

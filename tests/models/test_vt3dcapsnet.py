@@ -60,7 +60,8 @@ def test_loss_matches_numpy(tiny):
     recon = ((p["reconstruction"] - target) ** 2).reshape(4, -1).sum(-1)
     tpn = _np_softmax_ce(p["tpn_logits"], y)
     aux = _np_softmax_ce(p["tpn_aux_logits"][:, 0], y)
-    match = ((p["motion_prediction"] - p["motion_feature"]) ** 2).mean(-1)
+    mp, mf = p["motion_prediction"], p["motion_feature"]
+    match = 1 - (mp * mf).sum(-1) / np.linalg.norm(mp, axis=-1) / np.linalg.norm(mf, axis=-1)  # cosine
     want = np.mean(margin + 6e-4 * recon + tpn + 0.5 * aux + 1.0 * match)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     logged = {k: float(m.result()) for k, m in tiny.loss_trackers.items()}

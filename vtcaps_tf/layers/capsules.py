@@ -11,6 +11,17 @@ import keras
 from keras import ops
 
 SQUASH_EPSILON = 1e-7  # inside the square root (paper Eq. 4): keeps the gradient finite at |s| = 0
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _float32_under_half_policy(kwargs):
+    """`kwargs` with dtype float32 when the layer's policy (its own or the global one) computes in
+    half precision: routing sums ~1000 votes per capsule and exponentiates agreements, which
+    float16 rounds or overflows. Inputs are cast to float32 on entry (Keras autocast)."""
+    policy = keras.dtype_policies.get(kwargs.get("dtype") or keras.config.dtype_policy())
+    if policy.compute_dtype in HALF_DTYPES:
+        kwargs["dtype"] = "float32"
+    return kwargs
 
 
 def squash(x, axis=-1):
@@ -53,12 +64,12 @@ class PrimaryCaps(keras.layers.Layer):
 
     A `kernel_size` x `kernel_size` valid convolution to capsule_types * capsule_dim channels, each
     position's channels split into `capsule_types` capsules (paper: 512x7x7 -> 256x6x6 -> 1152 x 8D).
-    The caller pools the time axis first.
+    The caller pools the time axis first. Runs in float32 under a half-precision (mixed) policy.
     """
 
     def __init__(self, capsule_types=32, capsule_dim=8, kernel_size=2, strides=1,
                  kernel_initializer="glorot_uniform", **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32_under_half_policy(kwargs))
         for name, value in (("capsule_types", capsule_types), ("capsule_dim", capsule_dim),
                             ("kernel_size", kernel_size), ("strides", strides)):
             if int(value) < 1:
@@ -117,11 +128,12 @@ class DigitCaps(keras.layers.Layer):
     c = softmax over the output capsules, v = squash(sum_i c_ij u_hat_ij), and (between iterations
     only) adds the agreement <u_hat_ij, v_j> to the logits. Inner iterations see stop-gradiented
     votes, so gradients flow through the last iteration only (coefficients act as constants).
+    Weights and routing are float32 under a half-precision (mixed) policy.
     """
 
     def __init__(self, num_capsules, capsule_dim=16, routing_iterations=3,
                  kernel_initializer=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32_under_half_policy(kwargs))
         if int(num_capsules) < 1 or int(capsule_dim) < 1:
             raise ValueError(f"DigitCaps needs num_capsules >= 1 and capsule_dim >= 1, got "
                              f"{num_capsules!r}, {capsule_dim!r}")

@@ -7,6 +7,7 @@ import json
 
 FLOWS = ("isolation", "top_down", "bottom_up", "cascade", "parallel", "adaptive")
 FUSIONS = ("fast", "softmax")
+RENAMED_FIELDS = {"beta": "matching_weight"}  # old name -> new name, read by from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +47,9 @@ class ModelConfig:
     use_tpn: bool = True  # False: CapsNet3D alone
     recon_weight: float = 6e-4  # paper Eq. 6
     aux_weight: float = 0.5  # lambda_i of paper Eq. 10
-    beta: float = 1.0  # weight of the feature-matching loss (PrimaryCaps aux units -> TPN feature)
+    # Weight of the feature-matching term (PrimaryCaps aux units -> TPN feature), a cosine distance
+    # in [0, 2] (losses.feature_matching_loss); 0 turns the distillation off. Was named `beta`.
+    matching_weight: float = 1.0
 
     def __post_init__(self):
         if self.flow not in FLOWS:
@@ -63,6 +66,8 @@ class ModelConfig:
             raise ValueError(f"tpn_levels must name backbone stages 1..4, got {self.tpn_levels}")
         if self.tpn_alphas is not None and len(self.tpn_alphas) != len(self.tpn_levels):
             raise ValueError("tpn_alphas needs one temporal rate per tpn level")
+        if self.matching_weight < 0:
+            raise ValueError(f"matching_weight must be >= 0, got {self.matching_weight}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         side = self.feature_size()
@@ -85,6 +90,12 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> "ModelConfig":
         """Inverse of `to_dict`; unknown keys are an error, lists become the tuples fields hold."""
         fields = {f.name for f in dataclasses.fields(cls)}
+        data = dict(data)
+        for old, new in RENAMED_FIELDS.items():  # configs saved before a field was renamed
+            if old in data:
+                if new in data:
+                    raise ValueError(f"ModelConfig: both {old!r} (old name) and {new!r} given")
+                data[new] = data.pop(old)
         unknown = set(data) - fields
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
@@ -113,6 +124,13 @@ PRESETS: dict[str, ModelConfig] = {
         # 224 -> 112 -> 56 -> 56, 28, 14, 7: PrimaryCaps gets the paper's 512 x 7 x 7.
     ),
 }
+
+
+# Three-level pyramids (backbone stages 2-4): with three levels the adaptive flow has its
+# three-input node (P2_out fuses F2, P2_td and P1_out) and cross-node links (paper Fig 6, Eq. 17),
+# which two levels lack.
+PRESETS.update({f"{base}3": dataclasses.replace(PRESETS[base], name=f"{base}3", tpn_levels=(2, 3, 4))
+                for base in ("tiny", "small")})
 
 
 def get_preset(name: str, **overrides) -> ModelConfig:

@@ -16,7 +16,7 @@ TPN-ERM: its own backbone (same architecture, no AU attention) on the long clip,
 regress the pyramid's motion feature, which is gradient-stopped as a target.
 
 `compute_loss` adds margin + recon_weight * reconstruction + TPN CE + aux_weight * aux CEs
-+ beta * feature matching, so plain `compile(optimizer)` + `fit` trains it, on any
++ matching_weight * feature matching (a cosine distance), so plain `compile(optimizer)` + `fit` trains it, on any
 `tf.distribute` strategy; every term is logged.
 """
 
@@ -248,7 +248,7 @@ class VT3DCapsNet(keras.Model):
             terms["aux_loss"] = sum(losses.tpn_loss(labels, aux[:, i]) for i in range(aux.shape[1]))
             terms["matching_loss"] = losses.feature_matching_loss(y_pred["motion_prediction"],
                                                                   y_pred["motion_feature"])
-            weighted.update(tpn_loss=1.0, aux_loss=c.aux_weight, matching_loss=c.beta)
+            weighted.update(tpn_loss=1.0, aux_loss=c.aux_weight, matching_loss=c.matching_weight)
 
         total = 0.0
         for name, per_sample in terms.items():
