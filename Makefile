@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" --durations=10
 
 demo: $(STAMP)
-	$(PY) -m pipeline.demo $(DEMO_ARGS)
+	$(PY) -m vtcaps_pipeline.demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

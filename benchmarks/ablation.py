@@ -66,7 +66,7 @@ def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int,
               image_size: int) -> dict:
     """Train and test videos of the tempo task (cached as .npz in work_dir); test subjects are
     disjoint from training subjects."""
-    from pipeline import synth_tempo
+    from vtcaps_pipeline import synth_tempo
 
     path = os.path.join(work_dir, f"tempo_{train_videos}_{test_videos}_{subjects}_{seed}_{image_size}.npz")
     if os.path.exists(path):
@@ -91,7 +91,7 @@ def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int,
 def clips_of(data: dict, split: str) -> dict:
     """Every clip of every video: frames [K,N,S,S,3], long [K,M,S,S,3], landmarks [K,N,68,2],
     labels [K], video [K]."""
-    from pipeline import synth_tempo
+    from vtcaps_pipeline import synth_tempo
 
     frames, marks = data[f"{split}_frames"], data[f"{split}_landmarks"]
     parts = {"frames": [], "long_frames": [], "landmarks": [], "labels": [], "video": []}

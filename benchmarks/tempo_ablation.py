@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    from pipeline import preprocess, synth
+    from vtcaps_pipeline import preprocess, synth
     from vtcaps_tf import evaluate, training
 
     with contextlib.ExitStack() as stack:

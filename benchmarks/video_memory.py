@@ -86,8 +86,8 @@ def child(mode: str, video: str, saved_model: str) -> dict:
     if mode == "beam":  # the preprocessing job's per-video work, as one Beam worker does it
         import apache_beam as beam
 
-        from pipeline import transforms
-        from pipeline.sources.base import VideoItem
+        from vtcaps_pipeline import transforms
+        from vtcaps_pipeline.sources.base import VideoItem
 
         config = transforms.JobConfig(source="folder", classes=("happiness",), clip_frames=16,
                                       long_frames=32, image_size=112)

@@ -1,4 +1,4 @@
-"""`make demo` (`python -m pipeline.demo`): the whole system on a synthetic expression set.
+"""`make demo` (`python -m vtcaps_pipeline.demo`): the whole system on a synthetic expression set.
 
 synth -> the TFX-style chain of `pipeline/configs/demo.json` (ExampleGen = the Beam job,
 Statistics, Validate, Train, Evaluate, Push = export to saved_models/vtcaps/) -> `vtcaps serve` in a
@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 
-from pipeline import runner, synth
+from vtcaps_pipeline import runner, synth
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.json")
 
@@ -93,7 +93,7 @@ def results_table(report: dict, stage_seconds: dict, extra: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m vtcaps_pipeline.demo", description=__doc__.splitlines()[0])
     p.add_argument("--output", default="demo_out", help="working directory (default %(default)s)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline config (default pipeline/configs/demo.json)")
     p.add_argument("--base-path", default="saved_models/vtcaps", help="export base path (default %(default)s)")

@@ -27,7 +27,7 @@ def _stall_message(done: int, total: int, waited: float, environment: str | None
         what = f"no video finished in the last {waited:.0f} s ({done}/{total} done)"
     hint = ("the SDK workers did not start or are stuck. With --environment_type EXTERNAL, look at "
             "the worker pool's log: its workers must run an interpreter that has apache_beam and "
-            "vtcaps (start the pool with `python -m pipeline.worker_pool` from the project's "
+            "vtcaps (start the pool with `python -m vtcaps_pipeline.worker_pool` from the project's "
             "environment)") if environment == "EXTERNAL" else (
             "the SDK workers did not start or are stuck; look at the runner's worker logs")
     return f"{what}: {hint}. The job was cancelled (--stall-timeout sets the limit)."

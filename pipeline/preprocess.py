@@ -39,7 +39,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import checks, job_watch, sources, transforms
+from vtcaps_pipeline import checks, job_watch, sources, transforms
 from vtcaps_tf import cli_parsers
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features

@@ -119,7 +119,7 @@ class StepResult:
 
 
 def _generate_examples(output: str, **kwargs) -> str:
-    from pipeline import preprocess
+    from vtcaps_pipeline import preprocess
 
     return preprocess.generate_examples(output, **kwargs)
 
@@ -308,7 +308,7 @@ def run_example_gen(ctx: StepContext) -> dict:
 
 
 def run_statistics(ctx: StepContext) -> dict:
-    from pipeline import checks
+    from vtcaps_pipeline import checks
     from vtcaps_tf.data import features
 
     examples = ctx.results["ExampleGen"]["examples"]

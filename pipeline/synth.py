@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from pipeline import synth_au
-from pipeline.synth_warp import PiecewiseAffineField
+from vtcaps_pipeline import synth_au
+from vtcaps_pipeline.synth_warp import PiecewiseAffineField
 
 MAX_ONSET = 3  # the expression starts within the first frames, so every clip of a video shows it
 LAYOUTS = ("folder", "ckplus", "afew")
@@ -301,7 +301,7 @@ def write_layout(config: SynthConfig, label: str, subject: str, number: int, cli
         write_video(os.path.join(config.output, rel), frames, config.fps)
         return rel
     # CK+: S<subject>/<sequence>, grey PNGs from neutral to the apex, Emotion/ names the last frame.
-    from pipeline.sources.ckplus import CLASSES as CK_CLASSES
+    from vtcaps_pipeline.sources.ckplus import CLASSES as CK_CLASSES
 
     ck_subject, seq = f"S{int(subject[1:]) + 1:03d}", f"{number + 1:03d}"
     n = min(len(frames), max(clip.apex + 1, MIN_CKPLUS_FRAMES))

@@ -17,7 +17,7 @@ a reader of the long window is not (see `benchmarks/ablation.py`, which measures
 logistic regression on frame differences).
 
 `generate_arrays` renders the set in memory (frames, 68 landmarks per frame in [0, 1] of the crop)
-with `pipeline.synth`'s face, subjects and warp; nothing is written to disk.
+with `vtcaps_pipeline.synth`'s face, subjects and warp; nothing is written to disk.
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64
 
     Subject k's videos share an identity (video i belongs to subject i % subjects); the clip's head
     pose is fixed with a slight sway (a sway is motion too, and would blur the stops). `base`: a
-    `pipeline.synth.BaseFace` at `render_size` (found once with MediaPipe when None).
+    `vtcaps_pipeline.synth.BaseFace` at `render_size` (found once with MediaPipe when None).
     """
     import cv2
 
-    from pipeline import synth, synth_au
+    from vtcaps_pipeline import synth, synth_au
     from vtcaps_tf.face.landmarks import landmarks68
 
     if base is None:

@@ -85,7 +85,7 @@ def open_item_frames(item, max_frames: int | None = None):
 
     landmarks = None
     if item.landmark_files:
-        from pipeline.sources.ckplus import read_landmarks_file
+        from vtcaps_pipeline.sources.ckplus import read_landmarks_file
 
         try:
             landmarks = np.stack([read_landmarks_file(f) for f in item.landmark_files])

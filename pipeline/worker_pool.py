@@ -4,7 +4,7 @@ Flink and Spark clusters run the Python SDK workers as separate processes, usual
 worker pool beside each task manager / executor; the job then names the pool:
 
     # on every worker host, inside the project's environment (the one that has vtcaps installed):
-    python -m pipeline.worker_pool --port 50000
+    python -m vtcaps_pipeline.worker_pool --port 50000
     # the job:
     vtcaps preprocess ... --runner PortableRunner --job_endpoint JOB_SERVER:8099 \\
         --environment_type EXTERNAL --environment_config localhost:50000
@@ -29,7 +29,7 @@ from apache_beam.runners.worker import worker_pool_main
 
 _LOG = logging.getLogger(__name__)
 # Modules a worker imports to run the preprocessing job's DoFns.
-REQUIRED_MODULES = ("apache_beam", "pipeline.transforms")
+REQUIRED_MODULES = ("apache_beam", "vtcaps_pipeline.transforms")
 
 
 class InterpreterError(RuntimeError):
@@ -88,7 +88,7 @@ def start(port: int = 0, python: str | None = None, check: bool = True):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.worker_pool", description=(
+    p = argparse.ArgumentParser(prog="python -m vtcaps_pipeline.worker_pool", description=(
         "Serve Beam's worker pool API (--environment_type EXTERNAL --environment_config HOST:PORT), "
         "starting each SDK worker with this interpreter."))
     p.add_argument("--port", type=int, default=50000, help="port to serve on (default 50000; 0: any)")

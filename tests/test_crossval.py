@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.sources.base import assign_folds
+from vtcaps_pipeline.sources.base import assign_folds
 from tests.data.fixtures import synthetic_clip
 from vtcaps_tf import crossval, evaluate, training
 from vtcaps_tf.data import dataset, features

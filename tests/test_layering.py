@@ -1,8 +1,11 @@
-"""No module of vtcaps_tf/ or pipeline/ imports a higher layer (tools/import_graph.py defines them:
+"""No module of vtcaps_tf/ or pipeline/ (imported as `vtcaps_pipeline`) imports a higher layer
+(tools/import_graph.py defines them:
 base < blocks (face, data, layers, losses, metrics) < models < training/export < serving <
 pipeline < cli). Imports inside functions count too."""
 
+import ast
 import os
+import re
 import textwrap
 
 import pytest
@@ -12,12 +15,32 @@ from tools import import_graph as ig
 
 def test_every_module_has_a_layer_and_none_imports_upward():
     graph = ig.import_graph()
-    assert "vtcaps_tf.models.vt3dcapsnet" in graph and "pipeline.runner" in graph  # walked both trees
+    assert "vtcaps_tf.models.vt3dcapsnet" in graph and "vtcaps_pipeline.runner" in graph  # walked both trees
     for module in graph:
         ig.layer_of(module)  # KeyError names a module missing from LAYERS
     bad = ig.upward_imports(graph)
     assert not bad, "upward imports:\n" + "\n".join(
         f"  {m} ({lm}) imports {t} ({lt})" for m, lm, t, lt in bad)
+
+
+def test_nothing_imports_the_preprocessing_package_by_its_folder_name():
+    # pytest's pythonpath puts the repository root on sys.path, where `import pipeline` would still
+    # find the folder; installed, only `vtcaps_pipeline` exists, so the old name must not be used.
+    old = []
+    for top in ("vtcaps_tf", "pipeline", "tests", "benchmarks", "tools"):
+        for dirpath, _, filenames in os.walk(os.path.join(ig.ROOT, top)):
+            for name in (n for n in filenames if n.endswith(".py")):
+                path = os.path.join(dirpath, name)
+                with open(path) as f:
+                    text = f.read()
+                for node in ast.walk(ast.parse(text, path)):
+                    names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                             [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                             else [])
+                    old += [f"{path}:{node.lineno}" for n in names if n.split(".")[0] == "pipeline"]
+                # module paths in strings: subprocess command lines, importlib, Beam's worker modules
+                old += [f"{path}: {m.group(0)}" for m in re.finditer(r"[\"'](-m )?pipeline\.\w+", text)]
+    assert not old, "old package name `pipeline` used:\n" + "\n".join(old)
 
 
 def _tree(root, files: dict):

@@ -1,4 +1,5 @@
-"""The import graph of vtcaps_tf/ and pipeline/, read with `ast`, and the layers it must respect.
+"""The import graph of vtcaps_tf/ and pipeline/ (imported as `vtcaps_pipeline`), read with `ast`,
+and the layers it must respect.
 
     python -m tools.import_graph            # one line per module: its layer and what it imports
     python -m tools.import_graph --dot      # Graphviz, modules grouped by layer
@@ -16,7 +17,8 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("vtcaps_tf", "pipeline")
+# Import name -> folder: pipeline/ installs as `vtcaps_pipeline` (pyproject.toml package-dir).
+PACKAGES = {"vtcaps_tf": "vtcaps_tf", "vtcaps_pipeline": "pipeline"}
 
 # Lowest first. A module belongs to the first layer with a prefix matching its dotted name
 # (a prefix matches the module itself and everything below it).
@@ -29,24 +31,25 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "vtcaps_tf.local_cluster", "vtcaps_tf.evaluate", "vtcaps_tf.crossval",
                   "vtcaps_tf.export", "vtcaps_tf.model_card")),
     ("serving", ("vtcaps_tf.serving",)),
-    ("pipeline", ("pipeline",)),
+    ("pipeline", ("vtcaps_pipeline",)),
     ("cli", ("vtcaps_tf.cli",)),
 ]
 # The package roots hold only metadata and lazy attribute access: below everything.
-ROOT_MODULES = {"vtcaps_tf": "base", "pipeline": "pipeline"}
+ROOT_MODULES = {"vtcaps_tf": "base", "vtcaps_pipeline": "pipeline"}
 LAYER_INDEX = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 
 def module_files(root: str = ROOT) -> dict[str, str]:
-    """Dotted module name -> file, for every .py under the packages."""
+    """Dotted (import) module name -> file, for every .py under the packages."""
     out = {}
-    for package in PACKAGES:
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, package)):
+    for package, folder in PACKAGES.items():
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
                 if not name.endswith(".py"):
                     continue
-                rel = os.path.relpath(os.path.join(dirpath, name), root)[:-3].replace(os.sep, ".")
+                rel = os.path.relpath(os.path.join(dirpath, name), os.path.join(root, folder))[:-3]
+                rel = package + "." + rel.replace(os.sep, ".")
                 out[rel[:-len(".__init__")] if rel.endswith(".__init__") else rel] = os.path.join(dirpath, name)
     return out
 

@@ -39,9 +39,9 @@ class Command:
 
 
 SUBCOMMANDS = {
-    "synth": Command("pipeline.synth", "generate a synthetic expression video set (folder layout + manifest)",
-                     "pipeline.synth:build_parser"),
-    "preprocess": Command("pipeline.preprocess", "Beam job: face videos -> aligned clips + landmarks -> TFRecords",
+    "synth": Command("vtcaps_pipeline.synth", "generate a synthetic expression video set (folder layout + manifest)",
+                     "vtcaps_pipeline.synth:build_parser"),
+    "preprocess": Command("vtcaps_pipeline.preprocess", "Beam job: face videos -> aligned clips + landmarks -> TFRecords",
                           None),
     "train": Command("vtcaps_tf.training", "train VT-3DCapsNet with keras fit under MirroredStrategy",
                      "vtcaps_tf.cli_parsers:train_parser"),
@@ -61,8 +61,8 @@ SUBCOMMANDS = {
                       "vtcaps_tf.serving.stream:build_parser"),
     "profile": Command("vtcaps_tf.models.profile", "parameters and FLOPs per clip of a preset",
                        "vtcaps_tf.cli_parsers:profile_parser"),
-    "pipeline": Command("pipeline.runner", "run the TFX-style chain ExampleGen -> ... -> Push from a config",
-                        "pipeline.runner:build_parser"),
+    "pipeline": Command("vtcaps_pipeline.runner", "run the TFX-style chain ExampleGen -> ... -> Push from a config",
+                        "vtcaps_pipeline.runner:build_parser"),
 }
 
 EPILOG = f"""\

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.sources.base import (Discovery, SourceError, VideoItem, relpath, visible_entries,
+from vtcaps_pipeline.sources.base import (Discovery, SourceError, VideoItem, relpath, visible_entries,
                                    require_dir)
 from vtcaps_tf.face.video import is_video_file
 

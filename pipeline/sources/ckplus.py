@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from pipeline.sources.base import (Discovery, SourceError, VideoItem, relpath, require_dir,
+from vtcaps_pipeline.sources.base import (Discovery, SourceError, VideoItem, relpath, require_dir,
                                    visible_entries)
 from vtcaps_tf.face.video import is_image_file
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 
-from pipeline.sources.base import (Discovery, SourceError, VideoItem, relpath, require_dir,
+from vtcaps_pipeline.sources.base import (Discovery, SourceError, VideoItem, relpath, require_dir,
                                    visible_entries)
 from vtcaps_tf.face.video import is_image_file, is_video_file
 

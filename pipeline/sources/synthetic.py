@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 
-from pipeline.sources.base import Discovery, SourceError, VideoItem, require_dir
-from pipeline.sources.folder import list_class_folder
+from vtcaps_pipeline.sources.base import Discovery, SourceError, VideoItem, require_dir
+from vtcaps_pipeline.sources.folder import list_class_folder
 
 MANIFEST = "manifest.json"
 

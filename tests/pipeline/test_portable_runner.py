@@ -14,7 +14,7 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 
-from pipeline import job_watch, preprocess, worker_pool
+from vtcaps_pipeline import job_watch, preprocess, worker_pool
 from tests.face import fixtures as fx
 from vtcaps_tf.data import features
 
@@ -93,7 +93,7 @@ def test_pool_refuses_an_interpreter_without_beam(tmp_path):
     script.chmod(0o755)
     with pytest.raises(worker_pool.InterpreterError, match="apache_beam"):
         worker_pool.check_interpreter(str(script))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.worker_pool", "--port", "0",
+    proc = subprocess.run([sys.executable, "-m", "vtcaps_pipeline.worker_pool", "--port", "0",
                            "--python", str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "cannot import" in proc.stderr
 
@@ -165,7 +165,7 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
         time.sleep(3)
         start = time.monotonic()
         job = subprocess.run(
-            [sys.executable, "-m", "pipeline.preprocess", "--source", "folder", "--input", root,
+            [sys.executable, "-m", "vtcaps_pipeline.preprocess", "--source", "folder", "--input", root,
              *ARGS, "--output", str(tmp_path / "out"), "--stall-timeout", "20",
              *_portable(f"localhost:{port}")],
             capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -176,6 +176,6 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
         log.close()
     assert job.returncode == 1, job.stderr[-2000:]
     assert "did not start or are stuck" in job.stderr
-    assert "python -m pipeline.worker_pool" in job.stderr
+    assert "python -m vtcaps_pipeline.worker_pool" in job.stderr
     assert took < 150, took
     assert "No module named 'apache_beam'" in (tmp_path / "pool.log").read_text()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from pipeline import runner
-from pipeline.runner import Pipeline, Step, StepContext
+from vtcaps_pipeline import runner
+from vtcaps_pipeline.runner import Pipeline, Step, StepContext
 
 
 # ---- fake steps: each counts its runs and writes something derived from its config and inputs ----
@@ -309,7 +309,7 @@ def test_config_errors(tmp_path, capsys):
 
 
 def test_demo_scores_rest_predictions_against_the_manifest():
-    from pipeline import demo
+    from vtcaps_pipeline import demo
 
     manifest = {"videos": [{"path": "happy/s00_0.avi", "label": "happy"},
                            {"path": "anger/s01_1.avi", "label": "anger"},

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import synth_tempo as st
+from vtcaps_pipeline import synth_tempo as st
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
