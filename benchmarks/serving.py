@@ -165,7 +165,7 @@ def main(argv=None):
     from vtcaps_tf.export import export_model
     from vtcaps_tf.models import build_model
     from vtcaps_tf.serving.client import encode_inputs
-    from vtcaps_tf.serving.models import Servable
+    from vtcaps_tf.serving.servables import Servable
     from vtcaps_tf.serving.predict_models import EXAMPLES_SIGNATURE, clip_shape_from_inputs
 
     gflops_before = matmul_gflops()

@@ -31,15 +31,15 @@ import uuid
 
 import tensorflow as tf
 
+from vtcaps_tf.versions import version_dirs
+
 OUTPUT_NAMES = ("probabilities", "capsule_lengths", "tpn_probabilities")
 
 
 def existing_versions(base_path: str) -> list[int]:
-    """Integer version directories under base_path, ascending."""
-    if not tf.io.gfile.isdir(base_path):
-        return []
-    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_path)
-                  if name.rstrip("/").isdigit())
+    """Version numbers under base_path, ascending: every version folder, ready or not (a
+    half-written export still holds its number)."""
+    return sorted(version_dirs(base_path, ready=False))
 
 
 def serving_fns(model, with_teacher: bool = False):

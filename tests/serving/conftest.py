@@ -20,7 +20,7 @@ def toy_base_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def toy_server(toy_base_path):
-    from vtcaps_tf.serving.models import ModelSpec
+    from vtcaps_tf.serving.servables import ModelSpec
     from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
     server = ModelServer([ModelSpec("toy", toy_base_path)],

@@ -30,7 +30,7 @@ def tiny(tiny_export):
 
 @pytest.fixture(scope="module")
 def server(tiny):
-    from vtcaps_tf.serving.models import ModelSpec
+    from vtcaps_tf.serving.servables import ModelSpec
     from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
     with ModelServer([ModelSpec("vtcaps", tiny[1])],

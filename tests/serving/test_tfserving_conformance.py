@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 import half_plus_two
 from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
-from vtcaps_tf.serving.models import ModelSpec
+from vtcaps_tf.serving.servables import ModelSpec
 from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
 VERSION = 123  # what TF Serving reads from the folder 00000123

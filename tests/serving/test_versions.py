@@ -12,8 +12,8 @@ import requests
 import toy_model
 
 from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
-from vtcaps_tf.serving.models import (ModelSpec, ServedModel, VersionPolicy, parse_version,
-                                     ready_version_dirs, ready_versions)
+from vtcaps_tf.serving.servables import ModelSpec, ServedModel, VersionPolicy, ready_versions
+from vtcaps_tf.versions import parse_version, version_dirs
 from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
 
@@ -53,8 +53,11 @@ def test_zero_padded_folders_keep_their_names_and_duplicates_resolve_to_the_last
         (tmp_path / name).mkdir()
         (tmp_path / name / "saved_model.pb").write_bytes(b"")
     # "007" and "7" are both version 7; TF Serving keeps the name that sorts last ("7").
-    assert ready_version_dirs(str(tmp_path)) == {7: "7", 9: "0009", 123: "00000123"}
+    assert version_dirs(str(tmp_path)) == {7: "7", 9: "0009", 123: "00000123"}
     assert ready_versions(str(tmp_path)) == [7, 9, 123]
+    (tmp_path / "200").mkdir()  # no SavedModel file yet: not ready, but its number is taken
+    assert ready_versions(str(tmp_path)) == [7, 9, 123]
+    assert version_dirs(str(tmp_path), ready=False) == {7: "7", 9: "0009", 123: "00000123", 200: "200"}
 
 
 def test_zero_padded_versions_load_switch_and_follow_the_policy(tmp_path, toy_base_path):
@@ -195,7 +198,7 @@ def test_bad_config_files_are_rejected(tmp_path, text, message):
 
 def test_config_watcher_applies_changes_and_ignores_a_broken_file(tmp_path, toy_base_path):
     from vtcaps_tf.serving.config_file import ConfigFileWatcher
-    from vtcaps_tf.serving.models import ModelManager
+    from vtcaps_tf.serving.servables import ModelManager
 
     config = tmp_path / "models.config"
     config.write_text(f'model_config_list {{ config {{ name: "a" base_path: "{toy_base_path}" }} }}')

@@ -1,7 +1,7 @@
 """Serving: a TF-Serving-compatible model server (`vtcaps serve`) and the `vtcaps predict` client.
 
 Modules (imported on use; grpc and the serving protos load only with the server):
-  models.py        versions on disk -> loaded servables; polling and atomic version switches
+  servables.py     versions on disk -> loaded servables; polling and atomic version switches
   rest.py          TF Serving's REST API on the stdlib HTTP server
   grpc_service.py  PredictionService and ModelService on the tensorflow-serving-api protos
   inference.py     Classify, Regress and MultiInference over serialized tf.Example

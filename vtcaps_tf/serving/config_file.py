@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from vtcaps_tf.serving.errors import ServingError
-from vtcaps_tf.serving.models import ModelSpec, VersionPolicy
+from vtcaps_tf.serving.servables import ModelSpec, VersionPolicy
 
 log = logging.getLogger(__name__)
 

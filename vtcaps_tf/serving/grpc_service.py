@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grp
 
 from vtcaps_tf.serving import inference, responses
 from vtcaps_tf.serving.errors import ServingError, invalid
-from vtcaps_tf.serving.models import ModelManager
+from vtcaps_tf.serving.servables import ModelManager
 
 log = logging.getLogger(__name__)
 

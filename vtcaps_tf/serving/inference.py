@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from vtcaps_tf.serving.errors import ServingError, invalid
-from vtcaps_tf.serving.models import DEFAULT_SIGNATURE
+from vtcaps_tf.serving.servables import DEFAULT_SIGNATURE
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"

@@ -59,12 +59,13 @@ class InProcessModel:
     """A SavedModel loaded here: a version folder, or a base path (its highest version)."""
 
     def __init__(self, path: str):
-        from vtcaps_tf.serving.models import SAVED_MODEL_FILES, Servable, ready_version_dirs
+        from vtcaps_tf.serving.servables import Servable
+        from vtcaps_tf.versions import SAVED_MODEL_FILES, version_dirs
 
         if not os.path.isdir(path):
             raise FileNotFoundError(f"no SavedModel folder {path!r}")
         if not any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
-            folders = ready_version_dirs(path)
+            folders = version_dirs(path)
             if not folders:
                 raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base path with "
                                         "integer version folders")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vtcaps_tf.serving.models import ModelManager
+from vtcaps_tf.serving.servables import ModelManager
 
 
 def model_spec_proto(name: str, version: int | None = None, signature_name: str | None = None):

@@ -20,7 +20,7 @@ import numpy as np
 
 from vtcaps_tf.serving import json_codec
 from vtcaps_tf.serving.errors import ServingError, invalid
-from vtcaps_tf.serving.models import ModelManager
+from vtcaps_tf.serving.servables import ModelManager
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ class ModelServer:
     """Model manager + REST + gRPC. `start()` loads the models and binds; `stop()` shuts down."""
 
     def __init__(self, specs, config: ServerConfig | None = None):
-        from vtcaps_tf.serving.models import ModelManager
+        from vtcaps_tf.serving.servables import ModelManager
 
         self.config = config or ServerConfig()
         self.manager = ModelManager(specs, self.config.poll_wait_seconds, self.config.warmup)
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def specs_from_args(args, parser):
     from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
-    from vtcaps_tf.serving.models import ModelSpec
+    from vtcaps_tf.serving.servables import ModelSpec
 
     if bool(args.model_base_path) == bool(args.model_config_file):
         parser.error("give exactly one of --model-base-path or --model-config-file")

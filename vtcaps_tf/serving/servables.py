@@ -1,7 +1,8 @@
-"""Model versions on disk -> loaded servables, as TF Serving manages them.
+"""Model versions on disk -> loaded servables, as TF Serving manages them (the Keras models
+themselves live in `vtcaps_tf.models`).
 
-A model is a base path holding integer version folders; a version is ready once its
-`saved_model.pb` exists. `ModelManager.poll()` loads the versions the policy wants (the newest one
+A model is a base path holding integer version folders (`vtcaps_tf.versions` reads them); a
+version is ready once its `saved_model.pb` exists. `ModelManager.poll()` loads the versions the policy wants (the newest one
 by default), and only after a new version has loaded does it swap the served set (one reference
 assignment) and let go of versions the policy no longer wants: requests already running keep
 their reference to the old servable and finish on it.
@@ -12,18 +13,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 import threading
 import time
 
 import numpy as np
 
 from vtcaps_tf.serving.errors import ServingError, invalid, not_found
+from vtcaps_tf.versions import version_dirs
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 # Version states as in tensorflow_serving/apis/get_model_status.proto.
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 MAX_LOAD_ATTEMPTS = 5  # as TF Serving's --max_num_load_retries
@@ -69,50 +69,9 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r} needs a base path")
 
 
-_VERSION_NAME = re.compile(r"[0-9]+")
-_MAX_VERSION = 2 ** 63 - 1  # versions are int64 in TF Serving's protos
-
-
-def parse_version(name: str) -> int | None:
-    """A version folder's number, or None for a name that is not one.
-
-    As TF Serving reads folder names: any run of ASCII digits, leading zeros allowed (its own test
-    data uses `00000123`), up to int64's largest value (timestamps such as 1712345678901 fit)."""
-    if not _VERSION_NAME.fullmatch(name):
-        return None
-    value = int(name)
-    return value if value <= _MAX_VERSION else None
-
-
-def ready_version_dirs(base_path: str) -> dict[int, str]:
-    """{version: folder name} of the version folders under `base_path` whose SavedModel file exists.
-
-    Folders whose names parse to the same number (`7` and `007`): the name that sorts last is
-    used, as TF Serving does, and the other one is logged and ignored."""
-    import tensorflow as tf
-
-    try:
-        names = tf.io.gfile.listdir(base_path)
-    except Exception:  # noqa: BLE001 - a missing or unreadable base path has no versions yet
-        return {}
-    out = {}
-    for name in sorted(n.rstrip("/") for n in names):
-        version = parse_version(name)
-        if version is None:
-            continue  # TF Serving ignores anything that is not a version number (temp dirs)
-        folder = os.path.join(base_path, name)
-        if not any(tf.io.gfile.exists(os.path.join(folder, f)) for f in SAVED_MODEL_FILES):
-            continue
-        if version in out:
-            log.warning("%s: folders %s and %s are both version %d; %s is used",
-                        base_path, out[version], name, version, name)
-        out[version] = name
-    return out
-
-
 def ready_versions(base_path: str) -> list[int]:
     """Version numbers under `base_path` whose SavedModel file exists, ascending."""
-    return sorted(ready_version_dirs(base_path))
+    return sorted(version_dirs(base_path))
 
 
 def read_meta_graph(export_dir: str, tags=("serve",)):
@@ -286,7 +245,7 @@ class ServedModel:
 
     def poll(self):
         with self._lock:
-            folders = ready_version_dirs(self.spec.base_path)
+            folders = version_dirs(self.spec.base_path)
             wanted = self.spec.policy.select(list(folders))
             served = dict(self._served)
             for version in sorted(wanted - set(served), reverse=True):
