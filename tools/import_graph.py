@@ -25,7 +25,7 @@ PACKAGES = {"vtcaps_tf": "vtcaps_tf", "vtcaps_pipeline": "pipeline"}
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("vtcaps_tf.errors", "vtcaps_tf.cli_parsers", "vtcaps_tf.versions")),
     ("blocks", ("vtcaps_tf.face", "vtcaps_tf.data", "vtcaps_tf.layers", "vtcaps_tf.losses",
-                "vtcaps_tf.metrics")),
+                "vtcaps_tf.metrics", "vtcaps_tf.pyramid_options")),
     ("models", ("vtcaps_tf.models",)),
     ("training", ("vtcaps_tf.callbacks", "vtcaps_tf.training", "vtcaps_tf.multiworker",
                   "vtcaps_tf.local_cluster", "vtcaps_tf.evaluate", "vtcaps_tf.crossval",

@@ -15,8 +15,8 @@ import tensorflow as tf
 
 from layer_test import run_layer_test
 from vtcaps_tf.layers import FastNormalizedFusion, SoftmaxFusion, TemporalPyramid
-from vtcaps_tf.layers.temporal_pyramid import (FLOWS, GroupedTemporalConv, TPNConvBlock,
-                                               pool_time, resample_time)
+from vtcaps_tf.layers.temporal_pyramid import (FLOWS, FUSION_LAYERS, FUSIONS, GroupedTemporalConv,
+                                               TPNConvBlock, pool_time, resample_time)
 
 CH = 8  # pyramid width in these tests
 # Two- and three-level pyramids, bottom to top: [B, T, H, W, C].
@@ -251,7 +251,7 @@ def _expected_shapes(levels, num_classes=5):
 # Every flow with both fusions at M = 2 and M = 3 (the fusion only matters to `adaptive`). Each
 # run takes a few seconds (a fit step and a .keras round trip), so the two-level cases of every flow
 # and the adaptive flow with both fusions run by default, the rest with the slow tests.
-ALL_CASES = [(flow, fusion, levels) for flow in FLOWS for fusion in ("fast", "softmax")
+ALL_CASES = [(flow, fusion, levels) for flow in FLOWS for fusion in FUSIONS
              for levels in (LEVELS_2, LEVELS_3)]
 FAST_CASES = [c for c in ALL_CASES if len(c[2]) == 2 and (c[1] == "fast" or c[0] == "adaptive")]
 SLOW_CASES = [c for c in ALL_CASES if c not in FAST_CASES]
@@ -424,6 +424,14 @@ def test_fit_trains_fusion_weights_and_every_head():
     for name, node in layer.fusion_nodes.items():
         assert not np.allclose(np.asarray(node.fusion_weights), before[name]), name
     assert not np.allclose(np.asarray(layer.aux_heads[0].kernel), aux_before)
+
+
+def test_every_fusion_name_has_a_layer_and_the_preset_table_shares_the_names():
+    # The names are defined once (vtcaps_tf/pyramid_options.py); the layer maps each to a class.
+    from vtcaps_tf.models import presets
+
+    assert set(FUSION_LAYERS) == set(FUSIONS)
+    assert presets.FLOWS is FLOWS and presets.FUSIONS is FUSIONS
 
 
 def test_bad_arguments_raise_clear_errors():

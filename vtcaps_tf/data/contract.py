@@ -27,8 +27,8 @@ import tensorflow as tf
 
 from vtcaps_tf.data import features
 from vtcaps_tf.face.au import AU_MAP_SIZE
+from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
-NUM_LANDMARKS = features.NUM_LANDMARKS
 INPUT_NAMES = ("frames", "landmarks", "long_frames")
 TEACHER_INPUTS = ("long_frames",)  # inputs only the TPN-ERM teacher reads
 

@@ -15,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from vtcaps_tf.data import features
-from vtcaps_tf.data.contract import NUM_LANDMARKS, InputContract
+from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.face.au import AU_MAP_SIZE
+from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
 # Decoded clips are cached in memory only below this estimate (bytes); above it the compact
 # parsed records (JPEG + landmarks) are cached instead and decoded every epoch.

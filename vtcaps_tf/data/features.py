@@ -21,8 +21,9 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from vtcaps_tf.face.landmarks import NUM_LANDMARKS
+
 SCHEMA_VERSION = 2
-NUM_LANDMARKS = 68
 METADATA_FILE = "metadata.json"
 STATS_FILE = "stats.json"
 SPLITS = ("train", "val", "test")

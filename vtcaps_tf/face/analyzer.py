@@ -183,7 +183,7 @@ class FaceAnalyzer:
         if landmarks is not None:
             landmarks = np.asarray(landmarks, np.float32)
             if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
-                raise ValueError(f"landmarks must be [T, 68, 2], got {landmarks.shape}")
+                raise ValueError(f"landmarks must be [T, {NUM_LANDMARKS}, 2], got {landmarks.shape}")
         else:
             self.reset()  # each video starts without a tracked face
         sink = _Collector(encode)
@@ -195,7 +195,8 @@ class FaceAnalyzer:
                 raise ValueError(f"expected RGB frames [H, W, 3], got {frame.shape}")
             if landmarks is not None:
                 if t >= len(landmarks):
-                    raise ValueError(f"landmarks must be [T, 68, 2] for every frame, got {len(landmarks)}")
+                    raise ValueError(f"landmarks must be [T, {NUM_LANDMARKS}, 2] for every frame, "
+                                     f"got {len(landmarks)}")
                 faces = [landmarks[t]] if np.all(np.isfinite(landmarks[t])) else []
             else:
                 faces = self.detect_faces(frame)
@@ -209,7 +210,7 @@ class FaceAnalyzer:
             peak = max(peak, cropper.frames_held + 1)
             t += 1
         if landmarks is not None and t != len(landmarks):
-            raise ValueError(f"landmarks must be [{t}, 68, 2], got {landmarks.shape}")
+            raise ValueError(f"landmarks must be [{t}, {NUM_LANDMARKS}, 2], got {landmarks.shape}")
         if not cropper.finish():
             raise NoFaceError(f"no face in any of {t} frames", num_frames=t)
         crops = np.stack(sink.crops) if encode is None else sink.crops
@@ -227,7 +228,8 @@ class FaceAnalyzer:
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise ValueError(f"expected RGB frames [T, H, W, 3] with T >= 1, got {frames.shape}")
         if landmarks is not None and np.shape(landmarks) != (len(frames), NUM_LANDMARKS, 2):
-            raise ValueError(f"landmarks must be [{len(frames)}, 68, 2], got {np.shape(landmarks)}")
+            raise ValueError(f"landmarks must be [{len(frames)}, {NUM_LANDMARKS}, 2], "
+                             f"got {np.shape(landmarks)}")
         return self.analyze_stream(frames, landmarks, bridge=None).track
 
     def close(self):

@@ -14,8 +14,7 @@ import numpy as np
 from keras import ops
 
 from vtcaps_tf.face import au as au_lib
-
-NUM_LANDMARKS = 68
+from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
 
 def _table():
@@ -47,7 +46,8 @@ class AUMapRender(keras.layers.Layer):
 
     def build(self, input_shape):
         if len(input_shape) < 2 or tuple(input_shape[-2:]) != (NUM_LANDMARKS, 2):
-            raise ValueError(f"AUMapRender takes landmarks [..., 68, 2], got {tuple(input_shape)}")
+            raise ValueError(f"AUMapRender takes landmarks [..., {NUM_LANDMARKS}, 2], "
+                             f"got {tuple(input_shape)}")
 
     def call(self, landmarks):
         size, k = self.size, au_lib.HALF_WIDTH

@@ -26,9 +26,9 @@ import keras
 from keras import ops
 
 from vtcaps_tf.layers.fusion import FastNormalizedFusion, SoftmaxFusion
+from vtcaps_tf.pyramid_options import FLOWS, FUSIONS
 
-FLOWS = ("isolation", "top_down", "bottom_up", "cascade", "parallel", "adaptive")
-FUSIONS = {"fast": FastNormalizedFusion, "softmax": SoftmaxFusion}
+FUSION_LAYERS = {"fast": FastNormalizedFusion, "softmax": SoftmaxFusion}  # one per name of FUSIONS
 
 
 def resample_time(x, length):
@@ -227,7 +227,7 @@ class TemporalPyramid(keras.layers.Layer):
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {tuple(FUSIONS)}, got {fusion!r}")
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if int(num_classes) < 1 or int(channels) < 1 or int(temporal_groups) < 1:
             raise ValueError("num_classes, channels and temporal_groups must be positive")
         if not 0.0 <= dropout < 1.0:
@@ -307,7 +307,7 @@ class TemporalPyramid(keras.layers.Layer):
                 conv.build(level_shape[i])
         self.td_fusions, self.td_convs, self.out_fusions, self.out_convs = [], [], [], []
         if self.flow == "adaptive":
-            fusion_cls = FUSIONS[self.fusion]
+            fusion_cls = FUSION_LAYERS[self.fusion]
             for i in range(m - 1):  # P_{i+1}^td, levels 1 .. M-1 (1-based)
                 self.td_fusions.append(fusion_cls(name=f"p{i + 1}_td_fusion", dtype=dt))
                 self.td_convs.append(TPNConvBlock(ch, (1, 3, 3), name=f"p{i + 1}_td_conv",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-FLOWS = ("isolation", "top_down", "bottom_up", "cascade", "parallel", "adaptive")
-FUSIONS = ("fast", "softmax")
+from vtcaps_tf.face.au import AU_MAP_SIZE
+from vtcaps_tf.pyramid_options import FLOWS, FUSIONS
+
 RENAMED_FIELDS = {"beta": "matching_weight"}  # old name -> new name, read by from_dict
 
 
@@ -40,7 +41,7 @@ class ModelConfig:
     decoder_units: tuple[int, int] = (512, 1024)
     recon_size: int | None = None  # side of the reconstructed middle frame; None -> image_size
     num_classes: int = 7
-    au_size: int = 100
+    au_size: int = AU_MAP_SIZE
     use_au_attention: bool = True
     use_nonlocal: bool = True
     use_capsules: bool = True  # False: pooled backbone + softmax head (paper Table 6 baseline)
