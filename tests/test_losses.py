@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from vtcaps_tf import losses
-from vtcaps_tf.losses import (RECONSTRUCTION_WEIGHT, FeatureMatchingLoss, MarginLoss,
+from vtcaps_tf.losses import (FeatureMatchingLoss, MarginLoss,
                               ReconstructionLoss, feature_matching_loss, margin_loss,
                               reconstruction_loss, tpn_loss)
 
@@ -54,7 +54,6 @@ def test_margin_loss_rejects_mismatched_shapes():
 
 
 def test_reconstruction_loss_hand_worked_and_numpy():
-    assert RECONSTRUCTION_WEIGHT == 6e-4
     target = np.array([[[1.0, 0.0], [0.0, 1.0]]], "float32")
     recon = np.array([[[0.5, 0.0], [0.0, 0.0]]], "float32")
     # (0.5)^2 + 0 + 0 + 1^2 = 1.25
@@ -78,17 +77,20 @@ def _ce_np(labels, logits):
 def test_tpn_loss_hand_worked_and_numpy():
     # Equal logits over 2 classes: CE = ln 2; with two such aux heads: ln 2 * (1 + 0.5 + 0.5).
     zeros = np.zeros((1, 2), "float32")
-    np.testing.assert_allclose(_np(tpn_loss(np.array([1]), zeros, [zeros, zeros])),
+    np.testing.assert_allclose(_np(tpn_loss(np.array([1]), zeros, [zeros, zeros], aux_weight=0.5)),
                                [2 * np.log(2.0)], rtol=1e-6)
     rng = np.random.default_rng(1)
     labels = np.array([0, 3, 1])
     logits, aux1, aux2 = (rng.normal(size=(3, 4)).astype("float32") for _ in range(3))
     want = _ce_np(labels, logits) + 0.5 * _ce_np(labels, aux1) + 0.5 * _ce_np(labels, aux2)
-    np.testing.assert_allclose(_np(tpn_loss(labels, logits, [aux1, aux2])), want, rtol=1e-5)
+    np.testing.assert_allclose(_np(tpn_loss(labels, logits, [aux1, aux2], aux_weight=0.5)), want,
+                               rtol=1e-5)
     np.testing.assert_allclose(_np(tpn_loss(labels, logits)), _ce_np(labels, logits), rtol=1e-5)
     want_w = _ce_np(labels, logits) + 0.2 * _ce_np(labels, aux1)
     np.testing.assert_allclose(_np(tpn_loss(labels, logits, [aux1], aux_weight=0.2)), want_w,
                                rtol=1e-5)
+    with pytest.raises(ValueError, match="aux_weight"):  # the weight lives in ModelConfig, not here
+        tpn_loss(labels, logits, [aux1])
 
 
 def test_feature_matching_loss_value_and_gradient_stop():

@@ -1,7 +1,8 @@
 """Margin, reconstruction, TPN cross-entropy and feature-matching losses (paper Eq. 5, 6, 10).
 
 Each function returns one value per sample, shape [B], computed in float32 whatever the inputs'
-precision; the model weights and sums them (docs/design.md section 7). The registered `keras.losses.Loss`
+precision; the model weights and sums them (docs/design.md section 7) with the weights of its
+`ModelConfig` (recon_weight, aux_weight, matching_weight: vtcaps_tf/models/presets.py). The registered `keras.losses.Loss`
 classes wrap the functions for use with `compile(loss=...)`.
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-RECONSTRUCTION_WEIGHT = 6e-4  # rho of paper Eq. 6 / section 4.2.1
-AUX_WEIGHT = 0.5  # lambda_i of the TPN auxiliary heads (paper Eq. 10)
 MATCHING_EPSILON = 1e-12  # inside the norms of feature_matching_loss: a zero vector stays finite
 
 
@@ -61,12 +60,15 @@ def _sparse_ce(labels, logits):
     return ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
 
-def tpn_loss(labels, logits, aux_logits=(), aux_weight=AUX_WEIGHT):
+def tpn_loss(labels, logits, aux_logits=(), aux_weight=None):
     """CE(labels, logits) + sum_i aux_weight * CE(labels, aux_logits[i]) -> [B] (paper Eq. 10).
 
     `labels` are integer class ids [B]; `logits` [B, C]; `aux_logits` a sequence of [B, C]
-    (the auxiliary heads on the non-top pyramid levels; may be empty).
+    (the auxiliary heads on the non-top pyramid levels; may be empty). `aux_weight` (lambda_i)
+    is required with aux heads; the model's is `ModelConfig.aux_weight`.
     """
+    if len(aux_logits) and aux_weight is None:
+        raise ValueError("tpn_loss: aux_logits given without aux_weight (ModelConfig.aux_weight)")
     if isinstance(aux_logits, dict):
         aux_logits = [aux_logits[k] for k in sorted(aux_logits)]
     loss = _sparse_ce(labels, logits)
