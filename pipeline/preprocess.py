@@ -394,7 +394,7 @@ def run(argv=None, test_pipeline=None) -> dict:
 
 # ---- typed entry point (pipeline/runner.py's ExampleGen) -----------------------------------------
 
-def generate_examples(output: str, *, source: str, input_dir: str, preset: str = "small",
+def generate_examples(output: str, *, source: str, input_dir: str, preset: str = cli_parsers.DEFAULT_PRESET,
                       beam_args=(), **options) -> str:
     """`vtcaps preprocess` as a function; returns `output` once its shards, stats.json and
     metadata.json are written and checked. `options` are the command's flags by their Python

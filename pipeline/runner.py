@@ -39,6 +39,8 @@ import sys
 import time
 from typing import Callable
 
+from vtcaps_tf.cli_parsers import DEFAULT_PRESET
+
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
 FINGERPRINT_VERSION = 2  # 2: results carry the artefacts' paths
@@ -300,7 +302,7 @@ def run_example_gen(ctx: StepContext) -> dict:
             raise ValueError(f"example_gen needs {key!r}")
     source, input_dir = c.pop("source"), c.pop("input")
     examples = ctx.stages.generate_examples(ctx.output, source=source, input_dir=input_dir,
-                                            preset=c.pop("preset", "small"),
+                                            preset=c.pop("preset", DEFAULT_PRESET),
                                             beam_args=tuple(c.pop("beam_args", ())), **c)
     with open(os.path.join(examples, "metadata.json")) as f:
         meta = json.load(f)
@@ -392,7 +394,7 @@ def run_train(ctx: StepContext) -> dict:
 
     custom = _options(ctx.config, "train", TRAIN_KEYS)
     examples = ctx.results["ExampleGen"]["examples"]
-    custom.setdefault("preset", "small")
+    custom.setdefault("preset", DEFAULT_PRESET)
     _augment(custom)
     fn_args = FnArgs(train_files=features.split_files(examples, "train"),
                      eval_files=features.split_files(examples, "val"), model_run_dir=ctx.output,

@@ -19,7 +19,7 @@ DEFAULT_COLLECTIVE_TIMEOUT_S = 300
 SHARD_POLICIES = ("auto", "file", "data")
 
 
-DEFAULT_PRESET = "small"  # of `vtcaps train`, `crossval` and `preprocess`
+DEFAULT_PRESET = "small"  # of `vtcaps train`, `crossval`, `preprocess` and `pipeline run`
 
 
 def preset_table():

@@ -27,6 +27,7 @@ import sys
 import numpy as np
 
 from vtcaps_tf import metrics
+from vtcaps_tf.cli_parsers import DEFAULT_PRESET
 
 # Accuracy (%) the paper reports (Table 2: 3D-CapsNet; Table 4: VT-3DCapsNet), by source.
 PAPER_ACCURACY = {"ckplus": ("CK+", 96.26, 98.57), "afew": ("AFEW", 52.63, 55.01)}
@@ -181,7 +182,7 @@ def run_fold(config_kwargs: dict, data_dir: str, meta: dict, step: dict, fold_di
     return _read_json(paths["report.json"])
 
 
-def crossval(data_dir: str, output: str, preset: str = "small", epochs: int = 500,
+def crossval(data_dir: str, output: str, preset: str = DEFAULT_PRESET, epochs: int = 500,
              batch_size: int = 16, val_folds: int = 1, log=print, multi_worker: dict | None = None,
              **train_kwargs) -> dict:
     """Run (or resume) the whole cross-validation; returns the summary written to report.json.

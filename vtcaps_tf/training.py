@@ -43,7 +43,7 @@ class SetupError(ValueError):
 class TrainConfig:
     data_dir: str
     run_dir: str
-    preset: str = "small"
+    preset: str = cli_parsers.DEFAULT_PRESET
     epochs: int = PAPER_EPOCHS
     batch_size: int = 16  # global, split across the replicas
     learning_rate: float = 1e-3
