@@ -43,6 +43,18 @@ def test_nothing_imports_the_preprocessing_package_by_its_folder_name():
     assert not old, "old package name `pipeline` used:\n" + "\n".join(old)
 
 
+def test_pyproject_installs_every_package_under_its_import_name():
+    # pyproject.toml lists the packages one by one (pipeline/ maps to vtcaps_pipeline), so a new
+    # subpackage missing from the list would be left out of an installed wheel.
+    import tomllib
+
+    with open(os.path.join(ig.ROOT, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"vtcaps_pipeline": "pipeline"}
+    found = {m for m, path in ig.module_files().items() if path.endswith("__init__.py")}
+    assert set(setuptools["packages"]) == found
+
+
 def _tree(root, files: dict):
     for rel, text in files.items():
         path = os.path.join(root, rel)
