@@ -3,8 +3,10 @@ beside the same-run matmul figure. Prints one JSON line.
 
 What is timed is `serve`, the SavedModel signature function of `vtcaps_tf.export.serving_fns`
 (what TF Serving and `vtcaps predict` run), fed random inputs built from its input signature
-(uint8 -> 0..255, float -> [0, 1)). FLOPs per clip come from `vtcaps_tf.models.profile`
-(TensorFlow's profiler on the batch-1 inference graph), so GFLOP/s = FLOPs/clip x clips/s.
+(uint8 -> 0..255, float -> [0, 1)), for the default export (3D-CapsNet only) and the export with
+TPN-ERM kept (`--with-teacher`), in the same run. FLOPs per clip come from
+`vtcaps_tf.models.profile.count_flops` (TensorFlow's profiler on each batch-1 graph), so
+GFLOP/s = FLOPs/clip x clips/s.
 Each point: one warm-up call (tracing), then calls until `--min-seconds` have passed (at least
 `--min-repeats`); the median call is reported.
 
@@ -49,27 +51,39 @@ def _time_calls(call, min_seconds, min_repeats, max_repeats=50):
     return sorted(times)[len(times) // 2], len(times)
 
 
-def measure_served(preset, batches, min_seconds, min_repeats):
-    """{batch: {clips_per_s, call_s, gflops_per_s}} of the `serve` signature of `preset`."""
+def measure_served(preset, batches, min_seconds, min_repeats, graphs=("served", "with_teacher")):
+    """{graph: {flops_per_clip, batchN: {clips_per_s, call_s, gflops_per_s}}} of the `serve`
+    signature of `preset`, for the default export (`served`: 3D-CapsNet only) and, measured in the
+    same run, the export with TPN-ERM kept (`with_teacher`, what was served before)."""
     import keras
 
     from vtcaps_tf.export import serving_fns
     from vtcaps_tf.models import build_model
-    from vtcaps_tf.models.profile import profile_model
+    from vtcaps_tf.models.profile import count_flops
 
     keras.utils.set_random_seed(0)
     model = build_model(preset)
-    flops = profile_model(model)["flops"]
-    serve = serving_fns(model)[0]
-    out = {"flops_per_clip": flops}
-    for batch in batches:
-        inputs = random_inputs({spec.name: spec for spec in serve.input_signature}, batch)
-        median, n = _time_calls(lambda: serve(**inputs), min_seconds, min_repeats)
-        clips = batch / median
-        out[f"batch{batch}"] = {"clips_per_s": round(clips, 3), "call_s": round(median, 4),
-                                "gflops_per_s": round(flops * clips / 1e9, 2), "calls": n}
-        print(f"{preset} batch {batch}: {out[f'batch{batch}']}", file=sys.stderr, flush=True)
-    return out
+    result = {}
+    for graph in graphs:
+        with_teacher = graph == "with_teacher"
+        flops = count_flops(lambda x: model.serving_outputs(x, with_teacher=with_teacher),
+                            [model.input_specs(batch_size=1, with_teacher=with_teacher)])
+        serve = serving_fns(model, with_teacher)[0]
+        out = {"flops_per_clip": flops}
+        for batch in batches:
+            inputs = random_inputs({spec.name: spec for spec in serve.input_signature}, batch)
+            args = [inputs[spec.name] for spec in serve.input_signature]  # positional, in order
+            median, n = _time_calls(lambda: serve(*args), min_seconds, min_repeats)
+            clips = batch / median
+            out[f"batch{batch}"] = {"clips_per_s": round(clips, 3), "call_s": round(median, 4),
+                                    "gflops_per_s": round(flops * clips / 1e9, 2), "calls": n}
+            print(f"{preset} {graph} batch {batch}: {out[f'batch{batch}']}", file=sys.stderr, flush=True)
+        result[graph] = out
+    if len(result) == 2:
+        result["served_speedup"] = {
+            f"batch{b}": round(result["served"][f"batch{b}"]["clips_per_s"]
+                               / result["with_teacher"][f"batch{b}"]["clips_per_s"], 2) for b in batches}
+    return result
 
 
 def measure_bf16(preset, batch, min_seconds, min_repeats):
@@ -103,6 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,8")
     p.add_argument("--min-seconds", type=float, default=5.0, help="timed seconds per point (default 5)")
     p.add_argument("--min-repeats", type=int, default=3)
+    p.add_argument("--graphs", default="served,with_teacher",
+                   help="served (default export), with_teacher, or both (default)")
     p.add_argument("--bf16", action="store_true",
                    help="instead: mixed_bfloat16 vs float32 clips/s of the `small` 3D-CapsNet (first --batches)")
     args = p.parse_args(argv)
@@ -122,7 +138,8 @@ def main(argv=None) -> int:
     else:
         result.update(mode="served_fp32", signature="serve")
         for preset in presets:
-            result[preset] = measure_served(preset, batches, args.min_seconds, args.min_repeats)
+            result[preset] = measure_served(preset, batches, args.min_seconds, args.min_repeats,
+                                            tuple(g for g in args.graphs.split(",") if g))
     result["matmul_gflops"] = round((gflops + matmul_gflops()) / 2, 1)
     print(json.dumps(result))
     return 0

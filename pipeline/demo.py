@@ -18,6 +18,7 @@ import time
 import urllib.request
 
 from vtcaps_pipeline import runner, synth
+from vtcaps_tf import machine
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.json")
 
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     out = os.path.abspath(args.output)
     os.makedirs(out, exist_ok=True)
     times: dict[str, float] = {}
+    gflops = machine.matmul_gflops()
+    print(f"machine speed: 2048^2 fp32 matmul {gflops:.1f} GFLOP/s (the demo's times scale with it; "
+          f"slowest machine of this kind: {machine.SLOW_MACHINE_GFLOPS:.0f})", file=sys.stderr, flush=True)
 
     def timed(name, fn):
         print(f"\n== {name}", file=sys.stderr, flush=True)
@@ -185,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
                                      f"{heldout.seed}) -> {pred_path}")
     else:
         extra["REST predictions"] = f"vtcaps predict exited with {code}"
+    total = sum(times.values())
+    extra["machine"] = (f"matmul {gflops:.1f} GFLOP/s at the start, {machine.matmul_gflops():.1f} at the "
+                        f"end; the {total / 60:.1f} min of these stages would take about "
+                        f"{machine.scaled_to_slow_machine(total, gflops) / 60:.1f} min at "
+                        f"{machine.SLOW_MACHINE_GFLOPS:.0f} GFLOP/s")
     print(results_table(report, times, extra))
     return 0 if code == 0 else 1
 
