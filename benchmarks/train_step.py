@@ -10,9 +10,13 @@ steps (tracing excluded); the median step is reported. Prints one JSON line.
 
 `--baseline` defaults to the parent of the commit that introduced `FactorisedConv3D` (the model
 code before the CPU speed work), or HEAD when that commit is not in the history; `--baseline none`
-measures this tree only. `--jit` adds this tree with `jit_compile=True`. `--onednn 1` sets
-TF_ENABLE_ONEDNN_OPTS=1 for both sides (oneDNN kernels; TF enables them by default only on CPUs
-with AVX-512/AMX).
+measures this tree only. `--jit` adds this tree with `jit_compile=True`.
+
+oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; TensorFlow enables them by default only on CPUs with
+AVX-512/AMX): by default (`--onednn shipped`) each side runs with the settings its own `vtcaps`
+commands use: this tree with `vtcaps_tf.cli.TENSORFLOW_DEFAULTS` (oneDNN on), the baseline with
+TensorFlow's default, unless TF_ENABLE_ONEDNN_OPTS is set in the environment (then both get it).
+`--onednn 0|1` sets it for both sides, to separate the code's gain from the kernels'.
 """
 
 from __future__ import annotations
@@ -98,11 +102,16 @@ def extract(rev: str, dest: str) -> str:
     return commit.stdout.strip()
 
 
-def run_side(tree: str, args, jit: bool) -> dict:
+def run_side(tree: str, args, jit: bool, baseline: bool = False) -> dict:
     """One measurement in a fresh interpreter whose `vtcaps_tf` comes from `tree`."""
     env = dict(os.environ, PYTHONPATH=tree)
-    if args.onednn is not None:
+    if args.onednn != "shipped":
         env["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
+    elif not baseline:
+        from vtcaps_tf.cli import TENSORFLOW_DEFAULTS  # imports no TensorFlow
+
+        for key, value in TENSORFLOW_DEFAULTS.items():
+            env.setdefault(key, value)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--preset", args.preset,
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--jit"] if jit else []
@@ -124,8 +133,9 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default=None,
                    help="git revision of the baseline model code; 'none' to skip (default: see above)")
     p.add_argument("--jit", action="store_true", help="also time this tree with jit_compile=True")
-    p.add_argument("--onednn", choices=("0", "1"), default=None,
-                   help="TF_ENABLE_ONEDNN_OPTS for both sides (default: inherited)")
+    p.add_argument("--onednn", choices=("0", "1", "shipped"), default="shipped",
+                   help="TF_ENABLE_ONEDNN_OPTS for both sides, or `shipped` (default): each side "
+                        "with its own commands' setting (see above)")
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -141,13 +151,13 @@ def main(argv=None) -> int:
     rev = args.baseline if args.baseline is not None else default_baseline()
     result = {"benchmark": "train_step", "preset": args.preset, "batch_size": args.batch_size,
               "mixed_precision": args.mixed_precision, "timed_steps": args.steps,
-              "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") if args.onednn is None else args.onednn}
+              "onednn": args.onednn, "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
     current = run_side(ROOT, args, jit=False)
     result.update(clips_per_s=round(current["clips_per_s"], 3), step_s=round(current["step_s"], 3))
     if rev.lower() != "none":
         with tempfile.TemporaryDirectory(prefix="vtcaps_baseline_") as tree:
             result["baseline_rev"] = extract(rev, tree)[:12]
-            base = run_side(tree, args, jit=False)
+            base = run_side(tree, args, jit=False, baseline=True)
         result.update(baseline_clips_per_s=round(base["clips_per_s"], 3),
                       baseline_step_s=round(base["step_s"], 3),
                       speedup=round(current["clips_per_s"] / base["clips_per_s"], 3))

@@ -1,4 +1,4 @@
-"""`make demo` (`python -m vtcaps_pipeline.demo`): the whole system on a synthetic expression set.
+"""`make demo` (`vtcaps demo`): the whole system on a synthetic expression set.
 
 synth -> the TFX-style chain of `pipeline/configs/demo.json` (ExampleGen = the Beam job,
 Statistics, Validate, Train, Evaluate, Push = export to saved_models/vtcaps/) -> `vtcaps serve` in a
@@ -17,7 +17,6 @@ import sys
 import time
 import urllib.request
 
-from vtcaps_pipeline import runner, synth
 from vtcaps_tf import machine
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.json")
@@ -94,7 +93,7 @@ def results_table(report: dict, stage_seconds: dict, extra: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m vtcaps_pipeline.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="vtcaps demo", description=__doc__.splitlines()[0])
     p.add_argument("--output", default="demo_out", help="working directory (default %(default)s)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="pipeline config (default pipeline/configs/demo.json)")
     p.add_argument("--base-path", default="saved_models/vtcaps", help="export base path (default %(default)s)")
@@ -108,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Imported here so that `vtcaps demo --help` answers without TensorFlow.
+    from vtcaps_pipeline import runner, synth
+
     with open(args.config) as f:
         config = json.load(f)
     synth_cfg = config.pop("synth", {})
@@ -196,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{machine.SLOW_MACHINE_GFLOPS:.0f} GFLOP/s")
     print(results_table(report, times, extra))
     return 0 if code == 0 else 1
+
+
+cli_main = main  # the `vtcaps demo` entry point
 
 
 if __name__ == "__main__":

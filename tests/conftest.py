@@ -7,6 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests run TensorFlow with the settings of the `vtcaps` commands (oneDNN kernels on).
+from vtcaps_tf.cli import tensorflow_defaults  # noqa: E402  (imports no TensorFlow)
+
+tensorflow_defaults()
 
 
 def pytest_configure(config):

@@ -57,7 +57,7 @@ def test_help_lists_every_subcommand_and_the_exit_statuses():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["export", "--help"],
-                                  ["profile", "--help"], ["crossval", "--help"]])
+                                  ["profile", "--help"], ["crossval", "--help"], ["demo", "--help"]])
 def test_help_does_not_import_tensorflow(argv):
     status, proc = _run_main(*argv)
     assert status["code"] == 0, proc.stderr[-2000:]

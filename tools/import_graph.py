@@ -23,7 +23,7 @@ PACKAGES = {"vtcaps_tf": "vtcaps_tf", "vtcaps_pipeline": "pipeline"}
 # Lowest first. A module belongs to the first layer with a prefix matching its dotted name
 # (a prefix matches the module itself and everything below it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("vtcaps_tf.errors", "vtcaps_tf.cli_parsers", "vtcaps_tf.versions")),
+    ("base", ("vtcaps_tf.errors", "vtcaps_tf.cli_parsers", "vtcaps_tf.versions", "vtcaps_tf.machine")),
     ("blocks", ("vtcaps_tf.face", "vtcaps_tf.data", "vtcaps_tf.layers", "vtcaps_tf.losses",
                 "vtcaps_tf.metrics", "vtcaps_tf.pyramid_options")),
     ("models", ("vtcaps_tf.models",)),

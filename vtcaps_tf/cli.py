@@ -63,6 +63,8 @@ SUBCOMMANDS = {
                        "vtcaps_tf.cli_parsers:profile_parser"),
     "pipeline": Command("vtcaps_pipeline.runner", "run the TFX-style chain ExampleGen -> ... -> Push from a config",
                         "vtcaps_pipeline.runner:build_parser"),
+    "demo": Command("vtcaps_pipeline.demo", "the whole system on a generated synthetic set (`make demo`)",
+                    "vtcaps_pipeline.demo:build_parser"),
 }
 
 EPILOG = f"""\
@@ -164,6 +166,19 @@ def quiet_tensorflow() -> None:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
+# Environment every command runs TensorFlow with; the user's own settings win. oneDNN kernels:
+# TensorFlow turns them on by default only on CPUs with AVX-512 or AMX; on the AVX2 machines this
+# project is measured on they make a `tiny` training step about 2.6x faster
+# (`benchmarks/train_step.py`, BUILD.md), and every test passes with them.
+TENSORFLOW_DEFAULTS = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def tensorflow_defaults() -> None:
+    """Apply TENSORFLOW_DEFAULTS where the environment does not set them (before TF loads)."""
+    for key, value in TENSORFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def _import(ref: str):
     module_name, _, attr = ref.partition(":")
     module = importlib.import_module(module_name)
@@ -173,6 +188,7 @@ def _import(ref: str):
 def run_command(name: str, argv: list[str], verbose: bool = False) -> int:
     """Run one subcommand and turn its outcome into an exit status (see the module docstring)."""
     command = SUBCOMMANDS[name]
+    tensorflow_defaults()
     if not verbose:
         quiet_tensorflow()
     try:
