@@ -26,7 +26,6 @@ any filesystem Beam and TensorFlow both know (local, gs://).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -40,16 +39,17 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from vtcaps_pipeline import checks, job_watch, sources, transforms
+# build_parser: the job's flags, importable without Beam or TensorFlow (vtcaps_tf.cli uses it)
+from vtcaps_pipeline.preprocess_options import build_parser
 from vtcaps_tf import cli_parsers
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
-from vtcaps_tf.models.presets import PRESETS, get_preset
+from vtcaps_tf.models.presets import get_preset
 
 _LOG = logging.getLogger(__name__)
 
 PROGRESS_DIR = ".progress"
 PARTIAL_STATS = ".job_stats"
-DEFAULT_RATIOS = "0.7,0.15,0.15"
 # Worker threads rather than processes: see the module docstring.
 DEFAULT_RUNNING_MODE = "multi_threading"
 
@@ -60,46 +60,6 @@ class PreprocessError(RuntimeError):
 
 class JobStalledError(PreprocessError):
     """The job made no progress for --stall-timeout seconds and was cancelled."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vtcaps preprocess",
-        description="Beam job: face videos -> aligned face clips + landmarks -> TFRecords split by "
-                    "subject. Unknown flags go to Beam (--runner, --direct_num_workers, ...).")
-    p.add_argument("--source", required=True, choices=sources.SOURCES, help="dataset layout")
-    p.add_argument("--input", required=True, help="dataset root")
-    p.add_argument("--output", required=True, help="output directory (shards, metadata.json, ...)")
-    p.add_argument("--preset", default=cli_parsers.DEFAULT_PRESET, choices=sorted(PRESETS),
-                   help="model preset giving the clip length, TPN window and crop size "
-                        f"(default {cli_parsers.DEFAULT_PRESET})")
-    p.add_argument("--clip-frames", type=int, help="N, frames per clip (default: the preset's)")
-    p.add_argument("--long-frames", type=int, help="M, frames of the TPN window (default: the preset's)")
-    p.add_argument("--image-size", type=int, help="side of the aligned face crop (default: the preset's)")
-    p.add_argument("--split-ratios", default=DEFAULT_RATIOS, help=f"train,val,test (default {DEFAULT_RATIOS})")
-    p.add_argument("--seed", type=int, default=42, help="seed of the subject split (default 42)")
-    p.add_argument("--folds", type=int, default=0,
-                   help="K >= 2: subject-independent K-fold cross-validation instead of "
-                        "train/val/test: every subject in one of K folds balanced by clips, "
-                        "shards fold00..fold{K-1} (for `vtcaps crossval`)")
-    p.add_argument("--short-policy", choices=clips_lib.SHORT_POLICIES, default=None,
-                   help="a sequence shorter than a clip: resample (uniform temporal resampling), "
-                        "pad_first (repeat the first frame), loop, or drop (dead letter "
-                        "too_few_frames); default per source (ckplus pad_first, others resample)")
-    p.add_argument("--clip-labels", choices=clips_lib.CLIP_LABELS, default=None,
-                   help="all: every clip carries the video's label; near_peak: only clips reaching "
-                        "the last third of the sequence (onset-to-peak data such as CK+, whose "
-                        "label describes the last frame); default per source (ckplus near_peak)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored frames")
-    p.add_argument("--max-frames", type=int, default=transforms.DEFAULT_MAX_FRAMES,
-                   help="a longer video is a too_long dead letter (a worker keeps every frame's crop; "
-                        f"default {transforms.DEFAULT_MAX_FRAMES})")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--stall-timeout", type=float, default=job_watch.DEFAULT_STALL_TIMEOUT_S,
-                   metavar="S", help="runners whose workers are remote (PortableRunner, Flink, Spark, "
-                   "Dataflow): cancel the job when no video finished for S seconds (workers that "
-                   f"never started or hang; default {job_watch.DEFAULT_STALL_TIMEOUT_S:.0f}, 0: wait)")
-    return p
 
 
 def parse_args(argv):

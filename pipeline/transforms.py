@@ -16,6 +16,7 @@ import logging
 import apache_beam as beam
 import numpy as np
 
+from vtcaps_pipeline.preprocess_options import DEFAULT_MAX_FRAMES
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.face.align import DEFAULT_MARGIN
@@ -25,10 +26,6 @@ _LOG = logging.getLogger(__name__)
 DEAD_LETTERS = "dead_letters"
 OUTCOMES = "outcomes"
 NAMESPACE = "vtcaps.preprocess"
-# A worker keeps each frame's JPEG crop and landmarks of the video in hand (a few KB a frame; not
-# its decoded frames or crops) and makes the clips one at a time: benchmarks/video_memory.py
-# --beam measures it. The limit bounds that, and the time one video holds a worker.
-DEFAULT_MAX_FRAMES = 18000
 BRIDGE_FRAMES = 15
 FACE_COUNT_EVERY = 15  # frames; counting faces in every frame would halve the face analysis's speed
 # Gzip barely shrinks JPEG bytes: level 1 takes 45% less CPU than the default 6 on records with AU

@@ -57,7 +57,8 @@ def test_help_lists_every_subcommand_and_the_exit_statuses():
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["export", "--help"],
-                                  ["profile", "--help"], ["crossval", "--help"], ["demo", "--help"]])
+                                  ["profile", "--help"], ["crossval", "--help"], ["demo", "--help"],
+                                  ["preprocess", "--help"]])
 def test_help_does_not_import_tensorflow(argv):
     status, proc = _run_main(*argv)
     assert status["code"] == 0, proc.stderr[-2000:]
@@ -157,7 +158,10 @@ def test_missing_input_paths_and_bad_flags_exit_2(tmp_path):
         ["crossval", "--data", missing, "--output", str(tmp_path / "cv")],
         ["evaluate", "--model", missing + ".keras", "--data", missing, "--output", str(tmp_path / "ev")],
         ["export", "--model", missing + ".keras", "--base-path", str(tmp_path / "served")],
-        ["preprocess", "--source", "folder", "--input", missing, "--output", str(tmp_path / "pp")],
+        # a Beam flag passes the up-front check; the missing input is what fails
+        ["preprocess", "--source", "folder", "--input", missing, "--output", str(tmp_path / "pp"),
+         "--direct_num_workers", "2"],
+        ["preprocess", "--source", "no-such-source", "--input", missing, "--output", str(tmp_path / "pp")],
         ["predict", missing + ".mp4", "--saved-model", missing],
         ["pipeline", "run", "--config", missing + ".json"],
         ["train", "--data", missing, "--run-dir", str(tmp_path / "run"), "--no-such-flag"],
@@ -171,6 +175,8 @@ def test_missing_input_paths_and_bad_flags_exit_2(tmp_path):
     for argv, (code, err) in zip(cases, json.loads(proc.stdout.strip().splitlines()[-1])):
         assert code == 2, f"vtcaps {' '.join(argv)} exited {code}: {err}"
         assert err.strip(), f"vtcaps {' '.join(argv)} gave no message"
+        if "--direct_num_workers" in argv:
+            assert "unrecognized arguments" not in err and missing in err, err
 
 
 def _fake_command(tmp_path, monkeypatch, body: str):

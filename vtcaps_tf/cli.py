@@ -3,8 +3,8 @@
 `vtcaps --help` and `vtcaps COMMAND --help` do not import TensorFlow: the package `vtcaps_tf` is
 light, the command modules are imported only when their command runs, and train, export and
 profile, whose modules import TensorFlow at load time, take their parsers from
-`vtcaps_tf.cli_parsers`. (preprocess still builds its parser in the Beam job's module, so its
-`--help` loads Beam and TensorFlow.) Each module exposes `cli_main(argv) -> int`.
+`vtcaps_tf.cli_parsers` (preprocess from `vtcaps_pipeline.preprocess_options`, apart from the Beam
+job). Each module exposes `cli_main(argv) -> int`.
 
 Unless `vtcaps --verbose ...` is given, TensorFlow's start-up chatter (CUDA plugin registration,
 absl's pre-initialisation notes) is kept off stderr; other stderr output passes unchanged.
@@ -33,16 +33,18 @@ class Command:
     module: str  # holds cli_main(argv) -> int
     help: str
     # "module:function" returning the command's argparse parser without importing TensorFlow; the
-    # arguments are checked with it before `module` loads. None: `module` parses (preprocess hands
-    # unknown flags to Beam, so only its own module can tell a bad flag).
+    # arguments are checked with it before `module` loads. None: `module` parses.
     parser: str | None
+    # Check only the flags the parser knows and leave the rest to the command (preprocess hands
+    # unknown flags to Beam, which tells a bad one).
+    known_args_only: bool = False
 
 
 SUBCOMMANDS = {
     "synth": Command("vtcaps_pipeline.synth", "generate a synthetic expression video set (folder layout + manifest)",
                      "vtcaps_pipeline.synth:build_parser"),
     "preprocess": Command("vtcaps_pipeline.preprocess", "Beam job: face videos -> aligned clips + landmarks -> TFRecords",
-                          None),
+                          "vtcaps_pipeline.preprocess_options:build_parser", known_args_only=True),
     "train": Command("vtcaps_tf.training", "train VT-3DCapsNet with keras fit under MirroredStrategy",
                      "vtcaps_tf.cli_parsers:train_parser"),
     "evaluate": Command("vtcaps_tf.evaluate", "accuracy, per-class P/R/F1, UAR/WAR, confusion matrix",
@@ -194,7 +196,11 @@ def run_command(name: str, argv: list[str], verbose: bool = False) -> int:
     try:
         if command.parser is not None:
             # Usage errors and --help answered before the command's module (and TensorFlow) load.
-            _import(command.parser)().parse_args(argv)
+            parser = _import(command.parser)()
+            if command.known_args_only:
+                parser.parse_known_args(argv)
+            else:
+                parser.parse_args(argv)
         try:
             module = importlib.import_module(command.module)
         except ModuleNotFoundError as err:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from vtcaps_pipeline.preprocess_options import SOURCES  # noqa: F401 - defined with the --source flag
 from vtcaps_pipeline.sources.base import Discovery, SourceError, VideoItem, split_plan  # noqa: F401
-
-SOURCES = ("folder", "ckplus", "afew", "synthetic")
 
 # Per source: (policy for a sequence shorter than a clip, which clips carry the video's label);
 # see vtcaps_tf/data/clips.py and BUILD.md. CK+ sequences run neutral onset -> peak and only the
