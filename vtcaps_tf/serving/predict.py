@@ -9,17 +9,21 @@ face's crops are cut into the Beam job's clips (N frames and a centred TPN windo
 the model's serving signature) as they complete, and each clip goes to the model (over REST, or in
 process) in batches. Memory does not grow with the video's length. A clip where most frames lack
 the face is `no_face` and gets no emotion. A photo is a static clip per face.
+
+Here: the predict loop and the command. The videos and photos to read are listed by
+`predict_inputs`, the model is called through `predict_models`, and the results are written by
+`predict_report`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 
 import numpy as np
 
+from vtcaps_tf.serving.predict_inputs import find_videos, is_photo
 from vtcaps_tf.serving.predict_models import (  # noqa: F401 - the command's public names
     SIGNATURE, ClipShape, InProcessModel, RestModel, clip_shape_from_inputs)
 from vtcaps_tf.serving.predict_report import (  # noqa: F401
@@ -32,33 +36,6 @@ DEFAULT_MAX_FACES = 4  # faces looked for in one frame
 # measured: 1.39 GB resident at 1 clip a call, 1.65 GB at 4) and a larger batch is not faster on
 # a CPU; over REST the server does that work and fewer, larger requests save round trips.
 IN_PROCESS_BATCH, REST_BATCH = 1, 4
-
-
-def find_videos(paths: list[str]) -> tuple[list[str], list[VideoPrediction]]:
-    """Video files and frame folders named or found (recursively) under the given paths.
-
-    A folder holding images and no videos or sub-folders is one video (its frames)."""
-    from vtcaps_tf.face.video import is_image_file, is_video_file
-
-    videos, missing = [], []
-    for path in paths:
-        if os.path.isfile(path):
-            videos.append(path)
-        elif os.path.isdir(path):
-            found = []
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                visible = [f for f in files if not f.startswith(".")]
-                if not dirs and visible and all(is_image_file(f) for f in visible):
-                    found.append(root)  # a frame folder
-                    continue
-                found += [os.path.join(root, f) for f in sorted(visible) if is_video_file(f)]
-            if not found:
-                missing.append(VideoPrediction(path, error="no video files or frame folders in it"))
-            videos += sorted(found)
-        else:
-            missing.append(VideoPrediction(path, error="no such file or folder"))
-    return videos, missing
 
 
 class ClipBatcher:
@@ -246,7 +223,7 @@ def cli_main(argv=None) -> int:
     if not videos:
         print("vtcaps predict: nothing to predict", file=sys.stderr)
         return 2  # bad input (vtcaps_tf.errors)
-    if args.annotate and (len(videos) != 1 or _is_photo(videos[0])):
+    if args.annotate and (len(videos) != 1 or is_photo(videos[0])):
         parser.error("--annotate needs exactly one video")
     try:
         if args.server:
@@ -282,7 +259,7 @@ def cli_main(argv=None) -> int:
     photo_analyzer = None
     try:
         for i, path in enumerate(videos, 1):
-            if photo_analyzer is None and _is_photo(path):
+            if photo_analyzer is None and is_photo(path):
                 photo_analyzer = FaceAnalyzer(crop_size=s.image_size, video=False,
                                               max_num_faces=args.max_faces)
             got = {} if args.annotate else None
@@ -328,8 +305,3 @@ def cli_main(argv=None) -> int:
     say(f"{predicted} of {len(results)} faces and videos predicted")
     return 0 if predicted else 1
 
-
-def _is_photo(path: str) -> bool:
-    from vtcaps_tf.face.video import is_image_file
-
-    return os.path.isfile(path) and is_image_file(path)
