@@ -68,7 +68,8 @@ def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int,
     disjoint from training subjects."""
     from vtcaps_pipeline import synth_tempo
 
-    path = os.path.join(work_dir, f"tempo_{train_videos}_{test_videos}_{subjects}_{seed}_{image_size}.npz")
+    # The name changes with the task's layout (v2: every subject shows both classes).
+    path = os.path.join(work_dir, f"tempo_v2_{train_videos}_{test_videos}_{subjects}_{seed}_{image_size}.npz")
     if os.path.exists(path):
         with np.load(path) as z:
             return {k: z[k] for k in z.files}

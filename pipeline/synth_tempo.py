@@ -86,7 +86,8 @@ def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64
     `image_size`: {"frames": uint8 [V, T, S, S, 3], "landmarks": float32 [V, T, 68, 2] in [0, 1],
     "labels": int32 [V], "subjects": int32 [V], "onset", "duration", "speed": [V]}.
 
-    Subject k's videos share an identity (video i belongs to subject i % subjects); the clip's head
+    Subject k's videos share an identity (videos 2k, 2k+1, 2k + 2K, ... for K subjects: every
+    subject shows both classes, so identity says nothing about the class); the clip's head
     pose is fixed with a slight sway (a sway is motion too, and would blur the stops). `base`: a
     `vtcaps_pipeline.synth.BaseFace` at `render_size` (found once with MediaPipe when None).
     """
@@ -104,7 +105,10 @@ def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64
     for i in range(num_videos):
         rng = np.random.default_rng([seed, 12, i])
         label = i % len(CLASSES)
-        subject = people[i % subjects]
+        # Pairs of consecutive videos (one of each class) per subject: with i % subjects, an even
+        # number of subjects would give each subject a single class.
+        who = (i // len(CLASSES)) % subjects
+        subject = people[who]
         tempo = draw_tempo(label, rng)
         pose = synth.draw_clip(CLASSES[label], subject.name, i, aus, (1, 1), render_size, rng)
         pose = dataclasses.replace(pose, drift=tuple(0.2 * d for d in pose.drift),
@@ -123,7 +127,7 @@ def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64
         out["frames"].append(np.stack(frames))
         out["landmarks"].append(np.stack(marks).astype(np.float32))
         out["labels"].append(label)
-        out["subjects"].append(i % subjects)
+        out["subjects"].append(who)
         out["onset"].append(tempo.onset)
         out["duration"].append(tempo.duration)
         out["speed"].append(tempo.speed)

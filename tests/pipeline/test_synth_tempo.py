@@ -89,7 +89,8 @@ def test_generate_arrays_shapes_and_landmarks():
     assert data["frames"].shape == (4, st.VIDEO_FRAMES, 16, 16, 3) and data["frames"].dtype == np.uint8
     assert data["landmarks"].shape == (4, st.VIDEO_FRAMES, 68, 2)
     assert 0 < data["landmarks"].min() and data["landmarks"].max() < 1
-    assert list(data["labels"]) == [0, 1, 0, 1] and list(data["subjects"]) == [0, 1, 0, 1]
+    # Every subject shows both classes (identity must not predict the class).
+    assert list(data["labels"]) == [0, 1, 0, 1] and list(data["subjects"]) == [0, 0, 1, 1]
     # The face moves: the expression rises in every video.
     assert np.abs(np.diff(data["landmarks"], axis=1)).max() > 1e-3
 
