@@ -69,9 +69,8 @@ def test_evaluate_cli_on_the_tiny_model(tmp_path, capsys):
         rep = json.load(f)
     # Re-computed here, clip by clip, with the reloaded model.
     reloaded = keras.saving.load_model(model_path, compile=False)
-    cfg = reloaded.config
     labels, preds = [], []
-    for x, y in dataset.read_split(data, "test", cfg.clip_frames, cfg.long_frames, cfg.image_size):
+    for x, y in dataset.read_split(data, "test", reloaded.contract):
         probs = reloaded({k: tf.expand_dims(v, 0) for k, v in x.items()}, training=False)["probabilities"]
         preds.append(int(np.argmax(probs[0])))
         labels.append(int(y))
