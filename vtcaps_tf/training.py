@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 
 import tensorflow as tf
 
@@ -344,10 +345,14 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
             callbacks.append(cb.HardExitAfterEpoch(int(exit_after)))
         os.makedirs(log_dir, exist_ok=True)
 
-        history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                            validation_data=fit_val_ds,
-                            callbacks=callbacks, verbose=config.verbose,
-                            shuffle=False)  # the dataset shuffles itself
+        with warnings.catch_warnings():
+            # The validation set is one finite pass (above): Keras warns at its end every epoch,
+            # although reading it to the end is the point.
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+            history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                                validation_data=fit_val_ds,
+                                callbacks=callbacks, verbose=config.verbose,
+                                shuffle=False)  # the dataset shuffles itself
         initial_epoch = int(history.epoch[0]) if history.epoch else config.epochs
 
         # 5. the final model
