@@ -170,4 +170,6 @@ def test_two_workers_match_fit_survive_a_killed_worker_and_resume(tmp_path):
         data_dir=data, run_dir=str(tmp_path / "fit"), preset="tiny", epochs=1, batch_size=16,
         steps_per_epoch=1, cpu_replicas=2, seed=3, augment=data_lib.AugmentConfig.none(),
         shuffle_buffer=1, verbose=0))
-    assert first_step == pytest.approx(ref.history["loss"][0], abs=1e-4)
+    # Same maths; oneDNN's float32 sums run in an order that depends on the process' threads
+    # (about 3e-5 apart, relative).
+    assert first_step == pytest.approx(ref.history["loss"][0], rel=1e-4)
