@@ -234,3 +234,32 @@ def test_bad_ablation_flags_are_rejected(capsys):
     for bad in (["--flow", "sideways"], ["--tpn-levels", "two"], ["--head", "mlp"]):
         with pytest.raises(SystemExit):
             training.build_parser().parse_args(["--data", "d", "--run-dir", "r"] + bad)
+
+
+def test_train_config_is_never_seen_half_written(tmp_path):
+    """Workers of one run read RUN_DIR/train_config.json while the chief writes it."""
+    import threading
+
+    config = training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path))
+    training.write_train_config(config, str(tmp_path))
+    path = tmp_path / "train_config.json"
+    stop, seen, errors = threading.Event(), [], []
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(json.loads(path.read_text())["run_dir"])
+            except (ValueError, OSError) as err:
+                errors.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            training.write_train_config(config, str(tmp_path))
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors, errors[:3]
+    assert seen and set(seen) == {str(tmp_path)}
+    assert sorted(os.listdir(tmp_path)) == ["train_config.json"]

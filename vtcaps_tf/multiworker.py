@@ -242,8 +242,7 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
     log_dir = os.path.join(write_dir, "logs")
     training._check_run_dir(config, ckpt_dir)
     if chief:
-        with open(os.path.join(write_dir, "train_config.json"), "w") as f:
-            json.dump(config.to_json(), f, indent=2)
+        training.write_train_config(config, write_dir)
         print(f"TensorBoard: tensorboard --logdir {os.path.abspath(log_dir)}", flush=True)
         print(f"multi-worker: {num_workers} worker(s), {replicas} replica(s), global batch "
               f"{config.batch_size}, training shards split by "

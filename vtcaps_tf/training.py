@@ -222,6 +222,15 @@ def run_fn(fn_args) -> TrainResult:
     return result
 
 
+def write_train_config(config: TrainConfig, run_dir: str) -> None:
+    """RUN_DIR/train_config.json, replaced in one step: other workers read it while it is written."""
+    path = os.path.join(run_dir, "train_config.json")
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(config.to_json(), f, indent=2)
+    os.replace(tmp, path)
+
+
 def _check_run_dir(config: TrainConfig, ckpt_dir: str) -> None:
     has_ckpt = tf.io.gfile.exists(os.path.join(ckpt_dir, "training_metadata.json"))
     cfg_path = os.path.join(config.run_dir, "train_config.json")
@@ -275,8 +284,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
     log_dir = os.path.join(run_dir, "logs")
     os.makedirs(run_dir, exist_ok=True)
     _check_run_dir(config, ckpt_dir)
-    with open(os.path.join(run_dir, "train_config.json"), "w") as f:
-        json.dump(config.to_json(), f, indent=2)
+    write_train_config(config, run_dir)
     print(f"TensorBoard: tensorboard --logdir {os.path.abspath(log_dir)}", flush=True)
 
     keras.utils.set_random_seed(config.seed)  # same initial weights and augmentations per seed
