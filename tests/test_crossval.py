@@ -171,7 +171,7 @@ def test_crossval_ablation_flags_reach_the_fold_config():
                                                "--no-tpn"] + ABLATION_FLAGS)
     kwargs = crossval.model_arguments(args)
     config = training.TrainConfig(data_dir="d", run_dir="r", preset="tiny", **kwargs)
-    model = training._build_and_compile(config, {"classes": ["a", "b"]})
+    model = training._build_and_compile(config, {"classes": ["a", "b"]}, steps_per_epoch=1)
     c = model.config
     assert (c.use_tpn, c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False, False)
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)

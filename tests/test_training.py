@@ -216,7 +216,7 @@ def test_ablation_flags_reach_the_built_model():
     args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny"]
                                               + ABLATION_FLAGS)
     config = training.config_from_args(args)
-    model = training._build_and_compile(config, {"classes": ["a", "b", "c"]})
+    model = training._build_and_compile(config, {"classes": ["a", "b", "c"]}, steps_per_epoch=1)
     c = model.config
     assert (c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False)
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
@@ -224,7 +224,8 @@ def test_ablation_flags_reach_the_built_model():
     assert not hasattr(model, "digit_caps")
     args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny",
                                                "--no-tpn", "--au-attention", "--head", "capsules"])
-    model = training._build_and_compile(training.config_from_args(args), {"classes": ["a", "b"]})
+    model = training._build_and_compile(training.config_from_args(args), {"classes": ["a", "b"]},
+                                        steps_per_epoch=1)
     assert (model.config.use_tpn, model.config.use_au_attention, model.config.use_capsules) == \
         (False, True, True)
     assert model.name == "capsnet3d" and not hasattr(model, "pyramid")
@@ -263,3 +264,27 @@ def test_train_config_is_never_seen_half_written(tmp_path):
     assert not errors, errors[:3]
     assert seen and set(seen) == {str(tmp_path)}
     assert sorted(os.listdir(tmp_path)) == ["train_config.json"]
+
+
+def test_cosine_schedule_decays_over_the_whole_run(tmp_path):
+    config = training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), epochs=4,
+                                  learning_rate=0.004, lr_schedule="cosine")
+    schedule = training.learning_rate(config, steps_per_epoch=25)  # 100 steps in all
+    # Hand-worked: lr * (1 + cos(pi * step / 100)) / 2.
+    for step, expected in [(0, 0.004), (50, 0.002), (25, 0.004 * (1 + np.cos(np.pi / 4)) / 2), (100, 0.0)]:
+        np.testing.assert_allclose(float(schedule(step)), expected, atol=1e-9)
+    constant = training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), learning_rate=0.004)
+    assert training.learning_rate(constant, steps_per_epoch=25) == 0.004
+
+
+def test_lr_schedule_flag_and_bad_values(tmp_path, capsys):
+    args = training.build_parser().parse_args(
+        ["--data", str(tmp_path), "--run-dir", str(tmp_path), "--lr-schedule", "cosine"])
+    assert training.config_from_args(args).lr_schedule == "cosine"
+    with pytest.raises(training.SetupError, match="lr_schedule"):
+        training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), lr_schedule="step")
+
+
+def test_one_cpu_device_trains_under_the_default_strategy():
+    strategy = training.make_strategy(0)
+    assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1

@@ -67,6 +67,18 @@ class ValidationSummaries(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.freq = int(freq)
         self._writer = None
+        self._predict = None
+
+    def _probabilities(self, inputs):
+        if self._predict is None:
+            # Traced once: an eager call runs op by op, and the graph keeps only what the
+            # capsule probabilities need (not the teacher).
+            def probabilities(x):
+                out = self.model(x, training=False)
+                return out["probabilities"] if isinstance(out, dict) else out
+
+            self._predict = tf.function(probabilities, reduce_retracing=True)
+        return self._predict(inputs)
 
     def _get_writer(self):
         if self._writer is None:
@@ -78,9 +90,7 @@ class ValidationSummaries(keras.callbacks.Callback):
         y_true, y_pred = [], []
         for inputs, labels in self.dataset:
             # A direct call: predict_on_batch under MirroredStrategy feeds every replica the batch.
-            out = self.model(inputs, training=False)
-            probs = out["probabilities"] if isinstance(out, dict) else out
-            y_pred.append(np.argmax(np.asarray(probs), axis=-1))
+            y_pred.append(np.argmax(np.asarray(self._probabilities(inputs)), axis=-1))
             y_true.append(np.asarray(labels))
         if not y_true:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -20,6 +20,7 @@ SHARD_POLICIES = ("auto", "file", "data")
 
 
 DEFAULT_PRESET = "small"  # of `vtcaps train`, `crossval`, `preprocess` and `pipeline run`
+LR_SCHEDULES = ("constant", "cosine")  # training.TrainConfig.lr_schedule; the first is the default
 
 
 def preset_table():
@@ -46,6 +47,12 @@ def _levels(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected backbone stages like 3,4 or 2,3,4, got {text!r}") from None
+
+
+def add_lr_schedule_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lr-schedule", default=LR_SCHEDULES[0], choices=LR_SCHEDULES,
+                   help="constant (default; the paper's), or cosine: decays the learning rate to 0 "
+                        "over the run (a short run ends on a steadier model)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,6 +112,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=PAPER_EPOCHS, help=f"default {PAPER_EPOCHS} (the paper's)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    add_lr_schedule_argument(p)
     p.add_argument("--cpu-replicas", type=int, default=0,
                    help="without a GPU: train on N logical CPU devices (MirroredStrategy replicas)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")

@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"epochs per fold (default {cli_parsers.PAPER_EPOCHS}, the paper's)")
     p.add_argument("--batch-size", type=int, default=16, help="global batch size (default 16)")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    cli_parsers.add_lr_schedule_argument(p)
     p.add_argument("--val-folds", type=int, default=1,
                    help="folds after the test fold used for validation (default 1; 0: none)")
     p.add_argument("--no-augment", action="store_true", help="turn the training augmentations off")
@@ -307,7 +308,8 @@ def cli_main(argv=None) -> int:
     try:
         summary = crossval(args.data, args.output, preset=args.preset, epochs=args.epochs,
                            batch_size=args.batch_size, val_folds=args.val_folds,
-                           learning_rate=args.learning_rate, augment=augment,
+                           learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+                           augment=augment,
                            steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
                            **model_arguments(args),
                            log=lambda msg: print(msg, file=sys.stderr, flush=True),

@@ -254,14 +254,14 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
+        steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
         with strategy.scope():
-            model = training._build_and_compile(config, meta)
+            model = training._build_and_compile(config, meta, steps)
             model(training._dummy_batch(model), training=False)
             model.optimizer.build(model.trainable_variables)
         mc = model.config
         training._warn_on_size_mismatch(meta, mc)
 
-        steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
         def train_dataset(files, batch):
             return data_lib.make_dataset(
                 files, model.contract, batch, training=True,

@@ -48,6 +48,7 @@ class TrainConfig:
     epochs: int = PAPER_EPOCHS
     batch_size: int = 16  # global, split across the replicas
     learning_rate: float = 1e-3
+    lr_schedule: str = cli_parsers.LR_SCHEDULES[0]  # "cosine": decays to 0 over the run's steps
     cpu_replicas: int = 0  # >1: split the CPU into this many logical devices (no GPU present)
     resume: bool = False
     mixed_precision: bool = False
@@ -72,6 +73,9 @@ class TrainConfig:
             raise SetupError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.learning_rate <= 0:
             raise SetupError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_schedule not in cli_parsers.LR_SCHEDULES:
+            raise SetupError(f"unknown lr_schedule {self.lr_schedule!r}; choose from "
+                             f"{', '.join(cli_parsers.LR_SCHEDULES)}")
         if self.preset not in PRESETS:
             raise SetupError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
         if isinstance(self.augment, dict):
@@ -142,12 +146,18 @@ class MirroredStrategy(tf.distribute.MirroredStrategy):
         super().__init__(devices=devices, cross_device_ops=cross_device_ops)
 
 
-def make_strategy(cpu_replicas: int = 0) -> tf.distribute.MirroredStrategy:
-    """All GPUs when there are any; otherwise `cpu_replicas` logical CPUs (at least one)."""
+def make_strategy(cpu_replicas: int = 0) -> tf.distribute.Strategy:
+    """All GPUs when there are any; otherwise `cpu_replicas` logical CPUs (at least one).
+
+    One CPU device gets TensorFlow's default strategy: a single replica gains nothing from
+    mirroring, and a mirrored dataset's iterator (a MultiDeviceIterator) stalls for seconds when
+    fit's validation tears it down at every epoch."""
     if tf.config.list_physical_devices("GPU"):
         return MirroredStrategy()
     configure_cpu_replicas(cpu_replicas)
     n = max(1, cpu_replicas)
+    if n == 1:
+        return tf.distribute.get_strategy()
     return MirroredStrategy([f"/cpu:{i}" for i in range(n)])
 
 
@@ -249,7 +259,18 @@ def _check_run_dir(config: TrainConfig, ckpt_dir: str) -> None:
         print(f"vtcaps train: no checkpoint in {ckpt_dir}, starting from epoch 1", file=sys.stderr)
 
 
-def _build_and_compile(config: TrainConfig, meta: dict):
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The optimizer's learning rate: a constant, or a cosine decay over every step of the run
+    (it follows the optimizer's step count, so a resumed run continues on the same curve)."""
+    import keras
+
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch))
+    return config.learning_rate
+
+
+def _build_and_compile(config: TrainConfig, meta: dict, steps_per_epoch: int):
     import keras
 
     from vtcaps_tf.models import build_model
@@ -263,7 +284,7 @@ def _build_and_compile(config: TrainConfig, meta: dict):
         overrides["use_tpn"] = False
     model = build_model(config.preset, class_names=list(meta["classes"]), **overrides)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.9,
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate(config, steps_per_epoch), beta_1=0.9,
                                         beta_2=0.999, epsilon=1e-8),
         jit_compile=config.jit_compile)
     return model
@@ -301,14 +322,16 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
         keras.config.set_dtype_policy("mixed_float16")
     try:
         # 2. model in the strategy's scope (its sizes decide how the clips are decoded)
+        steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
         with strategy.scope():
-            model = _build_and_compile(config, meta)
+            model = _build_and_compile(config, meta, steps)
             model(_dummy_batch(model), training=False)  # build: checkpoints need the variables
+            # Built here, not in the first traced step: creating variables there traces it twice.
+            model.optimizer.build(model.trainable_variables)
         mc = model.config
         _warn_on_size_mismatch(meta, mc)
 
         # 3. datasets
-        steps = config.steps_per_epoch or data_lib.steps_per_epoch(n_train, config.batch_size)
         train_ds = data_lib.make_dataset(
             train_files, model.contract, config.batch_size,
             training=True, augment=config.augment, num_records=n_train, cache=config.cache,
@@ -405,7 +428,8 @@ def config_from_args(args) -> TrainConfig:
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     return TrainConfig(
         data_dir=args.data, run_dir=args.run_dir, preset=args.preset, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, cpu_replicas=args.cpu_replicas,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+        cpu_replicas=args.cpu_replicas,
         resume=args.resume, mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
         flow=args.flow, fusion=args.fusion, use_tpn=not args.no_tpn,
         model_overrides=model_overrides_from_args(args),

@@ -19,6 +19,8 @@ from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.face.au import AU_MAP_SIZE
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
+EVAL_PREFETCH_BATCHES = 2  # one-pass (evaluation) pipelines: fixed, not autotuned
+
 # Decoded clips are cached in memory only below this estimate (bytes); above it the compact
 # parsed records (JPEG + landmarks) are cached instead and decoded every epoch.
 DEFAULT_CACHE_BUDGET = 2 << 30
@@ -252,6 +254,12 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
         if not decoded:
             ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+        # Without autotuning: fit's validation drops its iterator at every evaluate, and tearing
+        # down an autotuned iterator waits for its tuning thread, for up to tens of seconds on a
+        # 2-core machine. A one-pass pipeline gains nothing from tuning.
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return ds.prefetch(EVAL_PREFETCH_BATCHES).with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
