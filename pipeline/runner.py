@@ -286,12 +286,12 @@ EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "
                     "split_ratios", "seed", "folds", "short_policy", "clip_labels", "jpeg_quality",
                     "max_frames", "no_progress", "stall_timeout", "beam_args")
 # TrainConfig fields a config may set, plus `augment: false` (no augmentation).
-TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "cpu_replicas", "seed", "flow",
-              "fusion", "use_tpn", "steps_per_epoch", "shuffle_buffer", "mixed_precision",
-              "jit_compile", "verbose", "augment")
+TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
+              "flow", "fusion", "use_tpn", "steps_per_epoch", "shuffle_buffer", "mixed_precision",
+              "jit_compile", "verbose", "summary_freq", "augment")
 EVALUATE_KEYS = ("split", "accuracy_threshold", "level")
 PUSH_KEYS = ("base_path", "version")
-CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "val_folds", "seed",
+CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "val_folds", "seed",
                  "steps_per_epoch", "verbose", "augment")
 
 

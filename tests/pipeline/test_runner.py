@@ -356,3 +356,16 @@ def test_crossval_config_chains_folds_into_crossval_and_resumes_after_a_kill(tmp
             Pipeline(root, steps, {"s": {}}, log=lambda m: None).run()
         Pipeline(root, steps, {"s": {}}, log=lambda m: None).run()
         assert runs == [[], second_sees]
+
+
+@pytest.mark.parametrize("name", ["demo", "ckplus", "ckplus_cpu", "afew", "afew_cpu"])
+def test_shipped_configs_load_and_their_train_keys_are_config_fields(name):
+    import dataclasses
+
+    from vtcaps_tf.training import TrainConfig
+
+    path = os.path.join(os.path.dirname(runner.__file__), "configs", f"{name}.json")
+    config = runner.load_config(path)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(config.get("train", {})) <= fields
+    assert set(runner.TRAIN_KEYS) <= fields
