@@ -178,3 +178,12 @@ def test_crossval_ablation_flags_reach_the_fold_config():
     # Without flags nothing is added to the fold settings (earlier runs' settings still match).
     plain = crossval.build_parser().parse_args(["--data", "d", "--output", "o"])
     assert crossval.model_arguments(plain) == {}
+
+
+def test_settings_left_at_their_defaults_do_not_block_a_resume():
+    spelled_out = {"preset": "tiny", "epochs": 2, "lr_schedule": "constant", "learning_rate": 1e-3,
+                   "use_tpn": True, "val_folds": 1}
+    omitted = {"preset": "tiny", "epochs": 2, "learning_rate": 1e-3, "val_folds": 1}
+    assert crossval._without_defaults(spelled_out) == crossval._without_defaults(omitted)
+    changed = dict(spelled_out, lr_schedule="cosine")
+    assert crossval._without_defaults(changed) != crossval._without_defaults(omitted)
