@@ -133,17 +133,16 @@ def report_markdown(summary: dict, source: str | None, title: str) -> str:
 
 
 def _without_defaults(settings: dict) -> dict:
-    """Settings less the training options left at TrainConfig's defaults, so that a run started
-    from the CLI (every option spelled out) and one from Python (defaults omitted) compare equal,
-    and a run recorded before an option existed still resumes."""
+    """Settings less those left at TrainConfig's defaults, for comparing: a run started from the
+    CLI (every option spelled out) and one from Python (defaults omitted) compare equal, and a
+    run recorded before an option existed still resumes."""
     import dataclasses
 
     from vtcaps_tf.training import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                 if f.default is not dataclasses.MISSING}
-    return {k: v for k, v in settings.items()
-            if k in ("epochs", "batch_size", "preset") or k not in defaults or v != defaults[k]}
+    return {k: v for k, v in settings.items() if k not in defaults or v != defaults[k]}
 
 
 def _read_json(path):
@@ -214,12 +213,12 @@ def crossval(data_dir: str, output: str, preset: str = DEFAULT_PRESET, epochs: i
     settings = {"data": os.path.abspath(data_dir), "preset": preset, "epochs": epochs,
                 "batch_size": batch_size, "val_folds": val_folds, "classes": classes,
                 **{k: v for k, v in train_kwargs.items() if k != "verbose"}}
-    settings = _without_defaults(json.loads(json.dumps(settings, default=str)))
+    settings = json.loads(json.dumps(settings, default=str))
     settings_path = os.path.join(output, "crossval_config.json")
     if os.path.exists(settings_path):
-        old = _without_defaults(_read_json(settings_path))
-        if old != settings:
-            changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        old, new = _without_defaults(_read_json(settings_path)), _without_defaults(settings)
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise CrossvalError(f"{output!r} holds a cross-validation with other settings "
                                 f"({', '.join(changed)}): choose a new --output")
     else:
