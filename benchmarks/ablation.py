@@ -63,13 +63,14 @@ QUICK_ROWS = ("reference", "capsnet3d")
 
 
 def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int, seed: int,
-              image_size: int) -> dict:
+              image_size: int, apex_gain: float = 1.0) -> dict:
     """Train and test videos of the tempo task (cached as .npz in work_dir); test subjects are
     disjoint from training subjects."""
     from vtcaps_pipeline import synth_tempo
 
     # The name changes with the task's layout (v2: every subject shows both classes).
-    path = os.path.join(work_dir, f"tempo_v2_{train_videos}_{test_videos}_{subjects}_{seed}_{image_size}.npz")
+    path = os.path.join(work_dir, f"tempo_v2_{train_videos}_{test_videos}_{subjects}_{seed}_{image_size}"
+                        + ("" if apex_gain == 1 else f"_gain{apex_gain:g}") + ".npz")
     if os.path.exists(path):
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
@@ -79,10 +80,10 @@ def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int,
             print(f"ablation: rendered {done}/{total} videos", file=sys.stderr, flush=True)
 
     train = synth_tempo.generate_arrays(train_videos, image_size, subjects=subjects, seed=seed,
-                                        progress=report)
+                                        progress=report, apex_gain=apex_gain)
     # Other subjects: a different identity seed; the test set draws its own clips.
     test = synth_tempo.generate_arrays(test_videos, image_size, subjects=subjects, seed=seed + 1000,
-                                       progress=report)
+                                       progress=report, apex_gain=apex_gain)
     data = {f"train_{k}": v for k, v in train.items()} | {f"test_{k}": v for k, v in test.items()}
     os.makedirs(work_dir, exist_ok=True)
     np.savez(path, **data)
@@ -356,6 +357,8 @@ def main(argv=None) -> int:
     p.add_argument("--subjects", type=int, default=8, help="subjects per split (test subjects differ)")
     p.add_argument("--image-size", type=int, default=16,
                    help="frames are rendered at 64 px and area-resized to this (default %(default)s)")
+    p.add_argument("--apex-gain", type=float, default=1.0,
+                   help="scale of the expression's motion in the task (default %(default)s; see BUILD.md)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--work-dir", default="/tmp/vtcaps_ablation", help="cache of the rendered videos")
     p.add_argument("--output", default=None, help="also write the JSON result here")
@@ -377,7 +380,7 @@ def main(argv=None) -> int:
     gflops = matmul_gflops()
     start = time.monotonic()
     data = load_task(args.work_dir, args.train_videos, args.test_videos, args.subjects, args.data_seed,
-                     args.image_size)
+                     args.image_size, args.apex_gain)
     data_seconds = time.monotonic() - start
     train, test = clips_of(data, "train"), clips_of(data, "test")
     reference = reference_accuracy(train, test)
@@ -399,7 +402,7 @@ def main(argv=None) -> int:
                 json.dump(summarize(runs, test), f)
 
     out_rows = summarize(runs, test)
-    result = {"benchmark": "ablation", "preset": "tiny", "image_size": args.image_size, "quick": args.quick, "seeds": seeds,
+    result = {"benchmark": "ablation", "preset": "tiny", "image_size": args.image_size, "apex_gain": args.apex_gain, "quick": args.quick, "seeds": seeds,
               "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
               "train_videos": args.train_videos, "test_videos": args.test_videos,
               "train_clips": int(len(train["labels"])), "test_clips": int(len(test["labels"])),

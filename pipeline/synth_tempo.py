@@ -81,7 +81,7 @@ def clip_indices() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64, subjects: int = 10,
-                    seed: int = 0, base=None, progress=None) -> dict:
+                    seed: int = 0, base=None, progress=None, apex_gain: float = 1.0) -> dict:
     """`num_videos` videos, classes alternating, rendered at `render_size` and area-resized to
     `image_size`: {"frames": uint8 [V, T, S, S, 3], "landmarks": float32 [V, T, 68, 2] in [0, 1],
     "labels": int32 [V], "subjects": int32 [V], "onset", "duration", "speed": [V]}.
@@ -90,6 +90,11 @@ def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64
     subject shows both classes, so identity says nothing about the class); the clip's head
     pose is fixed with a slight sway (a sway is motion too, and would blur the stops). `base`: a
     `vtcaps_pipeline.synth.BaseFace` at `render_size` (found once with MediaPipe when None).
+
+    `apex_gain` scales the expression's displacement (intensity 1 = `apex_gain` times the synth's
+    apex), and with it the motion of every frame; the intensity curves stay as drawn. At 1 and
+    16 px a frame moves the face by about a tenth of a pixel, which a frame-difference reader
+    separates but a 3D CNN trained from scratch on a CPU budget does not pick up (BUILD.md).
     """
     import cv2
 
@@ -113,7 +118,7 @@ def generate_arrays(num_videos: int, image_size: int = 32, render_size: int = 64
         pose = synth.draw_clip(CLASSES[label], subject.name, i, aus, (1, 1), render_size, rng)
         pose = dataclasses.replace(pose, drift=tuple(0.2 * d for d in pose.drift),
                                    noise=min(pose.noise, 2.0))
-        apex = synth_au.expression_displacement(base.face, aus, pose.gains)
+        apex = apex_gain * synth_au.expression_displacement(base.face, aus, pose.gains)
         frames, marks = [], []
         for t, level in enumerate(intensity(tempo)):
             disp = subject.shape + level * apex

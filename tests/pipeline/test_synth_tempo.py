@@ -95,6 +95,21 @@ def test_generate_arrays_shapes_and_landmarks():
     assert np.abs(np.diff(data["landmarks"], axis=1)).max() > 1e-3
 
 
+def test_apex_gain_scales_the_expression_motion():
+    from vtcaps_pipeline import synth
+
+    base = synth.prepare_face(synth.load_face_image(None), 64)
+    marks = {g: st.generate_arrays(2, image_size=16, render_size=64, subjects=1, seed=3, base=base,
+                                   apex_gain=g)["landmarks"] for g in (0.0, 1.0, 3.0)}
+    # Same draws (seeded per video), so gain 0 is the face without its expression: the displacement
+    # of every landmark from it is linear in the gain, and the frame-to-frame motion with it.
+    move = {g: marks[g] - marks[0.0] for g in (1.0, 3.0)}
+    assert np.abs(move[1.0]).max() > 1e-3
+    np.testing.assert_allclose(move[3.0], 3 * move[1.0], atol=1e-5)
+    np.testing.assert_allclose(np.diff(marks[3.0], axis=1), 3 * np.diff(marks[1.0], axis=1)
+                               - 2 * np.diff(marks[0.0], axis=1), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_ablation_quick_run_prints_the_json_fields(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
