@@ -11,7 +11,12 @@ the same test videos (subjects not seen in training):
 - Fig 14: each other information flow of the pyramid;
 - Fig 15: softmax fusion (accuracy, and milliseconds per training step, same run), and one fusion
   node alone, fast vs softmax, timed interleaved;
-- no feature matching (`matching_weight` 0), and a three-level pyramid (stages 2-4, Fig 6 / Eq. 17).
+- no feature matching (`matching_weight` 0), and a three-level pyramid (stages 2-4, Fig 6 / Eq. 17);
+- `long_window_softmax` (not a paper row): the backbone and a softmax head reading the whole long
+  window as its clip, what a plain 3D CNN learns from the window in the same steps.
+
+`--apex-gain` scales the expression's motion in the task (1: the synth's apex; see BUILD.md for
+what the model learns at 1 and at 3).
 
 The model's prediction (`probabilities`) is the capsule output, which reads the short clip only:
 TPN-ERM reaches it through training (the feature-matching term), not at inference, so on this task
@@ -54,7 +59,12 @@ ROWS = {
     "flow_parallel": {"flow": "parallel"},
     "no_matching": {"matching_weight": 0.0},  # TPN-ERM trained, nothing distilled into the capsules
     "three_levels": {"tpn_levels": (2, 3, 4)},  # Fig 6 / Eq. 17's three-input node
+    # Not a paper row: the backbone with a softmax head given the whole long window as its clip,
+    # what a plain 3D CNN extracts from the window in the same steps (TPN head's yardstick).
+    "long_window_softmax": {"use_tpn": False, "use_capsules": False, "clip_frames": 16},
 }
+# Rows whose clip is the long window (`clips_of(..., long_clip=True)`).
+LONG_CLIP_ROWS = ("long_window_softmax",)
 QUICK_ROWS = ("reference", "capsnet3d")
 
 
@@ -90,17 +100,19 @@ def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int,
     return data
 
 
-def clips_of(data: dict, split: str) -> dict:
+def clips_of(data: dict, split: str, long_clip: bool = False) -> dict:
     """Every clip of every video: frames [K,N,S,S,3], long [K,M,S,S,3], landmarks [K,N,68,2],
-    labels [K], video [K]."""
+    labels [K], video [K]. long_clip: the clip is the long window (frames and landmarks of its M
+    frames), in the same order."""
     from vtcaps_pipeline import synth_tempo
 
     frames, marks = data[f"{split}_frames"], data[f"{split}_landmarks"]
     parts = {"frames": [], "long_frames": [], "landmarks": [], "labels": [], "video": []}
     for short, long in synth_tempo.clip_indices():
-        parts["frames"].append(frames[:, short])
+        clip = long if long_clip else short
+        parts["frames"].append(frames[:, clip])
         parts["long_frames"].append(frames[:, long])
-        parts["landmarks"].append(marks[:, short])
+        parts["landmarks"].append(marks[:, clip])
         parts["labels"].append(data[f"{split}_labels"])
         parts["video"].append(np.arange(len(frames)))
     return {k: np.concatenate(v) for k, v in parts.items()}
@@ -395,7 +407,9 @@ def main(argv=None) -> int:
             print(f"ablation: {name} seed {r['seed']}: clip {clip.mean():.3f} video {video.mean():.3f} "
                   f"({r['seconds']:.0f} s, {r['ms_per_step']:.0f} ms/step)", file=sys.stderr, flush=True)
 
-        runs[name] = train_row(ROWS[name], train, test, seeds, args.epochs, args.batch_size,
+        views = ((clips_of(data, "train", True), clips_of(data, "test", True))
+                 if name in LONG_CLIP_ROWS else (train, test))
+        runs[name] = train_row(ROWS[name], *views, seeds, args.epochs, args.batch_size,
                                args.learning_rate, args.image_size, report)
         if args.output:  # what is done so far, in case the run is cut short
             with open(args.output + ".partial", "w") as f:

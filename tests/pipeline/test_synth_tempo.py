@@ -95,6 +95,28 @@ def test_generate_arrays_shapes_and_landmarks():
     assert np.abs(np.diff(data["landmarks"], axis=1)).max() > 1e-3
 
 
+def test_long_clip_rows_see_the_long_window_in_the_same_order():
+    ablation = _ablation_module()
+    v, t = 3, st.VIDEO_FRAMES
+    frames = np.arange(v * t, dtype=np.float32).reshape(v, t, 1, 1, 1) * np.ones((1, 1, 2, 2, 3))
+    marks = np.arange(v * t, dtype=np.float32).reshape(v, t, 1, 1) * np.ones((1, 1, 68, 2))
+    data = {"train_frames": frames, "train_landmarks": marks, "train_labels": np.array([0, 1, 0])}
+    short, long = ablation.clips_of(data, "train"), ablation.clips_of(data, "train", long_clip=True)
+    # Clip k of video i: frame value i * T + index. Clip 0 starts at 4 (window 0..15), clip 1 at 6 (2..17).
+    for k, start in enumerate(st.CLIP_STARTS):
+        for i in range(v):
+            row = k * v + i
+            assert list(short["frames"][row, :, 0, 0, 0]) == [i * t + start + j for j in range(8)]
+            want_long = [i * t + start - 4 + j for j in range(16)]
+            assert list(long["frames"][row, :, 0, 0, 0]) == want_long
+            assert list(long["landmarks"][row, :, 0, 0]) == want_long
+            assert list(long["long_frames"][row, :, 0, 0, 0]) == want_long
+    for key in ("labels", "video"):
+        np.testing.assert_array_equal(short[key], long[key])
+    for name in ablation.LONG_CLIP_ROWS:
+        assert ablation.ROWS[name]["clip_frames"] == st.LONG_FRAMES
+
+
 def test_apex_gain_scales_the_expression_motion():
     from vtcaps_pipeline import synth
 
