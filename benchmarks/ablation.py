@@ -416,7 +416,8 @@ def main(argv=None) -> int:
                 json.dump(summarize(runs, test), f)
 
     out_rows = summarize(runs, test)
-    result = {"benchmark": "ablation", "preset": "tiny", "image_size": args.image_size, "apex_gain": args.apex_gain, "quick": args.quick, "seeds": seeds,
+    result = {"benchmark": "ablation", "preset": "tiny", "image_size": args.image_size,
+              "apex_gain": args.apex_gain, "quick": args.quick, "seeds": seeds,
               "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
               "train_videos": args.train_videos, "test_videos": args.test_videos,
               "train_clips": int(len(train["labels"])), "test_clips": int(len(test["labels"])),
