@@ -12,6 +12,8 @@ the same test videos (subjects not seen in training):
 - Fig 15: softmax fusion (accuracy, and milliseconds per training step, same run), and one fusion
   node alone, fast vs softmax, timed interleaved;
 - no feature matching (`matching_weight` 0), and a three-level pyramid (stages 2-4, Fig 6 / Eq. 17);
+- the TPN head's pooling: `--tpn-pool` sets every row's (max, the paper's, by default) and the
+  `tpn_pool_max` / `tpn_pool_mean` rows flip it;
 - `long_window_softmax` (not a paper row): the backbone and a softmax head reading the whole long
   window as its clip, what a plain 3D CNN learns from the window in the same steps.
 
@@ -26,7 +28,8 @@ beside it.
 
 For each row vs the reference: the accuracy difference and its 95% CI from a paired bootstrap over
 test videos (correctness averaged over seeds per video, videos resampled), at clip level (each of a
-video's clips) and video level (the mean of its clips' probabilities). A non-deep reference, a
+video's clips) and video level (the mean of its clips' probabilities); for rows with TPN-ERM, the
+same for the TPN head's clip accuracy. A non-deep reference, a
 logistic regression on frame differences of the long window and of the short clip, says what each
 view allows.
 
@@ -59,6 +62,9 @@ ROWS = {
     "flow_parallel": {"flow": "parallel"},
     "no_matching": {"matching_weight": 0.0},  # TPN-ERM trained, nothing distilled into the capsules
     "three_levels": {"tpn_levels": (2, 3, 4)},  # Fig 6 / Eq. 17's three-input node
+    # The motion feature's pooling over (T, H, W); the row equal to `--tpn-pool` is the reference.
+    "tpn_pool_max": {"tpn_pool": "max"},
+    "tpn_pool_mean": {"tpn_pool": "mean"},
     # Not a paper row: the backbone with a softmax head given the whole long window as its clip,
     # what a plain 3D CNN extracts from the window in the same steps (TPN head's yardstick).
     "long_window_softmax": {"use_tpn": False, "use_capsules": False, "clip_frames": 16},
@@ -195,6 +201,11 @@ class _Batches:
             yield model_inputs(self.model, self.clips, idx), self.clips["labels"][idx]
 
 
+def row_overrides(name: str, tpn_pool: str, au_size: int) -> dict:
+    """The ModelConfig overrides of row `name`: the run's settings, then the row's own change."""
+    return {"tpn_pool": tpn_pool, "au_size": au_size, **ROWS[name]}
+
+
 def train_row(overrides: dict, train: dict, test: dict, seeds, epochs: int, batch_size: int,
               learning_rate: float, image_size: int, on_run=None) -> list[dict]:
     """Train one row once per seed; per seed the test probabilities [K, C] (and TPN's), the
@@ -308,16 +319,19 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 4000, seed: 
                                                               round(100 * float(hi), 2)]}
 
 
-def summarize(runs: dict, test: dict) -> dict:
+def summarize(runs: dict, test: dict, overrides: dict) -> dict:
     """Row name -> accuracies (averaged over seeds), and for rows other than the reference the
     paired-bootstrap difference to it, clip- and video-level."""
     def per_video(name, level):
         return np.mean([correctness(r["probabilities"], test)[level] for r in runs[name]], axis=0)
 
+    def tpn_per_video(name):
+        return np.mean([correctness(r["tpn_probabilities"], test)[0] for r in runs[name]], axis=0)
+
     out = {}
     for name, name_runs in runs.items():
         tpn = [r["tpn_probabilities"] for r in name_runs if r["tpn_probabilities"] is not None]
-        row = {"overrides": ROWS[name], "seeds": [r["seed"] for r in name_runs],
+        row = {"overrides": overrides[name], "seeds": [r["seed"] for r in name_runs],
                "clip_accuracy": round(float(per_video(name, 0).mean()), 4),
                "video_accuracy": round(float(per_video(name, 1).mean()), 4),
                "per_seed_clip_accuracy": [round(float(correctness(r["probabilities"], test)[0].mean()), 4)
@@ -331,20 +345,23 @@ def summarize(runs: dict, test: dict) -> dict:
                "ms_per_step": round(float(np.median([r["ms_per_step"] for r in name_runs])), 1),
                "train_seconds": round(float(np.mean([r["seconds"] for r in name_runs])), 1)}
         if tpn:  # the long-window head against the model's own prediction, same videos
-            tpn_clip = np.mean([correctness(t, test)[0] for t in tpn], axis=0)
+            tpn_clip = tpn_per_video(name)
             row["tpn_minus_prediction"] = paired_bootstrap(tpn_clip, per_video(name, 0))
         paired = name != "reference" and "reference" in runs and row["seeds"] == [
             r["seed"] for r in runs["reference"]]
         if paired:
             row["clip_diff"] = paired_bootstrap(per_video(name, 0), per_video("reference", 0))
             row["video_diff"] = paired_bootstrap(per_video(name, 1), per_video("reference", 1))
+            if tpn and runs["reference"][0]["tpn_probabilities"] is not None:
+                row["tpn_clip_diff"] = paired_bootstrap(tpn_clip, tpn_per_video("reference"))
         out[name] = row
     return out
 
 
 def markdown(result: dict) -> str:
     lines = ["| row | clip acc | video acc | clip diff vs ref [95% CI] | video diff vs ref [95% CI] "
-             "| TPN head acc | heads averaged acc | ms/step |", "|---|---|---|---|---|---|---|---|"]
+             "| TPN head acc | TPN head diff vs ref [95% CI] | heads averaged acc | ms/step |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["rows"].items():
         def ci(key):
             d = r.get(key)
@@ -352,7 +369,8 @@ def markdown(result: dict) -> str:
         tpn = "-" if r["tpn_accuracy"] is None else f"{100 * r['tpn_accuracy']:.1f}"
         fused = "-" if r["fused_accuracy"] is None else f"{100 * r['fused_accuracy']:.1f}"
         lines.append(f"| {name} | {100 * r['clip_accuracy']:.1f} | {100 * r['video_accuracy']:.1f} | "
-                     f"{ci('clip_diff')} | {ci('video_diff')} | {tpn} | {fused} | {r['ms_per_step']:.0f} |")
+                     f"{ci('clip_diff')} | {ci('video_diff')} | {tpn} | {ci('tpn_clip_diff')} | {fused} | "
+                     f"{r['ms_per_step']:.0f} |")
     return "\n".join(lines)
 
 
@@ -371,6 +389,10 @@ def main(argv=None) -> int:
                    help="frames are rendered at 64 px and area-resized to this (default %(default)s)")
     p.add_argument("--apex-gain", type=float, default=1.0,
                    help="scale of the expression's motion in the task (default %(default)s; see BUILD.md)")
+    p.add_argument("--tpn-pool", choices=("max", "mean"), default="max",
+                   help="every row's TPN motion-feature pooling (default %(default)s, the paper's)")
+    p.add_argument("--au-size", type=int, default=None,
+                   help="side of the AU attention map (default: --image-size, the crop's own)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--work-dir", default="/tmp/vtcaps_ablation", help="cache of the rendered videos")
     p.add_argument("--output", default=None, help="also write the JSON result here")
@@ -382,8 +404,15 @@ def main(argv=None) -> int:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    same = f"tpn_pool_{args.tpn_pool}"
+    if same in rows:  # the reference itself under this --tpn-pool
+        print(f"ablation: {same} is the reference with --tpn-pool {args.tpn_pool}; not run twice",
+              file=sys.stderr)
+        rows.remove(same)
     if "reference" not in rows:
         rows.insert(0, "reference")
+    au_size = args.au_size or args.image_size
+    overrides = {name: row_overrides(name, args.tpn_pool, au_size) for name in rows}
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -409,15 +438,16 @@ def main(argv=None) -> int:
 
         views = ((clips_of(data, "train", True), clips_of(data, "test", True))
                  if name in LONG_CLIP_ROWS else (train, test))
-        runs[name] = train_row(ROWS[name], *views, seeds, args.epochs, args.batch_size,
+        runs[name] = train_row(overrides[name], *views, seeds, args.epochs, args.batch_size,
                                args.learning_rate, args.image_size, report)
         if args.output:  # what is done so far, in case the run is cut short
             with open(args.output + ".partial", "w") as f:
-                json.dump(summarize(runs, test), f)
+                json.dump(summarize(runs, test, overrides), f)
 
-    out_rows = summarize(runs, test)
+    out_rows = summarize(runs, test, overrides)
     result = {"benchmark": "ablation", "preset": "tiny", "image_size": args.image_size,
-              "apex_gain": args.apex_gain, "quick": args.quick, "seeds": seeds,
+              "apex_gain": args.apex_gain, "tpn_pool": args.tpn_pool, "au_size": au_size,
+              "quick": args.quick, "seeds": seeds,
               "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
               "train_videos": args.train_videos, "test_videos": args.test_videos,
               "train_clips": int(len(train["labels"])), "test_clips": int(len(test["labels"])),

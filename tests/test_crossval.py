@@ -175,6 +175,7 @@ def test_crossval_ablation_flags_reach_the_fold_config():
     c = model.config
     assert (c.use_tpn, c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False, False)
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
+    assert c.tpn_pool == "mean"
     # Without flags nothing is added to the fold settings (earlier runs' settings still match).
     plain = crossval.build_parser().parse_args(["--data", "d", "--output", "o"])
     assert crossval.model_arguments(plain) == {}

@@ -196,7 +196,8 @@ def test_bad_config_values_are_refused(tmp_path, capsys):
 
 
 ABLATION_FLAGS = ["--no-au-attention", "--no-nonlocal", "--head", "softmax", "--flow", "cascade",
-                  "--fusion", "softmax", "--tpn-levels", "2,3,4", "--matching-weight", "0.25"]
+                  "--fusion", "softmax", "--tpn-levels", "2,3,4", "--matching-weight", "0.25",
+                  "--tpn-pool", "mean"]
 
 
 def test_ablation_flags_default_to_the_preset():
@@ -221,6 +222,7 @@ def test_ablation_flags_reach_the_built_model():
     assert (c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False)
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
     assert c.use_tpn and c.num_classes == 3 and model.pyramid.num_levels == 3
+    assert c.tpn_pool == "mean" and model.pyramid.pool == "mean"
     assert not hasattr(model, "digit_caps")
     args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny",
                                                "--no-tpn", "--au-attention", "--head", "capsules"])
@@ -232,7 +234,8 @@ def test_ablation_flags_reach_the_built_model():
 
 
 def test_bad_ablation_flags_are_rejected(capsys):
-    for bad in (["--flow", "sideways"], ["--tpn-levels", "two"], ["--head", "mlp"]):
+    for bad in (["--flow", "sideways"], ["--tpn-levels", "two"], ["--head", "mlp"],
+                ["--tpn-pool", "median"]):
         with pytest.raises(SystemExit):
             training.build_parser().parse_args(["--data", "d", "--run-dir", "r"] + bad)
 

@@ -24,7 +24,7 @@ LR_SCHEDULES = ("constant", "cosine")  # training.TrainConfig.lr_schedule; the f
 
 
 def preset_table():
-    """vtcaps_tf/models/presets.py (plain dataclasses: PRESETS, ModelConfig, FLOWS, FUSIONS)
+    """vtcaps_tf/models/presets.py (plain dataclasses: PRESETS, ModelConfig, FLOWS, FUSIONS, POOLS)
     loaded on its own, without importing the vtcaps_tf.models package, whose __init__ imports
     TensorFlow."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "presets.py")
@@ -75,6 +75,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"TPN information flow (default {defaults['flow']})")
     g.add_argument("--fusion", choices=table.FUSIONS, default=None,
                    help=f"fusion of the adaptive flow (default {defaults['fusion']})")
+    g.add_argument("--tpn-pool", choices=table.POOLS, default=None,
+                   help="how each pyramid level becomes its part of the motion feature: max over "
+                        f"(T, H, W) as in the paper, or mean (default {defaults['tpn_pool']})")
     g.add_argument("--tpn-levels", type=_levels, default=None,
                    help="backbone stages the pyramid collects, e.g. 2,3,4 (default "
                         f"{','.join(map(str, defaults['tpn_levels']))})")

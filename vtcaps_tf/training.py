@@ -412,7 +412,7 @@ def model_overrides_from_args(args) -> dict:
     """The ModelConfig fields set by `add_model_arguments`' flags (flow, fusion and --no-tpn go
     to TrainConfig's own fields)."""
     out = {}
-    for field in ("use_au_attention", "use_nonlocal", "tpn_levels", "matching_weight"):
+    for field in ("use_au_attention", "use_nonlocal", "tpn_levels", "tpn_pool", "matching_weight"):
         if getattr(args, field) is not None:
             out[field] = getattr(args, field)
     if args.head is not None:

@@ -157,7 +157,8 @@ def np_pyramid(layer, levels, flow, alphas, spatial_steps):
                 layer.out_fusions[i - 1], [feats[i], td[i], np_resample(out[i - 1], length[i])])))
         out.append(np_block(layer.out_convs[m - 2], np_fuse(
             layer.out_fusions[m - 2], [feats[m - 1], np_resample(out[m - 2], length[m - 1])])))
-    feature = np.concatenate([o.max(axis=(1, 2, 3)) for o in out], axis=-1)
+    reduce = np.max if layer.pool == "max" else np.mean
+    feature = np.concatenate([reduce(o, axis=(1, 2, 3)) for o in out], axis=-1)
     return {"logits": np_dense(layer.head, feature), "aux_logits": aux, "feature": feature,
             "levels": out}
 
@@ -306,6 +307,29 @@ def test_outputs_match_numpy_reference(flow, fusion, levels, alphas, steps):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-4)
     # The flows differ, so the reference is not trivially reproducing isolation.
     assert np.abs(want["feature"]).max() > 0.1
+
+
+def test_mean_pooled_motion_feature_matches_numpy_reference():
+    data = _levels(LEVELS_3, seed=11)
+    layers = {pool: TemporalPyramid(5, CH, alphas=(1, 1, 2), temporal_groups=4, pool=pool)
+              for pool in ("max", "mean")}
+    for layer in layers.values():
+        layer(data)
+        _randomise(layer, seed=12)  # same seed: the two layers hold the same weights
+    got = {pool: layer(data, training=False) for pool, layer in layers.items()}
+    fused = [np.asarray(x) for x in layers["mean"].aggregate(data, training=False)]
+    want = np.concatenate([x.mean(axis=(1, 2, 3)) for x in fused], axis=-1)
+    np.testing.assert_allclose(np.asarray(got["mean"]["feature"]), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got["mean"]["feature"]),
+                               np_pyramid(layers["mean"], data, "adaptive", (1, 1, 2), (2, 1, 0))["feature"],
+                               rtol=1e-4, atol=1e-4)
+    # Only the pooling differs: the fused levels agree, the features do not.
+    for a, b in zip(fused, layers["max"].aggregate(data, training=False)):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(got["max"]["feature"]) - want).max() > 0.1
+    assert TemporalPyramid.from_config(layers["mean"].get_config()).pool == "mean"
+    with pytest.raises(ValueError, match="pool"):
+        TemporalPyramid(5, CH, pool="median")
 
 
 def _input_counts(layer):

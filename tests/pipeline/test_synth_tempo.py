@@ -132,11 +132,20 @@ def test_apex_gain_scales_the_expression_motion():
                                - 2 * np.diff(marks[0.0], axis=1), atol=1e-5)
 
 
+def test_ablation_rows_take_the_run_settings_then_their_own_change():
+    ablation = _ablation_module()
+    assert ablation.row_overrides("reference", "mean", 16) == {"tpn_pool": "mean", "au_size": 16}
+    assert ablation.row_overrides("tpn_pool_max", "mean", 16)["tpn_pool"] == "max"
+    assert ablation.row_overrides("tpn_pool_mean", "max", 24) == {"tpn_pool": "mean", "au_size": 24}
+    flow = ablation.row_overrides("flow_cascade", "mean", 16)
+    assert flow == {"tpn_pool": "mean", "au_size": 16, "flow": "cascade"}
+
+
 @pytest.mark.slow
 def test_ablation_quick_run_prints_the_json_fields(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "ablation.py"), "--quick",
-                          "--work-dir", str(tmp_path)], env=env, capture_output=True, text=True,
+                          "--rows", "capsnet3d,tpn_pool_mean", "--work-dir", str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=1800, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "ablation" and result["quick"] is True
@@ -144,7 +153,13 @@ def test_ablation_quick_run_prints_the_json_fields(tmp_path):
     assert result["matmul_gflops"] > 0
     assert result["fusion_node_timing"]["fast_us"] > 0 and result["fusion_node_timing"]["softmax_us"] > 0
     rows = result["rows"]
-    assert "reference" in rows and "capsnet3d" in rows
+    assert set(rows) == {"reference", "capsnet3d", "tpn_pool_mean"}
+    assert result["tpn_pool"] == "max" and result["au_size"] == result["image_size"]
+    assert rows["reference"]["overrides"]["tpn_pool"] == "max"
+    assert rows["tpn_pool_mean"]["overrides"]["tpn_pool"] == "mean"
+    lo, hi = rows["tpn_pool_mean"]["tpn_clip_diff"]["ci95"]  # TPN head vs the reference's
+    assert lo <= rows["tpn_pool_mean"]["tpn_clip_diff"]["diff"] <= hi
+    assert "tpn_clip_diff" not in rows["capsnet3d"]
     for name, row in rows.items():
         assert 0 <= row["clip_accuracy"] <= 1 and 0 <= row["video_accuracy"] <= 1
         assert row["ms_per_step"] > 0

@@ -11,8 +11,9 @@ and returns `{"logits", "aux_logits", "feature"}`:
 2. temporal rate modulation: a grouped (3x1x1) conv, then max-pooling over time by alpha_i;
 3. information flow between levels: `isolation`, `top_down`, `bottom_up`, `cascade`, `parallel`
    (TPN / mmaction2) or `adaptive` (the paper's weighted BiFPN-style graph, docs/design.md section 7);
-4. every level max-pooled over (T, H, W) to a vector, concatenated bottom to top into the
-   "high-level motion feature" [B, M*channels]; dropout; dense -> logits.
+4. every level max-pooled (the paper) or averaged (`pool="mean"`) over (T, H, W) to a vector,
+   concatenated bottom to top into the "high-level motion feature" [B, M*channels]; dropout;
+   dense -> logits.
 
 Levels may differ in length: wherever two levels meet, the source is resampled in time to the
 target's length (nearest-neighbour upsampling, max-pool downsampling; `resample_time`).
@@ -26,7 +27,7 @@ import keras
 from keras import ops
 
 from vtcaps_tf.layers.fusion import FastNormalizedFusion, SoftmaxFusion
-from vtcaps_tf.pyramid_options import FLOWS, FUSIONS
+from vtcaps_tf.pyramid_options import FLOWS, FUSIONS, POOLS
 
 FUSION_LAYERS = {"fast": FastNormalizedFusion, "softmax": SoftmaxFusion}  # one per name of FUSIONS
 
@@ -213,6 +214,8 @@ class TemporalPyramid(keras.layers.Layer):
         dropout: rate before the TPN head's and the auxiliary heads' dense layers.
         temporal_groups: groups of the temporal-modulation conv, as in TPN (32); the layer uses
             gcd(channels, temporal_groups), so any `channels` works.
+        pool: `"max"` (the paper) or `"mean"`: how each fused level is reduced over (T, H, W) to
+            its part of the motion feature.
 
     `call(levels, training=None)` returns `{"logits": [B, num_classes], "aux_logits": (M-1
     tensors [B, num_classes], bottom to top, a tuple), "feature": [B, M*channels]}`.
@@ -222,12 +225,14 @@ class TemporalPyramid(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, channels, flow="adaptive", fusion="fast", alphas=None,
-                 dropout=0.5, temporal_groups=32, **kwargs):
+                 dropout=0.5, temporal_groups=32, pool="max", **kwargs):
         super().__init__(**kwargs)
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if int(num_classes) < 1 or int(channels) < 1 or int(temporal_groups) < 1:
             raise ValueError("num_classes, channels and temporal_groups must be positive")
         if not 0.0 <= dropout < 1.0:
@@ -243,6 +248,7 @@ class TemporalPyramid(keras.layers.Layer):
         self.alphas = alphas
         self.dropout = float(dropout)
         self.temporal_groups = int(temporal_groups)
+        self.pool = pool
 
     # ------------------------------------------------------------------ build
     def build(self, input_shape):
@@ -419,7 +425,8 @@ class TemporalPyramid(keras.layers.Layer):
             head(drop(ops.mean(x, axis=(1, 2, 3)), training=training))
             for x, drop, head in zip(spatial[:-1], self.aux_dropouts, self.aux_heads))
         fused = self._flow(self._temporal_modulation(spatial), training)
-        feature = ops.concatenate([ops.max(x, axis=(1, 2, 3)) for x in fused], axis=-1)
+        reduce = ops.max if self.pool == "max" else ops.mean
+        feature = ops.concatenate([reduce(x, axis=(1, 2, 3)) for x in fused], axis=-1)
         logits = self.head(self.head_dropout(feature, training=training))
         return {"logits": logits, "aux_logits": aux_logits, "feature": feature}
 
@@ -427,5 +434,6 @@ class TemporalPyramid(keras.layers.Layer):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "channels": self.channels,
                        "flow": self.flow, "fusion": self.fusion, "alphas": self.alphas,
-                       "dropout": self.dropout, "temporal_groups": self.temporal_groups})
+                       "dropout": self.dropout, "temporal_groups": self.temporal_groups,
+                       "pool": self.pool})
         return config

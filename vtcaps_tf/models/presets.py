@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from vtcaps_tf.face.au import AU_MAP_SIZE
-from vtcaps_tf.pyramid_options import FLOWS, FUSIONS
+from vtcaps_tf.pyramid_options import FLOWS, FUSIONS, POOLS
 
 RENAMED_FIELDS = {"beta": "matching_weight"}  # old name -> new name, read by from_dict
 
@@ -33,6 +33,7 @@ class ModelConfig:
     tpn_dropout: float = 0.5  # before the TPN head and its auxiliary heads
     flow: str = "adaptive"
     fusion: str = "fast"
+    tpn_pool: str = "max"  # motion feature: each level max-pooled (paper) or averaged over (T, H, W)
     primary_channels: int = 512  # backbone output projected to this before PrimaryCaps
     primary_caps_types: int = 32
     primary_caps_dim: int = 8
@@ -57,6 +58,8 @@ class ModelConfig:
             raise ValueError(f"flow must be one of {FLOWS}, got {self.flow!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.tpn_pool not in POOLS:
+            raise ValueError(f"tpn_pool must be one of {POOLS}, got {self.tpn_pool!r}")
         if self.depth not in (18, 34, 50):
             raise ValueError(f"depth must be 18, 34 or 50, got {self.depth}")
         if self.long_frames < self.clip_frames:

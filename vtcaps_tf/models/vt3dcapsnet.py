@@ -102,7 +102,8 @@ class VT3DCapsNet(keras.Model):
             self.tpn_backbone = build_backbone(c, c.long_frames, use_au_attention=False,
                                                name="tpn_backbone")
             self.pyramid = TemporalPyramid(c.num_classes, c.tpn_channels, flow=c.flow, fusion=c.fusion,
-                                           alphas=c.tpn_alphas, dropout=c.tpn_dropout, name="pyramid")
+                                           alphas=c.tpn_alphas, dropout=c.tpn_dropout, pool=c.tpn_pool,
+                                           name="pyramid")
             self.motion_units = keras.layers.Dense(len(c.tpn_levels) * c.tpn_channels,
                                                    name="motion_units")
 
