@@ -2,8 +2,8 @@
 
 The task (`pipeline/synth_tempo.py`): two classes of the same expression rising at the same speed,
 told apart only by whether the rise stops within the long window: a short clip is ambiguous, the
-long window is not. Every row is the `tiny` preset (N=8, M=16 frames) at 16 px (`--image-size`) with one change,
-trained in memory (no augmentation, Adam) for the same epochs, batch and seeds, and evaluated on
+long window is not. Every row is the `tiny` preset (N=8, M=16 frames) at 16 px (`--image-size`; AU
+maps at the same size unless `--au-size`) with one change, trained in memory (no augmentation, Adam) for the same epochs, batch and seeds, and evaluated on
 the same test videos (subjects not seen in training):
 
 - Table 6/7: reference VT3DCapsNet (adaptive flow, fast fusion) vs CapsNet3D (no TPN-ERM), AU
@@ -433,7 +433,9 @@ def main(argv=None) -> int:
     for name in rows:
         def report(r, name=name):
             clip, video = correctness(r["probabilities"], test)
-            print(f"ablation: {name} seed {r['seed']}: clip {clip.mean():.3f} video {video.mean():.3f} "
+            tpn = ("" if r["tpn_probabilities"] is None else
+                   f", TPN head {correctness(r['tpn_probabilities'], test)[0].mean():.3f}")
+            print(f"ablation: {name} seed {r['seed']}: clip {clip.mean():.3f} video {video.mean():.3f}{tpn} "
                   f"({r['seconds']:.0f} s, {r['ms_per_step']:.0f} ms/step)", file=sys.stderr, flush=True)
 
         views = ((clips_of(data, "train", True), clips_of(data, "test", True))
