@@ -2,9 +2,10 @@
 
 The task (`pipeline/synth_tempo.py`): two classes of the same expression rising at the same speed,
 told apart only by whether the rise stops within the long window: a short clip is ambiguous, the
-long window is not. Every row is the `tiny` preset (N=8, M=16 frames) at 16 px (`--image-size`; AU
-maps at the same size unless `--au-size`) with one change, trained in memory (no augmentation, Adam) for the same epochs, batch and seeds, and evaluated on
-the same test videos (subjects not seen in training):
+long window is not. Every row is the `tiny` preset (N=8, M=16 frames) at 16 px (`--image-size`;
+AU maps at the same size unless `--au-size`) with one change, trained in memory (no augmentation,
+Adam) for the same epochs, batch and seeds, and evaluated on the same test videos (subjects not
+seen in training):
 
 - Table 6/7: reference VT3DCapsNet (adaptive flow, fast fusion) vs CapsNet3D (no TPN-ERM), AU
   attention off, non-local off, softmax head in place of the capsules;
