@@ -322,7 +322,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 4000, seed: 
 
 def summarize(runs: dict, test: dict, overrides: dict) -> dict:
     """Row name -> accuracies (averaged over seeds), and for rows other than the reference the
-    paired-bootstrap difference to it, clip- and video-level."""
+    paired-bootstrap difference to it, clip- and video-level (and the TPN head's, where both have
+    one)."""
     def per_video(name, level):
         return np.mean([correctness(r["probabilities"], test)[level] for r in runs[name]], axis=0)
 
@@ -376,6 +377,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from vtcaps_tf.pyramid_options import POOLS  # Keras-free: the parser stays fast
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rows, 1 seed, 16 videos a split, 1 epoch")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of {', '.join(ROWS)}")
@@ -390,7 +393,7 @@ def main(argv=None) -> int:
                    help="frames are rendered at 64 px and area-resized to this (default %(default)s)")
     p.add_argument("--apex-gain", type=float, default=1.0,
                    help="scale of the expression's motion in the task (default %(default)s; see BUILD.md)")
-    p.add_argument("--tpn-pool", choices=("max", "mean"), default="max",
+    p.add_argument("--tpn-pool", choices=POOLS, default="max",
                    help="every row's TPN motion-feature pooling (default %(default)s, the paper's)")
     p.add_argument("--au-size", type=int, default=None,
                    help="side of the AU attention map (default: --image-size, the crop's own)")

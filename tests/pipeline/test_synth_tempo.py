@@ -145,8 +145,8 @@ def test_ablation_rows_take_the_run_settings_then_their_own_change():
 def test_ablation_quick_run_prints_the_json_fields(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "ablation.py"), "--quick",
-                          "--rows", "capsnet3d,tpn_pool_mean", "--work-dir", str(tmp_path)], env=env, capture_output=True, text=True,
-                         timeout=1800, check=True)
+                          "--rows", "capsnet3d,tpn_pool_mean", "--work-dir", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=1800, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "ablation" and result["quick"] is True
     assert set(result["logistic_regression_accuracy"]) == {"long_window", "short_clip"}
