@@ -243,6 +243,30 @@ def test_conv_block_layer_contract():
                    expected_output_shape=(2, 2, 2, 2, 8))
 
 
+@pytest.mark.parametrize("kernel_size, strides", [((1, 3, 3), (1, 2, 2)), ((1, 3, 3), (1, 1, 1)),
+                                                  ((1, 1, 1), (1, 1, 1))])
+def test_conv_block_equals_keras_conv3d_and_batch_norm_in_training(kernel_size, strides):
+    """The block's factorised conv and fused batch norm keep Conv3D's and BatchNormalization's
+    weights and compute what they compute: a training step's output and moving statistics."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 6, 6, 5)).astype("float32")
+    block = TPNConvBlock(4, kernel_size, strides)
+    block.build(x.shape)
+    conv = keras.layers.Conv3D(4, kernel_size, strides=strides, padding="same", use_bias=False)
+    bn = keras.layers.BatchNormalization()
+    conv.build(x.shape)
+    bn.build(conv.compute_output_shape(x.shape))
+    assert [tuple(w.shape) for w in block.conv.weights] == [tuple(w.shape) for w in conv.weights]
+    conv.set_weights(block.conv.get_weights())
+    bn.set_weights([rng.uniform(0.5, 1.5, 4).astype("float32") for _ in range(4)])
+    block.bn.set_weights(bn.get_weights())
+    got = np.asarray(block(x, training=True))
+    want = np.maximum(np.asarray(bn(conv(x), training=True)), 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for a, b in zip(block.bn.get_weights(), bn.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- the layer
 def _expected_shapes(levels, num_classes=5):
     b, m = levels[0][0], len(levels)

@@ -62,17 +62,24 @@ class AUMapRender(keras.layers.Layer):
         cx = ops.cast(ops.clip(ops.round(cx), 0, size - 1), "int32")
         cy = ops.cast(ops.clip(ops.round(cy), 0, size - 1), "int32")
         grid = ops.arange(size, dtype="int32")
-        dx = ops.abs(grid - cx[..., None])  # [..., 20, size]
-        dy = ops.abs(grid - cy[..., None])
-        weights = ops.convert_to_tensor(self._weights)
-        out = None
-        for c in range(len(self._idx)):  # a running maximum: no [..., 20, size, size] tensor
-            ax, ay = dx[..., c, :], dy[..., c, :]
-            dist = ay[..., :, None] + ax[..., None, :]  # [..., size(y), size(x)]
-            inside = ops.logical_and((ay <= k)[..., :, None], (ax <= k)[..., None, :])
-            w = ops.where(inside, ops.take(weights, ops.minimum(dist, 2 * k)), 0.0)
-            out = w if out is None else ops.maximum(out, w)
-        return out
+        # Per centre, each pixel's offsets along x and y; an offset outside the square becomes
+        # `far`, so any pixel outside it gets a distance >= far, whose weight is 0.
+        far = 2 * k + 1
+
+        def offsets(centre):  # [..., 20] -> [..., 20, size] uint8
+            d = ops.abs(grid - centre[..., None])
+            return ops.cast(ops.where(d <= k, d, far), "uint8")
+
+        ax, ay = offsets(cx), offsets(cy)
+        # The weight falls with the distance, so the maximum over the centres' weights is the
+        # weight of the smallest distance: a running minimum of small integers (uint8, no
+        # [..., 20, size, size] tensor), then one table lookup.
+        nearest = None
+        for c in range(len(self._idx)):
+            dist = ay[..., c, :, None] + ax[..., c, None, :]  # [..., size(y), size(x)], <= 2 * far
+            nearest = dist if nearest is None else ops.minimum(nearest, dist)
+        table = ops.convert_to_tensor(np.append(self._weights, np.float32(0.0)))  # [far + 1]
+        return ops.take(table, ops.cast(ops.minimum(nearest, far), "int32"))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-2]) + (self.size, self.size)
