@@ -291,3 +291,41 @@ def test_lr_schedule_flag_and_bad_values(tmp_path, capsys):
 def test_one_cpu_device_trains_under_the_default_strategy():
     strategy = training.make_strategy(0)
     assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1
+
+
+def test_checkpoints_every_n_epochs_and_after_the_last(tmp_path):
+    """EpochBackup(every=2) over 5 epochs saves after epochs 2, 4 and 5 (the metadata a resume
+    reads names the last saved epoch), so a resume repeats at most one epoch."""
+    import keras
+    import numpy as np
+
+    from vtcaps_tf.callbacks import EpochBackup
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+    backup = EpochBackup(str(tmp_path / "ckpt"), every=2, delete_checkpoint=False)
+    saved = []  # (epochs completed, the optimizer's step count) at each save
+
+    class Spy(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            with open(tmp_path / "ckpt" / "training_metadata.json") as f:
+                meta = json.load(f)["epoch"]
+            if not saved or saved[-1][0] != meta:
+                saved.append((meta, int(keras.ops.convert_to_numpy(model.optimizer.iterations))))
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "training_metadata.json").write_text('{"epoch": 0}')
+    model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[backup, Spy()])
+    assert saved == [(0, 2), (2, 4), (4, 8), (5, 10)]
+    with pytest.raises(ValueError, match="every"):
+        EpochBackup(str(tmp_path / "other"), every=0)
+
+
+def test_checkpoint_every_flag_reaches_the_config_and_bad_values_are_refused(tmp_path, capsys):
+    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--checkpoint-every", "5"])
+    assert training.config_from_args(args).checkpoint_every == 5
+    assert training.build_parser().parse_args(["--data", "d", "--run-dir", "r"]).checkpoint_every == 1
+    assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
+                              "--checkpoint-every", "0"]) == 2
+    assert "checkpoint_every" in capsys.readouterr().err

@@ -107,7 +107,7 @@ def add_multiworker_arguments(parser: argparse.ArgumentParser) -> None:
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtcaps train", description=(
         "Train VT-3DCapsNet on the output of `vtcaps preprocess` with keras fit under "
-        "MirroredStrategy; checkpoints every epoch, TensorBoard logs, RUN_DIR/model.keras."))
+        "MirroredStrategy; checkpoints (every epoch by default), TensorBoard logs, RUN_DIR/model.keras."))
     p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
     p.add_argument("--run-dir", required=True, help="where checkpoints, logs and model.keras go")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=preset_names(),
@@ -119,6 +119,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-replicas", type=int, default=0,
                    help="without a GPU: train on N logical CPU devices (MirroredStrategy replicas)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="checkpoint every N epochs and after the last (default 1); a resumed run "
+                        "repeats at most N - 1 epochs")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
     p.add_argument("--steps-per-epoch", type=int, default=None,

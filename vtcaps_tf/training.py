@@ -61,6 +61,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: one pass over the training clips
     validation_steps: int | None = None
     summary_freq: int = 1  # epochs between confusion-matrix / per-class F1 summaries
+    checkpoint_every: int = 1  # epochs between checkpoints (and after the last epoch)
     cache: str = "auto"
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     seed: int = 0
@@ -73,6 +74,8 @@ class TrainConfig:
             raise SetupError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.learning_rate <= 0:
             raise SetupError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.checkpoint_every < 1:
+            raise SetupError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.lr_schedule not in cli_parsers.LR_SCHEDULES:
             raise SetupError(f"unknown lr_schedule {self.lr_schedule!r}; choose from "
                              f"{', '.join(cli_parsers.LR_SCHEDULES)}")
@@ -361,8 +364,8 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
         # 4. callbacks and fit
         callbacks = [
             cb.OptimizerStepLogger(),
-            keras.callbacks.BackupAndRestore(ckpt_dir, save_freq="epoch", delete_checkpoint=False,
-                                             double_checkpoint=True),
+            cb.EpochBackup(ckpt_dir, every=config.checkpoint_every, delete_checkpoint=False,
+                           double_checkpoint=True),
             keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
             cb.FusionWeightSummaries(os.path.join(log_dir, "train")),
         ]
@@ -435,6 +438,7 @@ def config_from_args(args) -> TrainConfig:
         model_overrides=model_overrides_from_args(args),
         augment=data_lib.AugmentConfig.none() if args.no_augment else data_lib.AugmentConfig(),
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
+        checkpoint_every=args.checkpoint_every,
         shuffle_buffer=args.shuffle_buffer)
 
 
