@@ -1,6 +1,7 @@
-"""The run's checkpoints every N epochs (`EpochBackup`), and TensorBoard extras beside keras.callbacks.TensorBoard (which already writes every logged loss
-term, the accuracies and `learning_rate` each epoch): per-class F1, UAR and a confusion-matrix
-image on the validation split, and the fusion weights of the adaptive TPN flow.
+"""Checkpoints every N epochs (`EpochBackup`), and TensorBoard extras beside
+keras.callbacks.TensorBoard (which already writes every logged loss term, the accuracies and
+`learning_rate` each epoch): per-class F1, UAR and a confusion-matrix image on the validation
+split, and the fusion weights of the adaptive TPN flow.
 
 Summaries go to the same run directories keras uses (`logs/validation`, `logs/train`), so
 TensorBoard shows them next to the built-in curves.
