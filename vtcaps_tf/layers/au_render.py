@@ -39,10 +39,12 @@ class AUMapRender(keras.layers.Layer):
             raise ValueError(f"size must be positive, got {size}")
         self.size = int(size)
         self._idx, self._dy = _table()
+        # Weight by Manhattan distance 0..2k inside a square, and 0 at `far` = 2k + 1 (outside it),
+        # computed as the reference computes them (float64, then float32), so that the maps agree
+        # bit for bit.
         d = np.arange(2 * au_lib.HALF_WIDTH + 1)
-        # The kernel's weights by manhattan distance, computed as the reference computes them
-        # (float64, then float32), so that the maps agree bit for bit.
-        self._weights = np.maximum(0.0, 1.0 - au_lib.SLOPE * d).astype(np.float32)
+        weights = np.maximum(0.0, 1.0 - au_lib.SLOPE * d)
+        self._by_distance = np.append(weights, 0.0).astype(np.float32)
 
     def build(self, input_shape):
         if len(input_shape) < 2 or tuple(input_shape[-2:]) != (NUM_LANDMARKS, 2):
@@ -78,8 +80,8 @@ class AUMapRender(keras.layers.Layer):
         for c in range(len(self._idx)):
             dist = ay[..., c, :, None] + ax[..., c, None, :]  # [..., size(y), size(x)], <= 2 * far
             nearest = dist if nearest is None else ops.minimum(nearest, dist)
-        table = ops.convert_to_tensor(np.append(self._weights, np.float32(0.0)))  # [far + 1]
-        return ops.take(table, ops.cast(ops.minimum(nearest, far), "int32"))
+        weights = ops.convert_to_tensor(self._by_distance)  # [far + 1]
+        return ops.take(weights, ops.cast(ops.minimum(nearest, far), "int32"))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-2]) + (self.size, self.size)
