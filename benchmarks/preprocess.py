@@ -71,14 +71,15 @@ def sequential_loop(root: str) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
-def job(root: str, out: str, workers: int, preset: str, mode: str) -> tuple[float, dict]:
+def job(root: str, out: str, workers: int, preset: str, mode: str, extra=()) -> tuple[float, dict]:
     """Wall time of the whole job, and its stats.json."""
     from vtcaps_pipeline import preprocess
 
     start = time.perf_counter()
     stats = preprocess.run(["--source", "folder", "--input", root, "--output", out, "--preset", preset,
                             "--split-ratios", "0.6,0.2,0.2", "--no-progress",
-                            "--direct_num_workers", str(workers), "--direct_running_mode", mode])
+                            "--direct_num_workers", str(workers), "--direct_running_mode", mode,
+                            *extra])
     return time.perf_counter() - start, stats
 
 
@@ -91,6 +92,9 @@ def main(argv=None):
     p.add_argument("--preset", default="small")
     p.add_argument("--modes", default="multi_threading,multi_processing",
                    help="Beam direct running modes to measure; the first is the headline")
+    p.add_argument("--job-args", default="",
+                   help="more `vtcaps preprocess` flags for the job, e.g. \"--clips-per-record 1 "
+                        "--jpeg-quality 95\" (the records' previous layout)")
     args = p.parse_args(argv)
     import logging
 
@@ -113,7 +117,8 @@ def main(argv=None):
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         for mode in modes:
             cpu = cpu_seconds()
-            job_s, stats = job(root, os.path.join(out, mode), args.workers, args.preset, mode)
+            job_s, stats = job(root, os.path.join(out, mode), args.workers, args.preset, mode,
+                               args.job_args.split())
             job_cpu = cpu_seconds() - cpu
             disk, raw = record_bytes(os.path.join(out, mode))
             clips = stats["counters"].get("clips_written") or 1
@@ -133,7 +138,7 @@ def main(argv=None):
     print(json.dumps({
         "benchmark": "preprocess", "videos": args.videos, "frames": total,
         "frame_size": [args.width, int(round(args.width * 600 / 512))], "preset": args.preset,
-        "workers": args.workers, "cpu_count": os.cpu_count(), "matmul_gflops": round(gflops, 1),
+        "workers": args.workers, "job_args": args.job_args, "cpu_count": os.cpu_count(), "matmul_gflops": round(gflops, 1),
         "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2),
         "sequential_s": round(seq_s, 2), "sequential_fps": round(total / seq_s, 1),
         "sequential_cpu_s": round(seq_cpu, 2), "sequential_cores": round(seq_cpu / seq_s, 2),

@@ -14,51 +14,53 @@ class ValidationError(ValueError):
     """The written dataset would not train: the message lists every problem found."""
 
 
-def _context_of(serialized):
-    """The context features only: cheap, no image decoding."""
-    return features.parse_example(serialized)[0]
-
-
 def split_statistics(data_dir: str, split: str) -> dict:
-    """Read every record of a split with the reader's spec -> clips, videos, subjects, per class."""
+    """Read every record of a split with the reader's spec -> records, clips, videos, subjects,
+    per class (cheap: the context features only, no image decoding)."""
     files = features.split_files(data_dir, split)
-    stats = {"shards": len(files), "clips": 0, "videos": 0, "subjects": [], "clips_per_class": {},
-             "label_ids": {}, "num_frames": [], "clip_frames": [], "image_size": []}
+    stats = {"shards": len(files), "records": 0, "clips": 0, "videos": 0, "subjects": [],
+             "clips_per_class": {}, "label_ids": {}, "clip_frames": [], "image_size": [],
+             "misplaced": 0}
     if not files:
         return stats
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(_context_of)
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+        lambda s: features.parse_example(s)[0])
     videos, subjects = set(), set()
-    num_frames, clip_frames, image_size = set(), set(), set()
+    clip_frames, image_size = set(), set()
     for ctx in ds.as_numpy_iterator():
-        stats["clips"] += 1
+        k = len(ctx["clip_offset"])
+        stats["records"] += 1
+        stats["clips"] += k
         name = ctx["label_name"].decode()
-        stats["clips_per_class"][name] = stats["clips_per_class"].get(name, 0) + 1
+        stats["clips_per_class"][name] = stats["clips_per_class"].get(name, 0) + k
         stats["label_ids"].setdefault(name, set()).add(int(ctx["label"]))
         videos.add(ctx["video_id"].decode())
         subjects.add(ctx["subject_id"].decode())
-        num_frames.add(int(ctx["num_frames"]))
         clip_frames.add(int(ctx["clip_frames"]))
         image_size.add(int(ctx["image_size"]))
-    stats.update(videos=len(videos), subjects=sorted(subjects), num_frames=sorted(num_frames),
+        # Every clip must lie inside the stored frames, with one index and time per clip.
+        offsets = ctx["clip_offset"]
+        stats["misplaced"] += int(np.sum((offsets < 0) | (offsets + ctx["clip_frames"] > ctx["num_frames"])))
+        if not k or any(len(ctx[key]) != k for key in features.CLIP_FEATURES):
+            stats["misplaced"] += max(k, 1)
+    stats.update(videos=len(videos), subjects=sorted(subjects),
                  clip_frames=sorted(clip_frames), image_size=sorted(image_size),
                  label_ids={k: sorted(v) for k, v in stats["label_ids"].items()})
     return stats
 
 
 def _check_decoded(data_dir, split, clip_frames, long_frames, image_size, sample) -> list[str]:
-    """Decode a few records exactly as training does; check shapes and value ranges."""
+    """Decode a few clips exactly as training does; check shapes and value ranges."""
     from vtcaps_tf.data.contract import InputContract
 
     contract = InputContract(clip_frames, long_frames, image_size)
 
-    def decode(serialized):
-        context, sequence = features.parse_example(serialized)
+    def decode(context, sequence):
         inputs = contract.decode_example(context, sequence)
         lengths = tf.stack([tf.shape(sequence[k])[0] for k in ("frames", "landmarks")])
         return inputs, lengths
 
-    files = features.split_files(data_dir, split)
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP").take(sample).map(decode)
+    ds = features.read_clips(features.split_files(data_dir, split)).take(sample).map(decode)
     expect = {k: shape[1:] for k, (shape, _) in contract.shapes().items()}
     problems = []
     try:
@@ -103,9 +105,10 @@ def validate(data_dir: str, classes, clip_frames: int, long_frames: int, image_s
             if name not in classes or ids != [list(classes).index(name)]:
                 problems.append(f"{split}: label_name {name!r} carries label ids {ids}, "
                                 f"the class list {list(classes)} says otherwise")
+        if s["misplaced"]:
+            problems.append(f"{split}: {s['misplaced']} clips lie outside their record's stored "
+                            "frames, or lack their index or times")
         if s["clips"]:
-            if s["num_frames"] != [long_frames]:
-                problems.append(f"{split}: stored windows of {s['num_frames']} frames, expected {long_frames}")
             if s["clip_frames"] != [clip_frames]:
                 problems.append(f"{split}: clip_frames {s['clip_frames']}, expected {clip_frames}")
             if s["image_size"] != [image_size]:
@@ -120,5 +123,5 @@ def validate(data_dir: str, classes, clip_frames: int, long_frames: int, image_s
     if problems:
         raise ValidationError("the written dataset failed its checks:\n  - " + "\n  - ".join(problems))
     for s in stats.values():
-        del s["label_ids"], s["num_frames"], s["clip_frames"], s["image_size"]
+        del s["label_ids"], s["clip_frames"], s["image_size"], s["misplaced"]
     return stats

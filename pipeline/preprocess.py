@@ -76,6 +76,8 @@ def parse_args(argv):
         raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     if args.max_frames < 1:
         raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.clips_per_record < 1:
+        raise ValueError(f"--clips-per-record must be at least 1, got {args.clips_per_record}")
     args.split_ratios = sources.base.parse_ratios(args.split_ratios)
     if args.folds and args.folds < 2:
         raise ValueError(f"--folds must be at least 2 (or 0: train/val/test), got {args.folds}")
@@ -255,7 +257,8 @@ def finalize(out: str, args, discovery, counters: dict, split_names=features.SPL
         "seed": args.seed, "split_ratios": None if args.folds else list(args.split_ratios),
         "preset": args.preset, "folds": args.folds, "splits": list(split_names),
         "fold_of_subject": fold_of_subject, "short_policy": args.short_policy,
-        "clip_labels": args.clip_labels,
+        "clip_labels": args.clip_labels, "clips_per_record": args.clips_per_record,
+        "jpeg_quality": args.jpeg_quality,
     })
     return stats
 
@@ -324,7 +327,7 @@ def run(argv=None, test_pipeline=None) -> dict:
         source=discovery.source, classes=tuple(discovery.classes), clip_frames=args.clip_frames,
         long_frames=args.long_frames, image_size=args.image_size, jpeg_quality=args.jpeg_quality,
         progress_dir=marker_dir, short_policy=args.short_policy, clip_labels=args.clip_labels,
-        splits=split_names, max_frames=args.max_frames)
+        splits=split_names, max_frames=args.max_frames, clips_per_record=args.clips_per_record)
     print(f"preprocess: {len(discovery.items)} videos, {len(discovery.classes)} classes "
           f"({discovery.source}: {args.input}) -> {out}", file=sys.stderr, flush=True)
     p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)

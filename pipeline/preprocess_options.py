@@ -12,6 +12,7 @@ import argparse
 
 from vtcaps_pipeline.job_watch import DEFAULT_STALL_TIMEOUT_S
 from vtcaps_tf import cli_parsers
+from vtcaps_tf.data import storage
 from vtcaps_tf.data.clips import CLIP_LABELS, SHORT_POLICIES
 
 # Dataset layouts, one module each under pipeline/sources/ (which would import TensorFlow).
@@ -52,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all: every clip carries the video's label; near_peak: only clips reaching "
                         "the last third of the sequence (onset-to-peak data such as CK+, whose "
                         "label describes the last frame); default per source (ckplus near_peak)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored frames")
+    p.add_argument("--jpeg-quality", type=int, default=storage.DEFAULT_JPEG_QUALITY,
+                   help=f"JPEG quality of stored frames (default {storage.DEFAULT_JPEG_QUALITY})")
+    p.add_argument("--clips-per-record", type=int, default=storage.DEFAULT_CLIPS_PER_RECORD,
+                   help="consecutive clips of a video stored in one record, which holds each of "
+                        "their frames once (default "
+                        f"{storage.DEFAULT_CLIPS_PER_RECORD}; 1: one clip per record)")
     p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES,
                    help="a longer video is a too_long dead letter (a worker keeps every frame's crop; "
                         f"default {DEFAULT_MAX_FRAMES})")

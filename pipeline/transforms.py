@@ -1,7 +1,7 @@
 """The Beam DoFns and composite transforms of the preprocessing job.
 
-`AnalyzeVideoFn` turns one `VideoItem` into its clips (serialized SequenceExamples keyed by split)
-or into one dead letter; a second tagged output carries one outcome record per video for the
+`AnalyzeVideoFn` turns one `VideoItem` into its clips (serialized SequenceExamples keyed by split,
+each holding a run of consecutive clips and their frames once) or into one dead letter; a second tagged output carries one outcome record per video for the
 statistics. Every video ends in exactly one of the two.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from vtcaps_pipeline.preprocess_options import DEFAULT_MAX_FRAMES
 from vtcaps_tf.data import clips as clips_lib
-from vtcaps_tf.data import features
+from vtcaps_tf.data import features, storage
 from vtcaps_tf.face.align import DEFAULT_MARGIN
 
 _LOG = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class JobConfig:
     long_frames: int
     image_size: int
     margin: float = DEFAULT_MARGIN
-    jpeg_quality: int = 95
+    jpeg_quality: int = storage.DEFAULT_JPEG_QUALITY
+    clips_per_record: int = storage.DEFAULT_CLIPS_PER_RECORD  # consecutive clips sharing frames
     progress_dir: str | None = None  # one empty marker file per finished video
     max_frames: int | None = DEFAULT_MAX_FRAMES  # a longer video is a dead letter (too_long)
     bridge_frames: int = BRIDGE_FRAMES  # raw frames held at most to bridge a gap in the face
@@ -98,7 +99,7 @@ class _VideoInfo:
 
 
 class AnalyzeVideoFn(beam.DoFn):
-    """VideoItem -> (split, serialized SequenceExample) per clip, or one dead letter.
+    """VideoItem -> (split, serialized SequenceExample) per segment of clips, or one dead letter.
 
     Tagged outputs: `dead_letters` ({"path", "reason", "detail"}) and `outcomes` (one dict per video,
     for the statistics). The MediaPipe graph is opened once per worker, in `setup()`.
@@ -195,16 +196,16 @@ class AnalyzeVideoFn(beam.DoFn):
         cfg = self.config
         label = cfg.classes.index(item.label_name)
         fold = features.fold_index(split)
-        for w in windows:
-            start_time, end_time = w.times(video.fps)
-            clip = features.Clip(
+        for seg in clips_lib.segment_windows(windows, video.num_frames, cfg.clips_per_record):
+            times = [w.times(video.fps) for w in seg.clips]
+            record = features.Segment(
                 video_id=item.video_id, subject_id=item.subject, label=label,
-                label_name=item.label_name, clip_index=w.index, clip_frames=cfg.clip_frames,
-                clip_offset=w.offset, fps=video.fps, source=cfg.source,
-                frames_jpeg=[track.crops[t] for t in w.window], landmarks=track.landmarks[w.window],
-                image_size=cfg.image_size,
-                start_time=start_time, end_time=end_time, fold=fold)
-            yield split, clip.to_example().SerializeToString()
+                label_name=item.label_name, clip_frames=cfg.clip_frames, fps=video.fps,
+                source=cfg.source, frames_jpeg=[track.crops[t] for t in seg.frames],
+                landmarks=track.landmarks[seg.frames], image_size=cfg.image_size,
+                clip_index=[w.index for w in seg.clips], clip_offset=seg.offsets,
+                start_time=[t[0] for t in times], end_time=[t[1] for t in times], fold=fold)
+            yield split, record.to_example().SerializeToString()
         self.clips_written.inc(len(windows))
         yield beam.pvalue.TaggedOutput(OUTCOMES, {
             "status": "ok", "video_id": item.video_id, "split": split, "label_name": item.label_name,

@@ -162,6 +162,8 @@ def test_missing_input_paths_and_bad_flags_exit_2(tmp_path):
         ["preprocess", "--source", "folder", "--input", missing, "--output", str(tmp_path / "pp"),
          "--direct_num_workers", "2"],
         ["preprocess", "--source", "no-such-source", "--input", missing, "--output", str(tmp_path / "pp")],
+        ["preprocess", "--source", "folder", "--input", missing, "--output", str(tmp_path / "pp"),
+         "--clips-per-record", "0"],
         ["predict", missing + ".mp4", "--saved-model", missing],
         ["pipeline", "run", "--config", missing + ".json"],
         ["train", "--data", missing, "--run-dir", str(tmp_path / "run"), "--no-such-flag"],
@@ -175,6 +177,8 @@ def test_missing_input_paths_and_bad_flags_exit_2(tmp_path):
     for argv, (code, err) in zip(cases, json.loads(proc.stdout.strip().splitlines()[-1])):
         assert code == 2, f"vtcaps {' '.join(argv)} exited {code}: {err}"
         assert err.strip(), f"vtcaps {' '.join(argv)} gave no message"
+        if "--clips-per-record" in argv:
+            assert "--clips-per-record must be at least 1" in err, err
         if "--direct_num_workers" in argv:
             assert "unrecognized arguments" not in err and missing in err, err
 

@@ -1,6 +1,9 @@
-"""The TFRecord schema (version 2: JPEG crops + landmarks): a clip written with `Clip.to_example`
-parses and decodes (by the input contract) to the model inputs; older data dirs are refused clearly."""
+"""The TFRecord schema (version 3: JPEG crops + landmarks, several clips of a video a record): a
+clip written with `Clip.to_example` or a segment written with `Segment.to_example` parses and
+decodes (by the input contract) to the model inputs; version-2 data dirs are read, older ones
+are refused clearly."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -95,3 +98,76 @@ def test_a_version_1_data_dir_stops_training_with_that_message(tmp_path, capsys)
                               "--preset", "tiny", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "older version" in err and "vtcaps preprocess" in err
+
+
+def _segment(offsets=(0, 3, 6), num=10, size=16, clip_frames=4):
+    levels = np.linspace(20, 220, num).astype(np.uint8)
+    k = len(offsets)
+    return features.Segment(
+        video_id="v1", subject_id="s1", label=1, label_name="b", clip_frames=clip_frames, fps=10.0,
+        source="folder", frames_jpeg=[features.encode_jpeg(np.full((size, size, 3), v, np.uint8))
+                                      for v in levels],
+        landmarks=np.random.default_rng(0).random((num, 68, 2)), image_size=size,
+        clip_index=list(range(k)), clip_offset=list(offsets),
+        start_time=[o / 10.0 for o in offsets], end_time=[(o + clip_frames) / 10.0 for o in offsets]), levels
+
+
+def _write(path, examples):
+    with tf.io.TFRecordWriter(str(path), tf.io.TFRecordOptions(compression_type="GZIP")) as w:
+        for ex in examples:
+            w.write(ex.SerializeToString())
+    return str(path)
+
+
+def test_a_segment_is_read_as_its_clips(tmp_path):
+    from vtcaps_tf.data import dataset
+
+    seg, levels = _segment()
+    clip, clip_levels = _clip()
+    path = _write(tmp_path / "train-00000-of-00001.tfrecord.gz", [seg.to_example(), clip.to_example()])
+    read = list(features.read_clips([path]))
+    assert [int(c["clip_offset"]) for c, _ in read] == [0, 3, 6, 1]
+    assert [float(c["start_time"]) for c, _ in read] == pytest.approx([0.0, 0.3, 0.6, 0.04])
+    assert [c["video_id"].numpy() for c, _ in read] == [b"v1"] * 4
+    assert dataset.count_clips([path]) == 4
+    contract = InputContract(4, 8, 16)
+    for (context, sequence), offset in zip(read[:3], (0, 3, 6)):
+        inputs = contract.decode_example(context, sequence)
+        # By hand: the short clip is stored frames offset..offset+3; the long window starts
+        # (8 - 4) // 2 = 2 frames before it, clamped to the 10 stored frames.
+        long = np.clip(np.arange(offset - 2, offset + 6), 0, 9)
+        np.testing.assert_allclose(inputs["frames"].numpy().mean(axis=(1, 2, 3)),
+                                   levels[offset:offset + 4], atol=3)
+        np.testing.assert_allclose(inputs["long_frames"].numpy().mean(axis=(1, 2, 3)), levels[long], atol=3)
+        np.testing.assert_array_equal(inputs["landmarks"].numpy(),
+                                      seg.landmarks[offset:offset + 4].astype(np.float32))
+    # The training and evaluation pipelines see every clip: 4 clips in batches of 2.
+    val = dataset.make_dataset([path], contract, 2, training=False, num_records=4)
+    assert [int(y.shape[0]) for _, y in val] == [2, 2]
+    train = dataset.make_dataset([path], contract, 4, training=True, num_records=4, cache="records",
+                                 augment=dataset.AugmentConfig.none())
+    _, labels = next(iter(train))
+    assert sorted(labels.numpy().tolist()) == [1, 1, 1, 3]  # one epoch: the 3 + 1 clips
+
+
+def test_a_segment_is_refused_where_one_clip_is_expected():
+    seg, _ = _segment()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="exactly one clip"):
+        InputContract(4, 8, 16).parse_example(seg.to_example().SerializeToString())
+    one, _ = _segment(offsets=(2,))
+    inputs, context = InputContract(4, 8, 16).parse_example(one.to_example().SerializeToString())
+    assert int(context["clip_offset"]) == 2 and inputs["frames"].shape == (4, 16, 16, 3)
+
+
+def test_a_segment_must_hold_its_clips():
+    seg, _ = _segment()
+    with pytest.raises(ValueError, match="does not fit in 10 stored frames"):
+        dataclasses.replace(seg, clip_offset=[0, 3, 7]).to_example()
+    with pytest.raises(ValueError, match="one clip_index"):
+        dataclasses.replace(seg, start_time=[0.0]).to_example()
+
+
+def test_a_version_2_data_dir_is_read(tmp_path):
+    meta = {"schema_version": 2, "classes": ["a"], "clip_frames": 4, "long_frames": 8, "image_size": 16}
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    assert features.read_metadata(str(tmp_path))["schema_version"] == 2

@@ -4,9 +4,9 @@
 - `serving_default`: the model's named inputs (`vtcaps_tf.data.contract.InputContract`): `frames`
   uint8 [B,N,S,S,3] and `landmarks` float32 [B,N,68,2] (x, y in [0, 1] of the crop); the model
   draws the AU attention map from the landmarks;
-- `serve_examples`: `examples`, serialized SequenceExamples (schema version 2, as the Beam job
-  writes them and `vtcaps predict --server` sends them), parsed and decoded inside the graph by
-  the same contract as training's reader.
+- `serve_examples`: `examples`, serialized SequenceExamples of one clip each (the schema's records,
+  as `vtcaps predict --server` sends them; a record of several clips is refused), parsed and
+  decoded inside the graph by the same contract as training's reader.
 Both return `probabilities`, `capsule_lengths` (with capsules) and `classes` (string [B,C]: the
 label names, a constant in the graph).
 

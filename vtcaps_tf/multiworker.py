@@ -219,8 +219,8 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
         eval_files, n_eval = training._split_info(config.data_dir, "val", meta)
     else:
         train_files, eval_files = list(train_files), list(eval_files or [])
-        n_train = data_lib.count_records(train_files) if train_files else 0
-        n_eval = data_lib.count_records(eval_files) if eval_files else 0
+        n_train = data_lib.count_clips(train_files) if train_files else 0
+        n_eval = data_lib.count_clips(eval_files) if eval_files else 0
     if not train_files or n_train == 0:
         raise features.SchemaError(f"{config.data_dir!r} holds no training clips")
     if not n_eval:

@@ -172,7 +172,7 @@ def _split_info(data_dir, split, meta):
     files = features.split_files(data_dir, split)
     count = (meta.get("counts") or {}).get(split)
     if files and count is None:
-        count = data_lib.count_records(files)
+        count = data_lib.count_clips(files)
     return files, int(count or 0)
 
 
@@ -203,10 +203,10 @@ def train_on_files(config: TrainConfig, train_files, eval_files=()) -> TrainResu
     """Train on explicit shards of `config.data_dir` (cross-validation folds); eval_files may be
     empty (no validation)."""
     meta = features.read_metadata(config.data_dir)
-    n_train = data_lib.count_records(train_files) if train_files else 0
+    n_train = data_lib.count_clips(train_files) if train_files else 0
     if n_train == 0:
         raise features.SchemaError(f"no training clips in {list(train_files)}")
-    n_eval = data_lib.count_records(eval_files) if eval_files else 0
+    n_eval = data_lib.count_clips(eval_files) if eval_files else 0
     return _fit(config, meta, list(train_files), n_train, list(eval_files) if n_eval else [], n_eval)
 
 
@@ -227,8 +227,8 @@ def run_fn(fn_args) -> TrainResult:
         config.steps_per_epoch = max(1, fn_args.train_steps // config.epochs)
     if fn_args.eval_steps:
         config.validation_steps = fn_args.eval_steps
-    n_train = data_lib.count_records(train_files)
-    n_eval = data_lib.count_records(eval_files) if eval_files else 0
+    n_train = data_lib.count_clips(train_files)
+    n_eval = data_lib.count_clips(eval_files) if eval_files else 0
     result = _fit(config, meta, train_files, n_train, eval_files if n_eval else [], n_eval)
     if fn_args.serving_model_dir:
         save_serving_model(result.model, fn_args.serving_model_dir)

@@ -1,5 +1,6 @@
 """The input contract: training's tf.data reader and `vtcaps predict`'s clip cutter give the model
-identical inputs for the same window, also when M - N is odd; the model's input specs follow it."""
+identical inputs for the same window, also when M - N is odd and when several clips share a
+record; the model's input specs follow it."""
 
 import dataclasses
 import os
@@ -25,7 +26,8 @@ def _video(num_frames, size, seed=0):
 
 
 @pytest.mark.parametrize("long_frames", [13, 16])  # M - N odd (5) and even (8)
-def test_tf_data_and_predict_paths_give_identical_inputs(tmp_path, long_frames):
+@pytest.mark.parametrize("clips_per_record", [1, 2, 8])  # records of one clip, or segments
+def test_tf_data_and_predict_paths_give_identical_inputs(tmp_path, long_frames, clips_per_record):
     config = dataclasses.replace(get_preset("tiny"), long_frames=long_frames)
     contract = InputContract.from_config(config)
     n, m, s = config.clip_frames, config.long_frames, config.image_size
@@ -35,14 +37,17 @@ def test_tf_data_and_predict_paths_give_identical_inputs(tmp_path, long_frames):
 
     # Training: the Beam job's records of those clips, read back by the tf.data reader.
     path = os.path.join(tmp_path, "train-00000-of-00001.tfrecord.gz")
+    segments = clips.segment_windows(windows, num_frames, clips_per_record)
+    assert len(segments) == -(-len(windows) // clips_per_record)
     with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type="GZIP")) as w:
-        for win in windows:
-            clip = features.Clip(
-                video_id="v", subject_id="s", label=0, label_name="a", clip_index=win.index,
-                clip_frames=n, clip_offset=win.offset, fps=25.0, source="test",
-                frames_jpeg=[jpegs[t] for t in win.window], landmarks=landmarks[win.window],
-                image_size=s)
-            w.write(clip.to_example().SerializeToString())
+        for seg in segments:
+            record = features.Segment(
+                video_id="v", subject_id="s", label=0, label_name="a", clip_frames=n, fps=25.0,
+                source="test", frames_jpeg=[jpegs[t] for t in seg.frames],
+                landmarks=landmarks[seg.frames], image_size=s,
+                clip_index=[win.index for win in seg.clips], clip_offset=seg.offsets,
+                start_time=[0.0] * len(seg.clips), end_time=[0.0] * len(seg.clips))
+            w.write(record.to_example().SerializeToString())
     read = [x for x, _ in dataset.read_files([path], contract).as_numpy_iterator()]
 
     # Prediction: the streaming cutter over the same (decoded) crops.

@@ -41,8 +41,7 @@ def _clips(out):
     clips = []
     for split in features.data_splits(meta):
         files = features.split_files(out, split)
-        for r in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-            context, sequence = features.parse_example(r)
+        for context, sequence in features.read_clips(files):
             clips.append((split, context, sequence))
     return meta, clips
 

@@ -33,8 +33,7 @@ def _clips(out):
     for split in features.SPLITS:
         files = features.split_files(out, split)
         rows = []
-        for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-            ctx = features.parse_example(record)[0]
+        for ctx, _ in features.read_clips(files):
             rows.append((ctx["video_id"].numpy().decode(), int(ctx["clip_index"]), int(ctx["label"])))
         found[split] = sorted(rows)
     return found

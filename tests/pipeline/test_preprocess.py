@@ -35,8 +35,8 @@ def _dead_letters(out):
 
 
 def _records(out, split):
-    files = features.split_files(out, split)
-    return [features.parse_example(r)[0] for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    """The context of every clip of a split."""
+    return [context for context, _ in features.read_clips(features.split_files(out, split))]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_outputs_read_back_through_vtcaps_data(folder_job):
     assert (meta["clip_frames"], meta["long_frames"], meta["image_size"]) == (N, M, S)
     for key in ("schema_version", "source", "counts", "seed", "split_ratios"):
         assert key in meta
-    assert meta["schema_version"] == 2 and "au_size" not in meta  # the model draws its AU maps
+    assert meta["schema_version"] == 3 and "au_size" not in meta  # the model draws its AU maps
     assert sum(meta["counts"].values()) == 16 and meta["counts"]["train"] > 0
     ds = dataset.read_split(out, "train", InputContract(N, M, S))
     n = 0
@@ -232,13 +232,18 @@ def test_schema_check_catches_what_the_reader_cannot_use(tmp_path):
     from vtcaps_pipeline import checks
 
     out = str(tmp_path)
-    _write_shard(os.path.join(out, "train-00000-of-00001.tfrecord.gz"), [_clip(M), _clip(6)])
+    # A clip reaching past its record's 8 stored frames (4 frames from 6), and a record with two
+    # start times for its one clip.
+    past_end, two_times = _clip(M), _clip(6)
+    past_end.context.feature["clip_offset"].int64_list.value[0] = 6
+    two_times.context.feature["start_time"].float_list.value.append(1.0)
+    _write_shard(os.path.join(out, "train-00000-of-00001.tfrecord.gz"), [_clip(M), past_end, two_times])
     _write_shard(os.path.join(out, "val-00000-of-00001.tfrecord.gz"), [_clip(M, label=1, name="a")])
     _write_shard(os.path.join(out, "test-00000-of-00001.tfrecord.gz"), [_clip(M, subject="s1")])
     with pytest.raises(checks.ValidationError) as err:
         checks.validate(out, ["a", "b"], N, M, S)
     text = str(err.value)
-    assert "stored windows of [6, 8] frames, expected 8" in text
+    assert "train: 2 clips lie outside their record's stored frames, or lack their index or times" in text
     assert "label ids [1]" in text  # "a" is class 0
     assert "subject 's1' is in both" in text
     # A record without the context features the reader needs.

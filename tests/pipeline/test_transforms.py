@@ -55,29 +55,62 @@ def _run(dofn, item):
     return examples, tagged
 
 
-def test_video_becomes_clips_with_the_schema(fn, tmp_path):
-    # 10 frames -> clips of 4 at 0 and 4, and the last one aligned to the end: frames 6..9.
+def _check_shared_context(context):
+    assert context["label"].numpy() == 1 and context["label_name"].numpy() == b"sad"
+    assert context["clip_frames"].numpy() == N and context["image_size"].numpy() == S
+    assert context["fold"].numpy() == -1  # train/val/test output: no fold
+    assert context["subject_id"].numpy() == b"s1" and context["source"].numpy() == b"folder"
+
+
+def test_video_becomes_one_record_of_its_clips_each_frame_stored_once(fn, tmp_path):
+    # 10 frames -> clips of 4 at 0 and 4, and the last one aligned to the end: frames 6..9. Their
+    # long windows of 8 (2 frames before each clip) reach from frame 0 (clamped) to frame 9
+    # (clamped): one record of the 10 frames, the clips at offsets 0, 4, 6 in it.
     path = fx.write_face_video(str(tmp_path / "s1_0.avi"), n=10)
     examples, tagged = _run(fn, _item(path, label="sad"))
     assert DEAD not in tagged
-    assert len(examples) == 3 and all(split == "train" for split, _ in examples)
+    assert len(examples) == 1 and examples[0][0] == "train"
     [outcome] = tagged[transforms.OUTCOMES]
     assert outcome["status"] == "ok" and outcome["clips"] == 3 and outcome["frames"] == 10
     assert outcome["faces_found"] == 10 and outcome["faces_missing"] == 0
+    context, sequence = features.parse_example(tf.constant(examples[0][1]))
+    _check_shared_context(context)
+    assert context["num_frames"].numpy() == 10
+    assert context["clip_index"].numpy().tolist() == [0, 1, 2]
+    assert context["clip_offset"].numpy().tolist() == [0, 4, 6]
+    assert context["start_time"].numpy() == pytest.approx([0.0, 0.4, 0.6])
+    assert context["end_time"].numpy() == pytest.approx([0.4, 0.8, 1.0])
+    assert sequence["frames"].shape == (10,) and sequence["landmarks"].shape == (10, 136)
+    assert set(sequence) == {"frames", "landmarks"}  # no AU maps stored
+    img = tf.io.decode_jpeg(sequence["frames"][0]).numpy()
+    assert img.shape == (S, S, 3)
+
+
+def test_one_clip_per_record_stores_each_clips_window(fn, tmp_path):
+    path = fx.write_face_video(str(tmp_path / "s1_0.avi"), n=10)
+    [(_, segment)] = _run(fn, _item(path, label="sad"))[0]
+    stored = features.parse_example(tf.constant(segment))[1]["frames"].numpy()
+    dofn = transforms.AnalyzeVideoFn(_config(clips_per_record=1), split_of=_Splits())
+    dofn.setup()
+    try:
+        examples, tagged = _run(dofn, _item(path, label="sad"))
+    finally:
+        dofn.teardown()
+    assert len(examples) == 3 and tagged[transforms.OUTCOMES][0]["clips"] == 3
+    # Each clip's long window, worked by hand: 2 frames before the clip, clamped to frames 0..9:
+    # 0,0,0,1..5 / 2..9 / 4..9,9,9. A record stores the video frames it names (the repeats of
+    # the video's edge frames are the reader's clamping), the clip at 0, 2, 2 in them.
+    stored_frames, offsets = [range(0, 6), range(2, 10), range(4, 10)], [0, 2, 2]
     for k, (_, serialized) in enumerate(examples):
         context, sequence = features.parse_example(tf.constant(serialized))
-        assert context["label"].numpy() == 1 and context["label_name"].numpy() == b"sad"
-        assert context["clip_index"].numpy() == k and context["num_frames"].numpy() == M
-        assert context["clip_frames"].numpy() == N and context["image_size"].numpy() == S
-        # Long window of 8 centred on clip k of 4: offset (8 - 4) // 2 = 2.
-        assert context["clip_offset"].numpy() == 2
-        assert context["start_time"].numpy() == pytest.approx([0, 4, 6][k] / 10.0)
-        assert context["fold"].numpy() == -1  # train/val/test output: no fold
-        assert context["subject_id"].numpy() == b"s1" and context["source"].numpy() == b"folder"
-        assert sequence["frames"].shape == (M,) and sequence["landmarks"].shape == (M, 136)
-        assert set(sequence) == {"frames", "landmarks"}  # schema 2: no AU maps stored
-        img = tf.io.decode_jpeg(sequence["frames"][0]).numpy()
-        assert img.shape == (S, S, 3)
+        _check_shared_context(context)
+        t = len(stored_frames[k])
+        assert context["clip_index"].numpy().tolist() == [k] and context["num_frames"].numpy() == t
+        assert context["clip_offset"].numpy().tolist() == [offsets[k]]
+        assert context["start_time"].numpy() == pytest.approx([[0, 4, 6][k] / 10.0])
+        assert sequence["frames"].shape == (t,) and sequence["landmarks"].shape == (t, 136)
+        # The same JPEGs as the segment's stored frames at those video frames.
+        assert sequence["frames"].numpy().tolist() == stored[list(stored_frames[k])].tolist()
 
 
 DEAD = transforms.DEAD_LETTERS
@@ -185,8 +218,9 @@ def test_process_videos_under_test_pipeline(tmp_path):
     with test_pipeline.TestPipeline(runner=FnApiRunner()) as p:
         out = (p | beam.Create(items)
                | transforms.ProcessVideos(_config(), split_of))
+        # Each 8-frame video gives 2 clips of 4, in one record.
         splits = out["examples"] | "SplitKeys" >> beam.Keys()
-        assert_that(splits, equal_to(["train", "train", "val", "val"]), label="ClipsBySplit")
+        assert_that(splits, equal_to(["train", "val"]), label="RecordsBySplit")
         reasons = out["dead_letters"] | "Reasons" >> beam.Map(lambda d: (d["path"], d["reason"]))
         assert_that(reasons, equal_to([(bad["empty_file"], "empty_file"),
                                        (bad["unreadable"], "unreadable")]), label="DeadLetters")

@@ -40,5 +40,7 @@ def test_a_video_with_two_faces_is_reported(tmp_path, caplog):
             examples, tagged = _run(dofn, _item(path))
     finally:
         dofn.teardown()
-    assert len(examples) == 2 and "dead_letters" not in tagged
+    # 8 frames: 2 clips of 4, in one record.
+    assert len(examples) == 1 and "dead_letters" not in tagged
+    assert tagged["outcomes"][0]["clips"] == 2
     assert any("shows 2 faces" in r.getMessage() for r in caplog.records)

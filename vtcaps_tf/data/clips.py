@@ -111,3 +111,56 @@ def near_peak(w: ClipWindow, num_frames: int, clip_frames: int) -> bool:
     """Whether the short clip reaches into the last third of the sequence (the frames nearest
     the peak): its last frame index >= num_frames - ceil(num_frames / 3)."""
     return int(clip_frame_indices(w, clip_frames).max()) >= num_frames - -(-num_frames // 3)
+
+
+# ---- records: runs of clips that share their stored frames -------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SegmentWindows:
+    """The clips one record holds: `frames` are the video frame indices stored, in order; clip k's
+    short clip starts at `offsets[k]` in them."""
+
+    frames: np.ndarray
+    clips: list[ClipWindow]
+    offsets: list[int]
+
+
+def _is_clamped_range(w: ClipWindow, num_frames: int) -> bool:
+    """Whether the window is its video's frames around the clip, edge frames repeated (not a
+    short sequence's resampled or padded map)."""
+    first = w.start - w.offset
+    expected = np.clip(np.arange(first, first + len(w.window)), 0, num_frames - 1)
+    return np.array_equal(w.window, expected)
+
+
+def segment_windows(windows: list[ClipWindow], num_frames: int,
+                    max_clips: int) -> list[SegmentWindows]:
+    """Consecutive clips grouped into records of at most `max_clips`, each storing the video's
+    frames from its first clip's long window to its last clip's, once.
+
+    A reader that clamps a clip's long window to the stored frames (`InputContract`) gets back
+    the clip's `window` exactly: the stored run starts and ends where the first and last windows
+    do, which is where the video does when they are clamped. A window that is not a clamped range
+    of the video (a short sequence's resampled or padded frames) is stored alone, as it is.
+    """
+    if max_clips < 1:
+        raise ValueError(f"max_clips must be >= 1, got {max_clips}")
+    out: list[SegmentWindows] = []
+    run: list[ClipWindow] = []
+
+    def flush():
+        if run:
+            lo, hi = int(run[0].window.min()), int(max(w.window.max() for w in run)) + 1
+            out.append(SegmentWindows(np.arange(lo, hi), list(run), [w.start - lo for w in run]))
+            run.clear()
+
+    for w in windows:
+        if not _is_clamped_range(w, num_frames):
+            flush()
+            out.append(SegmentWindows(w.window, [w], [w.offset]))
+            continue
+        if len(run) == max_clips:
+            flush()
+        run.append(w)
+    flush()
+    return out

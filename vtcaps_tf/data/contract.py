@@ -12,7 +12,7 @@ The inputs (batch first):
 - `long_frames` uint8 [B, M, S, S, 3]: the TPN-ERM window, centred on the clip (teacher only).
 
 A stored window (a record's frames, or the crops `vtcaps predict` holds for one clip) has T frames
-and the short clip starts at `clip_offset` in it. The short clip is the N frames centred on the
+and the short clip starts at `clip_offset` in it (a record of several clips has one offset each). The short clip is the N frames centred on the
 stored clip's centre; the long window starts (M - N) // 2 frames before the short clip (left-biased
 when M - N is odd, as `vtcaps_tf.data.clips` cuts it); indices outside the window repeat its edge
 frames.
@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from vtcaps_tf.data import features
+from vtcaps_tf.data import features, storage
 from vtcaps_tf.face.au import AU_MAP_SIZE
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
@@ -124,8 +124,9 @@ class InputContract:
         return out
 
     def decode_example(self, context, sequence, with_teacher: bool = True) -> dict:
-        """Parsed record features (`features.parse_example`) -> the model's named inputs of one
-        clip. Each JPEG the inputs use is decoded once; without the teacher only the short clip's."""
+        """Parsed features of one clip (`features.clips_of`, `features.only_clip`) -> the model's
+        named inputs. Only the JPEGs of the clip's long window are decoded (without the teacher,
+        only the short clip's), not the rest of a segment's stored frames."""
         jpegs = sequence["frames"]
         short_idx, long_idx = self.window_indices(tf.shape(jpegs)[0], context["clip_offset"],
                                                   context["clip_frames"])
@@ -133,19 +134,24 @@ class InputContract:
         if not with_teacher:
             return {"frames": self.decode_frames(tf.gather(jpegs, short_idx)),
                     "landmarks": tf.gather(landmarks, short_idx)}
-        stored = self.decode_frames(jpegs)
-        return {"frames": tf.gather(stored, short_idx), "landmarks": tf.gather(landmarks, short_idx),
-                "long_frames": tf.gather(stored, long_idx)}
+        # The short clip is the long window's frames `before` .. `before + N` (both are clamped
+        # ranges of the same stored frames), so it is sliced from the decoded window.
+        long_frames = self.decode_frames(tf.gather(jpegs, long_idx))
+        return {"frames": long_frames[self.before:self.before + self.clip_frames],
+                "landmarks": tf.gather(landmarks, short_idx), "long_frames": long_frames}
 
     def parse_example(self, serialized, with_teacher: bool = True) -> tuple[dict, dict]:
-        """One serialized SequenceExample -> (inputs, context)."""
+        """One serialized SequenceExample of one clip -> (inputs, context); a record of several
+        clips fails with a message (`features.only_clip`)."""
         context, sequence = features.parse_example(serialized)
+        context = features.only_clip(context)
         return self.decode_example(context, sequence, with_teacher), context
 
-    def example(self, crops, landmarks, clip_offset: int, jpeg_quality: int = 95) -> bytes:
+    def example(self, crops, landmarks, clip_offset: int,
+                jpeg_quality: int = storage.REQUEST_JPEG_QUALITY) -> bytes:
         """A stored window of crops uint8 [T, S, S, 3] and landmarks [T, 68, 2] -> one serialized,
-        unlabelled SequenceExample of the schema (what `serve_examples` takes): the crops as JPEG,
-        as the preprocessing job stores them."""
+        unlabelled SequenceExample of one clip (what `serve_examples` takes): the crops as JPEG,
+        as the preprocessing job stores them (at `storage.REQUEST_JPEG_QUALITY` by default)."""
         crops = np.asarray(crops)
         clip = features.Clip(
             video_id="", subject_id="", label=-1, label_name="", clip_index=0,

@@ -39,10 +39,9 @@ def read_files(files, contract: InputContract, num_parallel_calls=tf.data.AUTOTU
     if not files:
         raise features.SchemaError("no TFRecord shards to read")
     # Deterministic order: a clip's video id must stay with its prediction.
-    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
+    ds = features.read_clips(files)
 
-    def _parse(serialized):
-        context, sequence = features.parse_example(serialized)
+    def _parse(context, sequence):
         inputs = contract.decode_example(context, sequence)
         if with_video_id:
             return inputs, context["label"], context["video_id"]
@@ -181,10 +180,11 @@ def _photometric(frames, delta, factor):
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
-def count_records(files) -> int:
-    """Number of records in the given shards (one pass; used when metadata lacks the counts)."""
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+def count_clips(files) -> int:
+    """Number of clips in the given shards (one pass; used when metadata lacks the counts)."""
+    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
+    ds = ds.map(lambda s: features.num_clips(features.parse_example(s)[0]))
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, k: n + k).numpy())
 
 
 def make_dataset(files, contract: InputContract, batch_size: int, *,
@@ -192,8 +192,8 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
                  shuffle_buffer: int = 512, cache: str | bool = "auto",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
                  drop_remainder: bool | None = None) -> tf.data.Dataset:
-    """Batched (inputs dict, label) pairs from TFRecord shards, decoded by `contract` (the
-    model's `InputContract`, e.g. `model.contract`).
+    """Batched (inputs dict, label) pairs of the clips in TFRecord shards, decoded by `contract`
+    (the model's `InputContract`, e.g. `model.contract`). `num_records`: the number of clips.
 
     training=True: repeats forever (fit with steps_per_epoch), reshuffles each epoch, augments
     (`augment`, default AugmentConfig()), drops the last partial batch. training=False: one pass,
@@ -214,10 +214,12 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
     # Temporal jitter changes which frames are decoded, so a jittered pipeline caches records.
     jitter = augment is not None and augment.temporal_jitter > 0
     cache_mode = _cache_mode(cache, jitter, num_records, contract, cache_budget)
+    # Records are cached before they are split into clips: a segment's frames are held once.
     if cache_mode == "records":
         ds = ds.cache()
     elif cache_mode == "file":
         ds = ds.cache(str(cache))
+    ds = ds.flat_map(features.clips_of)
 
     def _decode(context, sequence, seed_pair=None):
         if seed_pair is not None and jitter:

@@ -5,8 +5,8 @@ face crop with its landmarks, the short clip at an offset - which they turn into
 contract the training reader uses:
 
 - in process, `serving_default` gets the decoded inputs (`InputContract.window_inputs`);
-- over REST, each clip goes as one serialized SequenceExample (schema version 2: the JPEG crops
-  and landmarks, `InputContract.example`) to `serve_examples`, base64 in TF Serving's JSON
+- over REST, each clip goes as one serialized SequenceExample (a record of one clip: the JPEG
+  crops and landmarks, `InputContract.example`) to `serve_examples`, base64 in TF Serving's JSON
   (`{"b64": ...}`): a `small` clip is a few hundred KB, not the ~10 MB of its pixels as JSON numbers.
 
 A default export serves 3D-CapsNet only (no `long_frames` input): then M is taken as N, so clips
@@ -120,7 +120,7 @@ class RestModel:
         return self.client.predict(inputs, SIGNATURE)
 
     def predict_examples(self, examples: list[bytes]) -> dict[str, np.ndarray]:
-        """Serialized SequenceExamples (schema version 2) -> outputs of `serve_examples`."""
+        """Serialized SequenceExamples of one clip each -> outputs of `serve_examples`."""
         from vtcaps_tf.serving.client import encode_inputs
 
         body = encode_inputs({"examples": np.array(examples, dtype=object)}, EXAMPLES_SIGNATURE)
