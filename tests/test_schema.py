@@ -171,3 +171,13 @@ def test_a_version_2_data_dir_is_read(tmp_path):
     meta = {"schema_version": 2, "classes": ["a"], "clip_frames": 4, "long_frames": 8, "image_size": 16}
     (tmp_path / "metadata.json").write_text(json.dumps(meta))
     assert features.read_metadata(str(tmp_path))["schema_version"] == 2
+
+
+def test_jpeg_with_optimised_tables_decodes_to_the_plain_encoders_pixels():
+    import cv2
+
+    rgb = np.random.default_rng(3).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    plain = cv2.imencode(".jpg", rgb[..., ::-1].copy(), [int(cv2.IMWRITE_JPEG_QUALITY), 90])[1].tobytes()
+    ours = features.encode_jpeg(rgb, 90)
+    assert len(ours) < len(plain)
+    np.testing.assert_array_equal(tf.io.decode_jpeg(ours).numpy(), tf.io.decode_jpeg(plain).numpy())
