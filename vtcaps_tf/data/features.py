@@ -153,9 +153,8 @@ class Clip:
     fold: int = -1
 
     def to_example(self) -> tf.train.SequenceExample:
-        per_clip = ("clip_index", "clip_offset", "start_time", "end_time")
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Segment(**{k: [v] if k in per_clip else v for k, v in fields.items()}).to_example()
+        return Segment(**{k: [v] if k in CLIP_FEATURES else v for k, v in fields.items()}).to_example()
 
 
 def parse_example(serialized):
@@ -191,10 +190,9 @@ def only_clip(context) -> dict:
         return {k: tf.identity(v[0]) if k in CLIP_FEATURES else v for k, v in context.items()}
 
 
-def read_clips(files, num_parallel_reads=None) -> tf.data.Dataset:
+def read_clips(files) -> tf.data.Dataset:
     """(context, sequence) of every clip in the given shards, in order."""
-    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP",
-                                 num_parallel_reads=num_parallel_reads)
+    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP")
     return ds.map(parse_example).flat_map(clips_of)
 
 
