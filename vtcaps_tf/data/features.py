@@ -64,10 +64,9 @@ SEQUENCE_FEATURES = {
 
 
 @dataclasses.dataclass
-class Segment:
-    """One record as the writer produces it: stored frames of one video and the clips cut from
-    them (one entry per clip in `clip_index`, `clip_offset`, `start_time`, `end_time`).
-    `to_example()` is the only way a record is serialised."""
+class _Stored:
+    """What every record holds besides its clips: the video's identity and label, and the stored
+    frames."""
 
     video_id: str
     subject_id: str
@@ -79,6 +78,14 @@ class Segment:
     frames_jpeg: list[bytes]  # one JPEG per stored frame
     landmarks: np.ndarray  # [T, 68, 2] in crop pixels / image_size, i.e. [0, 1]
     image_size: int
+
+
+@dataclasses.dataclass
+class Segment(_Stored):
+    """One record as the writer produces it: stored frames of one video and the clips cut from
+    them (one entry per clip in `clip_index`, `clip_offset`, `start_time`, `end_time`).
+    `to_example()` is the only way a record is serialised."""
+
     clip_index: list[int]
     clip_offset: list[int]
     start_time: list[float]
@@ -133,21 +140,11 @@ class Segment:
 
 
 @dataclasses.dataclass
-class Clip:
+class Clip(_Stored):
     """A record of one clip (a one-clip `Segment`): what `serve_examples` takes."""
 
-    video_id: str
-    subject_id: str
-    label: int
-    label_name: str
     clip_index: int
-    clip_frames: int
     clip_offset: int
-    fps: float
-    source: str
-    frames_jpeg: list[bytes]  # one JPEG per window frame
-    landmarks: np.ndarray  # [T, 68, 2] in crop pixels / image_size, i.e. [0, 1]
-    image_size: int
     start_time: float = 0.0
     end_time: float = 0.0
     fold: int = -1
