@@ -121,6 +121,7 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys, mo
     import matplotlib.cbook
 
     from vtcaps_tf.data.features import encode_jpeg
+    from vtcaps_tf.data.storage import REQUEST_JPEG_QUALITY
     from vtcaps_tf.serving.predict import cli_main
     from vtcaps_tf.serving.predict_models import InProcessModel
 
@@ -137,15 +138,16 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys, mo
     remote = json.loads(capsys.readouterr().out)
     assert rc == 0
 
-    # Over REST the crops travel as JPEG q95 (serve_examples), in process as pixels. How much an
-    # untrained model's outputs move under that round trip depends on its random weights, so the
-    # in-process run is given the same round trip (decoded as the served graph decodes it): then
-    # the two paths must agree to float precision.
+    # Over REST the crops travel as JPEG (serve_examples, at REQUEST_JPEG_QUALITY), in process as
+    # pixels. How much an untrained model's outputs move under that round trip depends on its
+    # random weights, so the in-process run is given the same round trip (decoded as the served
+    # graph decodes it): then the two paths must agree to float precision.
     in_process = InProcessModel.predict_windows
 
     def jpeg_round_trip(self, windows):
         return in_process(self, [SimpleNamespace(
-            crops=[tf.io.decode_jpeg(encode_jpeg(np.asarray(c))).numpy() for c in w.crops],
+            crops=[tf.io.decode_jpeg(encode_jpeg(np.asarray(c), REQUEST_JPEG_QUALITY)).numpy()
+                   for c in w.crops],
             landmarks=w.landmarks, offset=w.offset) for w in windows])
 
     monkeypatch.setattr(InProcessModel, "predict_windows", jpeg_round_trip)
