@@ -1,8 +1,9 @@
 """The Beam DoFns and composite transforms of the preprocessing job.
 
 `AnalyzeVideoFn` turns one `VideoItem` into its clips (serialized SequenceExamples keyed by split,
-each holding a run of consecutive clips and their frames once) or into one dead letter; a second tagged output carries one outcome record per video for the
-statistics. Every video ends in exactly one of the two.
+each holding a run of consecutive clips and their frames once) or into one dead letter; a second
+tagged output carries one outcome record per video for the statistics. Every video ends in
+exactly one of the two.
 """
 
 from __future__ import annotations

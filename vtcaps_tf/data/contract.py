@@ -12,10 +12,10 @@ The inputs (batch first):
 - `long_frames` uint8 [B, M, S, S, 3]: the TPN-ERM window, centred on the clip (teacher only).
 
 A stored window (a record's frames, or the crops `vtcaps predict` holds for one clip) has T frames
-and the short clip starts at `clip_offset` in it (a record of several clips has one offset each). The short clip is the N frames centred on the
-stored clip's centre; the long window starts (M - N) // 2 frames before the short clip (left-biased
-when M - N is odd, as `vtcaps_tf.data.clips` cuts it); indices outside the window repeat its edge
-frames.
+and the short clip starts at `clip_offset` in it (a record of several clips has one offset each).
+The short clip is the N frames centred on the stored clip's centre; the long window starts
+(M - N) // 2 frames before the short clip (left-biased when M - N is odd, as
+`vtcaps_tf.data.clips` cuts it); indices outside the window repeat its edge frames.
 """
 
 from __future__ import annotations
