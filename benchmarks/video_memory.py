@@ -10,7 +10,7 @@ measurement runs in a fresh process, so `ru_maxrss` is that run's own peak. The 
 `small` preset (untrained: memory and speed do not depend on the weights), exported once, asked in
 process. `--beam` also measures the preprocessing job's per-video DoFn on the same videos: it
 reads frames one at a time too and keeps each frame's JPEG crop and landmarks (a few KB a frame),
-making the clips one at a time.
+making the records (up to 8 clips each) one at a time.
 Prints one JSON line, with the same-run 2048^2 fp32 matmul GFLOP/s beside the times.
 """
 
@@ -108,7 +108,7 @@ def child(mode: str, video: str, saved_model: str) -> dict:
             raise RuntimeError(f"dead letter: {dead}")
         (outcome,) = [o.value for o in tagged if o.tag == transforms.OUTCOMES]
         return {"frames": outcome["frames"], "seconds": round(seconds, 2), "load_s": round(load_s, 2),
-                "clips": num_outputs - len(tagged),
+                "clips": outcome["clips"], "records": num_outputs - len(tagged),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     from vtcaps_tf.face import FaceAnalyzer
     from vtcaps_tf.serving.predict import DEFAULT_MAX_FACES, IN_PROCESS_BATCH, InProcessModel, predict_video
