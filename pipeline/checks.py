@@ -40,7 +40,8 @@ def split_statistics(data_dir: str, split: str) -> dict:
         image_size.add(int(ctx["image_size"]))
         # Every clip must lie inside the stored frames, with one index and time per clip.
         offsets = ctx["clip_offset"]
-        stats["misplaced"] += int(np.sum((offsets < 0) | (offsets + ctx["clip_frames"] > ctx["num_frames"])))
+        past_end = offsets + ctx["clip_frames"] > ctx["num_frames"]
+        stats["misplaced"] += int(np.sum((offsets < 0) | past_end))
         if not k or any(len(ctx[key]) != k for key in features.CLIP_FEATURES):
             stats["misplaced"] += max(k, 1)
     stats.update(videos=len(videos), subjects=sorted(subjects),
