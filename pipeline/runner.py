@@ -288,7 +288,8 @@ EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "
 # TrainConfig fields a config may set, plus `augment: false` (no augmentation).
 TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
               "flow", "fusion", "use_tpn", "steps_per_epoch", "shuffle_buffer", "mixed_precision",
-              "jit_compile", "verbose", "summary_freq", "checkpoint_every", "augment")
+              "jit_compile", "verbose", "summary_freq", "validation_freq", "checkpoint_every",
+              "augment")
 EVALUATE_KEYS = ("split", "accuracy_threshold", "level")
 PUSH_KEYS = ("base_path", "version")
 CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "val_folds", "seed",

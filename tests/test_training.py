@@ -117,10 +117,11 @@ def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_p
     data = write_dataset(str(tmp_path / "data"), counts={"train": 12, "val": 4})
     run_dir = str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    every_2nd = ("--validation-freq", "2")  # epoch 1 is not validated, epoch 2 is
 
     # First process: dies hard (os._exit) right after epoch 1's checkpoint.
-    first = subprocess.run(_train_cmd(data, run_dir), cwd=REPO, capture_output=True, text=True,
-                           env=dict(env, **{training.EXIT_AFTER_EPOCH_ENV: "1"}), timeout=600)
+    first = subprocess.run(_train_cmd(data, run_dir, *every_2nd), cwd=REPO, capture_output=True,
+                           text=True, env=dict(env, **{training.EXIT_AFTER_EPOCH_ENV: "1"}), timeout=600)
     assert first.returncode == 75, first.stderr[-3000:]
     assert "tensorboard --logdir" in first.stdout
     with open(os.path.join(run_dir, "checkpoints", "training_metadata.json")) as f:
@@ -131,16 +132,22 @@ def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_p
     assert training.cli_main(_train_cmd(data, run_dir)[3:]) == 2
     assert "--resume" in capsys.readouterr().err
 
-    second = subprocess.run(_train_cmd(data, run_dir, "--resume"), cwd=REPO, capture_output=True,
-                            text=True, env=env, timeout=600)
+    second = subprocess.run(_train_cmd(data, run_dir, "--resume", *every_2nd), cwd=REPO,
+                            capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
+    assert "val_loss" in second.stdout
 
     with open(os.path.join(run_dir, "logs", "history.csv")) as f:
         rows = list(csv.DictReader(f))
-    # One row per epoch over both processes; the step count continues from 3, not from 0.
+    # One row per epoch over both processes, under the first process' header although the second
+    # one's first epoch has validation keys; the step count continues from 3, not from 0.
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert [int(float(r["optimizer_step"])) for r in rows] == [3, 6]
+    assert rows[0]["val_loss"] == "NA" and float(rows[1]["val_loss"]) > 0
+    # Every value under its own column (the header's `val_optimizer_step` has no value to log).
+    assert all(None not in row.values() and None not in row for row in rows)
+    assert rows[1]["val_optimizer_step"] == "NA" and float(rows[1]["val_tpn_loss"]) < 100
 
     import keras
 
@@ -329,3 +336,12 @@ def test_checkpoint_every_flag_reaches_the_config_and_bad_values_are_refused(tmp
     assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
                               "--checkpoint-every", "0"]) == 2
     assert "checkpoint_every" in capsys.readouterr().err
+
+
+def test_validation_freq_flag_reaches_the_config_and_bad_values_are_refused(tmp_path, capsys):
+    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--validation-freq", "4"])
+    assert training.config_from_args(args).validation_freq == 4
+    assert training.build_parser().parse_args(["--data", "d", "--run-dir", "r"]).validation_freq == 1
+    assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
+                              "--validation-freq", "0"]) == 2
+    assert "validation_freq" in capsys.readouterr().err

@@ -1,7 +1,7 @@
-"""Checkpoints every N epochs (`EpochBackup`), and TensorBoard extras beside
-keras.callbacks.TensorBoard (which already writes every logged loss term, the accuracies and
-`learning_rate` each epoch): per-class F1, UAR and a confusion-matrix image on the validation
-split, and the fusion weights of the adaptive TPN flow.
+"""Checkpoints every N epochs (`EpochBackup`), the epoch history (`HistoryCSV`), and TensorBoard
+extras beside keras.callbacks.TensorBoard (which already writes every logged loss term, the
+accuracies and `learning_rate` each epoch): per-class F1, UAR and a confusion-matrix image on the
+validation split, and the fusion weights of the adaptive TPN flow.
 
 Summaries go to the same run directories keras uses (`logs/validation`, `logs/train`), so
 TensorBoard shows them next to the built-in curves.
@@ -9,6 +9,7 @@ TensorBoard shows them next to the built-in curves.
 
 from __future__ import annotations
 
+import csv
 import os
 
 import keras
@@ -47,6 +48,26 @@ def confusion_matrix_figure(cm, class_names, title="Confusion matrix", normalize
                     color="white" if shown[i, j] > threshold else "black")
     fig.tight_layout()
     return fig
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs.
+
+    Keras' logger picks its columns from the first epoch it sees. A resumed run whose first epoch
+    validates, after one whose first did not (`--validation-freq`), would write its rows under
+    another order of columns than the header; this one keeps the header's columns, and an epoch
+    without validation has `NA` in its `val_` columns."""
+
+    def __init__(self, filename):
+        super().__init__(filename, append=True)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.sep), [])
+            if header[:1] == ["epoch"]:
+                self.keys = header[1:]
 
 
 def figure_to_png(fig) -> bytes:

@@ -122,6 +122,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="checkpoint every N epochs and after the last (default 1); a resumed run "
                         "repeats at most N - 1 epochs")
+    p.add_argument("--validation-freq", type=int, default=1, metavar="N",
+                   help="validate every N epochs (default 1; keras fit's validation_freq)")
     p.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPU hosts)")
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step (GPU hosts)")
     p.add_argument("--steps-per-epoch", type=int, default=None,

@@ -304,7 +304,7 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
         save = restore if chief else keras.callbacks.BackupAndRestore(
             os.path.join(write_dir, "checkpoints"), save_freq="epoch", delete_checkpoint=False)
         callbacks = [cb.OptimizerStepLogger(), save,
-                     keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
+                     cb.HistoryCSV(os.path.join(log_dir, "history.csv")),
                      cb.FusionWeightSummaries(os.path.join(log_dir, "train"))]
         if val_ds is not None:
             callbacks.append(cb.ValidationSummaries(val_ds, model.class_names,
@@ -345,7 +345,7 @@ def _train(config, strategy, task_index, num_workers, shard, train_files, eval_f
                     # Running mean over the epoch so far, as keras' batch-level logs.
                     tf.summary.scalar("batch_loss", logs["loss"])
             seconds = time.perf_counter() - start
-            if val_iter is not None:
+            if val_iter is not None and (epoch + 1) % config.validation_freq == 0:
                 model.reset_metrics()
                 val_logs = {}
                 for _ in range(val_steps):

@@ -61,6 +61,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # default: one pass over the training clips
     validation_steps: int | None = None
     summary_freq: int = 1  # epochs between confusion-matrix / per-class F1 summaries
+    validation_freq: int = 1  # epochs between validation passes (fit's `validation_freq`)
     checkpoint_every: int = 1  # epochs between checkpoints (and after the last epoch)
     cache: str = "auto"
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
@@ -76,6 +77,8 @@ class TrainConfig:
             raise SetupError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.checkpoint_every < 1:
             raise SetupError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.validation_freq < 1:
+            raise SetupError(f"validation_freq must be >= 1, got {self.validation_freq}")
         if self.lr_schedule not in cli_parsers.LR_SCHEDULES:
             raise SetupError(f"unknown lr_schedule {self.lr_schedule!r}; choose from "
                              f"{', '.join(cli_parsers.LR_SCHEDULES)}")
@@ -366,7 +369,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
             cb.OptimizerStepLogger(),
             cb.EpochBackup(ckpt_dir, every=config.checkpoint_every, delete_checkpoint=False,
                            double_checkpoint=True),
-            keras.callbacks.CSVLogger(os.path.join(log_dir, "history.csv"), append=True),
+            cb.HistoryCSV(os.path.join(log_dir, "history.csv")),
             cb.FusionWeightSummaries(os.path.join(log_dir, "train")),
         ]
         if val_ds is not None:
@@ -384,7 +387,7 @@ def _fit(config: TrainConfig, meta, train_files, n_train, eval_files, n_eval) ->
             # although reading it to the end is the point.
             warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
             history = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                                validation_data=fit_val_ds,
+                                validation_data=fit_val_ds, validation_freq=config.validation_freq,
                                 callbacks=callbacks, verbose=config.verbose,
                                 shuffle=False)  # the dataset shuffles itself
         initial_epoch = int(history.epoch[0]) if history.epoch else config.epochs
@@ -438,7 +441,7 @@ def config_from_args(args) -> TrainConfig:
         model_overrides=model_overrides_from_args(args),
         augment=data_lib.AugmentConfig.none() if args.no_augment else data_lib.AugmentConfig(),
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, verbose=verbose,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, validation_freq=args.validation_freq,
         shuffle_buffer=args.shuffle_buffer)
 
 
