@@ -35,6 +35,19 @@ def _examples(cfg, count=3):
     return [c.to_example().SerializeToString() for c in clips]
 
 
+def _stored_values(path):
+    """Number of values in the export's variables checkpoint."""
+    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    return sum(int(np.prod(shape)) for name, shape in reader.get_variable_to_shape_map().items()
+               if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+
+
+def _weight_values(model, leave_out):
+    """Values of the model's weights, less those of the named sub-layers."""
+    left_out = {id(w) for name in leave_out for w in getattr(model, name).weights}
+    return sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in left_out)
+
+
 @pytest.mark.slow
 def test_both_signatures_match_the_in_memory_model(model, exported):
     _, path = exported
@@ -62,12 +75,19 @@ def test_both_signatures_match_the_in_memory_model(model, exported):
     got = loaded.signatures["serve_examples"](examples=tf.constant(serialized))
     np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-5)
     assert "tpn_probabilities" not in got and got["classes"].shape == (3, 3)
+    # It stores the weights it serves: not the teacher's, nor the reconstruction decoder's.
+    teacher = ("tpn_backbone", "pyramid", "motion_units")
+    assert _stored_values(path) == _weight_values(model, teacher + ("decoder",))
+    assert _stored_values(path) < _weight_values(model, ())
 
 
 @pytest.mark.slow
 def test_with_teacher_export_adds_long_frames_and_tpn_probabilities(model, tmp_path):
     path = export.export_model(model, str(tmp_path / "teacher"), with_teacher=True)
     loaded = tf.saved_model.load(path)
+    # The teacher's weights are stored with it (and the motion units its graph computes beside
+    # them); the reconstruction decoder's are not.
+    assert _stored_values(path) == _weight_values(model, ("decoder",))
     cfg = model.config
     inputs = random_inputs(cfg, 2, seed=3)
     sig = loaded.signatures["serving_default"]

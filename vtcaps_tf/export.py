@@ -16,6 +16,10 @@ By default the export serves what predicts: 3D-CapsNet only. TPN-ERM is a traini
 --with-teacher`) keeps it: `serving_default` then also takes `long_frames` uint8 [B,M,S,S,3],
 `serve_examples` decodes the record's long window, and both add `tpn_probabilities`.
 
+The SavedModel holds the variables the signatures read, not the Keras model's object tree (whose
+traversal was most of the save's time), so neither a teacher that is not served nor the
+reconstruction decoder is stored.
+
 Versions are integers; an existing version is never overwritten. The SavedModel is written into a
 hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
 renamed into place in one step, so a polling server never sees half a model.
@@ -96,16 +100,21 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     serve, serve_examples = serving_fns(model, with_teacher)
+    signatures = {"serving_default": serve.get_concrete_function(),
+                  "serve_examples": serve_examples.get_concrete_function()}
     module = tf.Module()
-    module.model = model  # tracks the variables
+    # The variables the signatures read, and nothing else: not the Keras model's object tree (whose
+    # traversal is most of the save's time), nor the weights of a teacher the export does not serve.
+    used = {}
+    for fn in signatures.values():
+        for v in fn.variables:
+            used.setdefault(id(v), v)
+    module.serving_variables = list(used.values())
     module.serve = serve
     module.serve_examples = serve_examples
     tmp = os.path.join(parent, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
     try:
-        tf.saved_model.save(module, tmp, signatures={
-            "serving_default": serve.get_concrete_function(),
-            "serve_examples": serve_examples.get_concrete_function(),
-        })
+        tf.saved_model.save(module, tmp, signatures=signatures)
         write_model_card(tmp, card if card is not None else build_model_card(model))
         # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.
         os.rename(tmp, path)
