@@ -329,19 +329,11 @@ def test_checkpoints_every_n_epochs_and_after_the_last(tmp_path):
         EpochBackup(str(tmp_path / "other"), every=0)
 
 
-def test_checkpoint_every_flag_reaches_the_config_and_bad_values_are_refused(tmp_path, capsys):
-    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--checkpoint-every", "5"])
-    assert training.config_from_args(args).checkpoint_every == 5
-    assert training.build_parser().parse_args(["--data", "d", "--run-dir", "r"]).checkpoint_every == 1
-    assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
-                              "--checkpoint-every", "0"]) == 2
-    assert "checkpoint_every" in capsys.readouterr().err
-
-
-def test_validation_freq_flag_reaches_the_config_and_bad_values_are_refused(tmp_path, capsys):
-    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--validation-freq", "4"])
-    assert training.config_from_args(args).validation_freq == 4
-    assert training.build_parser().parse_args(["--data", "d", "--run-dir", "r"]).validation_freq == 1
-    assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"),
-                              "--validation-freq", "0"]) == 2
-    assert "validation_freq" in capsys.readouterr().err
+@pytest.mark.parametrize("flag", ["--checkpoint-every", "--validation-freq"])
+def test_every_n_epochs_flags_reach_the_config_and_bad_values_are_refused(flag, tmp_path, capsys):
+    field = flag[2:].replace("-", "_")
+    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", flag, "5"])
+    assert getattr(training.config_from_args(args), field) == 5
+    assert getattr(training.build_parser().parse_args(["--data", "d", "--run-dir", "r"]), field) == 1
+    assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), flag, "0"]) == 2
+    assert field in capsys.readouterr().err
