@@ -53,10 +53,11 @@ def confusion_matrix_figure(cm, class_names, title="Confusion matrix", normalize
 class HistoryCSV(keras.callbacks.CSVLogger):
     """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs.
 
-    Keras' logger picks its columns from the first epoch it sees. A resumed run whose first epoch
-    validates, after one whose first did not (`--validation-freq`), would write its rows under
-    another order of columns than the header; this one keeps the header's columns, and an epoch
-    without validation has `NA` in its `val_` columns."""
+    Keras' logger picks its columns from the first epoch it sees (adding a `val_` twin of each when
+    that epoch has no validation). A resumed run whose first epoch validates, after one whose first
+    did not (`--validation-freq`), would then write other columns than the header names, shifting
+    values into their neighbours' columns; this one keeps the header's columns, with `NA` where an
+    epoch has no value."""
 
     def __init__(self, filename):
         super().__init__(filename, append=True)
