@@ -105,10 +105,7 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     module = tf.Module()
     # The variables the signatures read, and nothing else: not the Keras model's object tree (whose
     # traversal is most of the save's time), nor the weights of a teacher the export does not serve.
-    used = {}
-    for fn in signatures.values():
-        for v in fn.variables:
-            used.setdefault(id(v), v)
+    used = {id(v): v for fn in signatures.values() for v in fn.variables}
     module.serving_variables = list(used.values())
     module.serve = serve
     module.serve_examples = serve_examples

@@ -75,10 +75,9 @@ class TrainConfig:
             raise SetupError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.learning_rate <= 0:
             raise SetupError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.checkpoint_every < 1:
-            raise SetupError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        if self.validation_freq < 1:
-            raise SetupError(f"validation_freq must be >= 1, got {self.validation_freq}")
+        for every in ("checkpoint_every", "validation_freq"):
+            if getattr(self, every) < 1:
+                raise SetupError(f"{every} must be >= 1, got {getattr(self, every)}")
         if self.lr_schedule not in cli_parsers.LR_SCHEDULES:
             raise SetupError(f"unknown lr_schedule {self.lr_schedule!r}; choose from "
                              f"{', '.join(cli_parsers.LR_SCHEDULES)}")
