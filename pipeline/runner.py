@@ -285,11 +285,12 @@ def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
 EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "image_size",
                     "split_ratios", "seed", "folds", "short_policy", "clip_labels", "jpeg_quality",
                     "clips_per_record", "max_frames", "no_progress", "stall_timeout", "beam_args")
-# TrainConfig fields a config may set, plus `augment: false` (no augmentation).
+# TrainConfig fields a config may set (`model_overrides`: ModelConfig fields over the preset's),
+# plus `augment: false` (no augmentation).
 TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
-              "flow", "fusion", "use_tpn", "steps_per_epoch", "shuffle_buffer", "mixed_precision",
-              "jit_compile", "verbose", "summary_freq", "validation_freq", "checkpoint_every",
-              "augment")
+              "flow", "fusion", "use_tpn", "model_overrides", "steps_per_epoch", "shuffle_buffer",
+              "mixed_precision", "jit_compile", "verbose", "summary_freq", "validation_freq",
+              "checkpoint_every", "augment")
 EVALUATE_KEYS = ("split", "accuracy_threshold", "level")
 PUSH_KEYS = ("base_path", "version")
 CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "val_folds", "seed",

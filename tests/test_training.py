@@ -204,7 +204,7 @@ def test_bad_config_values_are_refused(tmp_path, capsys):
 
 ABLATION_FLAGS = ["--no-au-attention", "--no-nonlocal", "--head", "softmax", "--flow", "cascade",
                   "--fusion", "softmax", "--tpn-levels", "2,3,4", "--matching-weight", "0.25",
-                  "--tpn-pool", "mean"]
+                  "--tpn-pool", "mean", "--tpn-frame-stride", "2"]
 
 
 def test_ablation_flags_default_to_the_preset():
@@ -230,6 +230,7 @@ def test_ablation_flags_reach_the_built_model():
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
     assert c.use_tpn and c.num_classes == 3 and model.pyramid.num_levels == 3
     assert c.tpn_pool == "mean" and model.pyramid.pool == "mean"
+    assert c.tpn_frame_stride == 2 and model.tpn_backbone.inputs[0].shape[1] == c.long_frames // 2
     assert not hasattr(model, "digit_caps")
     args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny",
                                                "--no-tpn", "--au-attention", "--head", "capsules"])
@@ -327,6 +328,14 @@ def test_checkpoints_every_n_epochs_and_after_the_last(tmp_path):
     assert saved == [(0, 2), (2, 4), (4, 8), (5, 10)]
     with pytest.raises(ValueError, match="every"):
         EpochBackup(str(tmp_path / "other"), every=0)
+
+
+def test_model_overrides_must_name_model_config_fields():
+    config = training.TrainConfig(data_dir="d", run_dir="r", model_overrides={"tpn_frame_stride": 2})
+    model = training._build_and_compile(config, {"classes": ["a", "b"]}, steps_per_epoch=1)
+    assert model.config.tpn_frame_stride == 2
+    with pytest.raises(training.SetupError, match=r"unknown ModelConfig fields \['tpn_stride'\]"):
+        training.TrainConfig(data_dir="d", run_dir="r", model_overrides={"tpn_stride": 2})
 
 
 @pytest.mark.parametrize("flag", ["--checkpoint-every", "--validation-freq"])

@@ -81,6 +81,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tpn-levels", type=_levels, default=None,
                    help="backbone stages the pyramid collects, e.g. 2,3,4 (default "
                         f"{','.join(map(str, defaults['tpn_levels']))})")
+    g.add_argument("--tpn-frame-stride", type=int, default=None, metavar="K",
+                   help="TPN-ERM reads every K-th frame of its long window: the same span at 1/K of "
+                        f"its backbone's cost (default {defaults['tpn_frame_stride']}: every frame)")
     g.add_argument("--matching-weight", type=float, default=None,
                    help="weight of the feature-matching (cosine distance) term; 0 turns it off "
                         f"(default {defaults['matching_weight']})")

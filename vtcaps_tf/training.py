@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
-from vtcaps_tf.models.presets import PRESETS
+from vtcaps_tf.models.presets import PRESETS, ModelConfig
 from vtcaps_tf.cli_parsers import DEFAULT_SHUFFLE_BUFFER, PAPER_EPOCHS  # noqa: F401 - public names
 from vtcaps_tf.cli_parsers import add_model_arguments  # noqa: F401 - public name
 from vtcaps_tf import cli_parsers
@@ -83,6 +83,9 @@ class TrainConfig:
                              f"{', '.join(cli_parsers.LR_SCHEDULES)}")
         if self.preset not in PRESETS:
             raise SetupError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        unknown = sorted(set(self.model_overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise SetupError(f"model_overrides: unknown ModelConfig fields {unknown}")
         if isinstance(self.augment, dict):
             self.augment = data_lib.AugmentConfig(**self.augment)
 
@@ -417,7 +420,8 @@ def model_overrides_from_args(args) -> dict:
     """The ModelConfig fields set by `add_model_arguments`' flags (flow, fusion and --no-tpn go
     to TrainConfig's own fields)."""
     out = {}
-    for field in ("use_au_attention", "use_nonlocal", "tpn_levels", "tpn_pool", "matching_weight"):
+    for field in ("use_au_attention", "use_nonlocal", "tpn_levels", "tpn_pool", "tpn_frame_stride",
+                  "matching_weight"):
         if getattr(args, field) is not None:
             out[field] = getattr(args, field)
     if args.head is not None:

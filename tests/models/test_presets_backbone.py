@@ -50,6 +50,9 @@ def test_bad_configs_are_rejected():
         get_preset("tiny", tpn_levels=(3, 5))
     with pytest.raises(ValueError, match="unknown ModelConfig"):
         ModelConfig.from_dict(dict(PRESETS["tiny"].to_dict(), colour="red"))
+    for stride in (0, 3):  # tiny's window is 16 frames: 3 does not divide it
+        with pytest.raises(ValueError, match="tpn_frame_stride"):
+            get_preset("tiny", tpn_frame_stride=stride)
 
 
 def test_tiny_backbone_stage_shapes():

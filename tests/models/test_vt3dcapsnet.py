@@ -214,6 +214,25 @@ def test_serving_outputs_skip_the_teacher_and_match_the_full_model(tiny):
         tiny.serving_outputs({k: x[k] for k in ("frames", "landmarks")}, with_teacher=True)
 
 
+def test_a_teacher_frame_stride_reads_every_kth_frame_of_the_window():
+    # The strided teacher on a 16-frame window computes what a teacher built for 8 frames computes
+    # on frames 0, 2, ..., 14 of it, with the same weights (none depends on the frame count).
+    strided = build_model("tiny", num_classes=3, tpn_frame_stride=2)
+    plain = build_model("tiny", num_classes=3, long_frames=8)
+    assert strided.tpn_backbone.inputs[0].shape[1] == 8
+    plain.set_weights(strided.get_weights())
+    x = random_inputs(strided.config, 2, seed=10)
+    got = strided(x, training=False)
+    want = plain(dict(x, long_frames=x["long_frames"][:, ::2]), training=False)
+    for key in ("tpn_probabilities", "motion_feature", "probabilities"):
+        np.testing.assert_allclose(np.array(got[key]), np.array(want[key]), atol=1e-6, err_msg=key)
+    # The frames it skips change nothing.
+    odd = x["long_frames"].copy()
+    odd[:, 1::2] = 255 - odd[:, 1::2]
+    np.testing.assert_array_equal(np.array(strided(dict(x, long_frames=odd), training=False)["motion_feature"]),
+                                  np.array(got["motion_feature"]))
+
+
 @pytest.mark.slow
 def test_au_size_48_trains_a_step_and_exports(tmp_path):
     import tensorflow as tf

@@ -17,7 +17,7 @@ class ModelConfig:
 
     name: str
     clip_frames: int  # N: frames seen by 3D-CapsNet (paper Eq. 1)
-    long_frames: int  # M: frames seen by TPN-ERM, centred on the clip
+    long_frames: int  # M: frames of TPN-ERM's window, centred on the clip
     image_size: int  # square face crop fed to the network
     depth: int = 18  # ResNet depth: 18/34 basic, 50 bottleneck
     width: float = 1.0  # channel multiplier of the backbone
@@ -27,6 +27,9 @@ class ModelConfig:
     stem_strides: tuple[int, int] = (1, 2)
     pool_strides: tuple[int, int] = (1, 2)
     stage_strides: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (2, 2), (2, 2))
+    # TPN-ERM reads every k-th frame of its M-frame window (frames 0, k, 2k, ...): the same span
+    # at 1/k of its backbone's cost, TPN's own frame-interval sampling. 1: every frame.
+    tpn_frame_stride: int = 1
     tpn_channels: int = 1024
     tpn_levels: tuple[int, ...] = (3, 4)  # backbone stages collected by the pyramid (2..4)
     tpn_alphas: tuple[int, ...] | None = None  # temporal rate per level; None -> all 1
@@ -64,6 +67,9 @@ class ModelConfig:
             raise ValueError(f"depth must be 18, 34 or 50, got {self.depth}")
         if self.long_frames < self.clip_frames:
             raise ValueError("long_frames (TPN window) must be at least clip_frames")
+        if self.tpn_frame_stride < 1 or self.long_frames % self.tpn_frame_stride:
+            raise ValueError(f"tpn_frame_stride must be >= 1 and divide long_frames ({self.long_frames}), "
+                             f"got {self.tpn_frame_stride}")
         if len(self.stage_strides) != 4 or any(len(s) != 2 for s in self.stage_strides):
             raise ValueError(f"stage_strides must be four (temporal, spatial) pairs, got {self.stage_strides}")
         if not self.tpn_levels or any(level not in (1, 2, 3, 4) for level in self.tpn_levels):
@@ -85,6 +91,10 @@ class ModelConfig:
         for _, spatial in (self.stem_strides, self.pool_strides) + tuple(self.stage_strides):
             side = -(-side // spatial)  # "same" padding
         return side
+
+    def tpn_frames(self) -> int:
+        """Frames TPN-ERM's backbone sees: the long window read at `tpn_frame_stride`."""
+        return self.long_frames // self.tpn_frame_stride
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (tuples become lists); `ModelConfig.from_dict` inverts it."""

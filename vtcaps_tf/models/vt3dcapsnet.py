@@ -11,9 +11,10 @@ lengths divided by their sum. The decoder rebuilds the clip's middle frame (resi
 `recon_size`) from the capsules masked by the true label (training, in `compute_loss`) or by the
 longest capsule (the `reconstruction` output).
 
-TPN-ERM: its own backbone (same architecture, no AU attention) on the long clip, the stages of
-`tpn_levels` into `TemporalPyramid`. Auxiliary units (one Dense) on the flattened PrimaryCaps
-regress the pyramid's motion feature, which is gradient-stopped as a target.
+TPN-ERM: its own backbone (same architecture, no AU attention) on the long clip (every
+`tpn_frame_stride`-th frame of it), the stages of `tpn_levels` into `TemporalPyramid`. Auxiliary
+units (one Dense) on the flattened PrimaryCaps regress the pyramid's motion feature, which is
+gradient-stopped as a target.
 
 `compute_loss` adds margin + recon_weight * reconstruction + TPN CE + aux_weight * aux CEs
 + matching_weight * feature matching (a cosine distance), so plain `compile(optimizer)` + `fit` trains it, on any
@@ -99,7 +100,7 @@ class VT3DCapsNet(keras.Model):
         if c.use_tpn:
             if len(c.tpn_levels) < 2:
                 raise ValueError("TPN-ERM needs at least two tpn_levels")
-            self.tpn_backbone = build_backbone(c, c.long_frames, use_au_attention=False,
+            self.tpn_backbone = build_backbone(c, c.tpn_frames(), use_au_attention=False,
                                                name="tpn_backbone")
             self.pyramid = TemporalPyramid(c.num_classes, c.tpn_channels, flow=c.flow, fusion=c.fusion,
                                            alphas=c.tpn_alphas, dropout=c.tpn_dropout, pool=c.tpn_pool,
@@ -199,7 +200,10 @@ class VT3DCapsNet(keras.Model):
     def _teacher(self, inputs, aux_source, training):
         """TPN-ERM on the long window, and the auxiliary units' prediction of its feature."""
         c = self.config
-        levels = self.tpn_backbone({"video": _scale_pixels(inputs["long_frames"])}, training=training)
+        window = inputs["long_frames"]
+        if c.tpn_frame_stride > 1:
+            window = window[:, ::c.tpn_frame_stride]
+        levels = self.tpn_backbone({"video": _scale_pixels(window)}, training=training)
         tpn = self.pyramid([levels[f"stage{i}"] for i in c.tpn_levels], training=training)
         tpn_logits = ops.cast(tpn["logits"], "float32")
         return {
