@@ -17,8 +17,10 @@ place of contempt): small stand-ins for the real datasets, to try their configs 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -35,6 +37,10 @@ MIN_CKPLUS_FRAMES = 6  # a CK+-layout sequence ends at the apex, but holds it up
 AFEW_NAMES = {"anger": "Angry", "disgust": "Disgust", "fear": "Fear", "happy": "Happy",
               "contempt": "Neutral", "sadness": "Sad", "surprise": "Surprise"}
 DEFAULT_FACE = "grace_hopper.jpg (matplotlib sample data)"
+# A spawned worker takes about a second to start, the time of about ten 128 px videos of 24
+# frames: a worker renders at least this many, so that small sets stay in one process.
+MIN_VIDEOS_PER_WORKER = 24
+SYNTH_CHUNK = 8  # videos per task handed to a worker (the progress line moves by chunks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +55,7 @@ class SynthConfig:
     size: int = 128
     fps: float = 25.0
     layout: str = "folder"
+    workers: int = 0  # rendering processes; 0: one per core, for sets large enough to gain
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
@@ -61,6 +68,8 @@ class SynthConfig:
             raise ValueError(f"--size must be at least 48 px (MediaPipe needs a visible face), got {self.size}")
         if self.fps <= 0:
             raise ValueError("--fps must be positive")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
         need = MAX_ONSET + max(hi for _, hi in self.rise_frames().values()) + 1
         if self.frames < need:
             raise ValueError(f"--frames must be at least {need} so that every class reaches its apex "
@@ -321,34 +330,73 @@ def subject_name(i: int) -> str:
     return f"s{i:02d}"
 
 
+def worker_count(config: SynthConfig, videos: int) -> int:
+    """Processes to render `videos` with: `config.workers`, or (0) one per core, each with at least
+    MIN_VIDEOS_PER_WORKER videos, so that a small set does not wait for workers to start."""
+    if config.workers:
+        return max(1, min(config.workers, videos))
+    return max(1, min(os.cpu_count() or 1, videos // MIN_VIDEOS_PER_WORKER))
+
+
+def render_videos(config: SynthConfig, base: BaseFace, jobs: list[tuple]) -> list[dict]:
+    """Render and write the videos of `jobs`, each (number, class index, k, label, AUs, subject);
+    returns their manifest entries. A clip depends only on its (seed, class, k), not on the others."""
+    rises = config.rise_frames()
+    entries = []
+    for number, c, k, label, aus, subject in jobs:
+        rng = np.random.default_rng([config.seed, 2, c, k])
+        clip = draw_clip(label, subject.name, k, aus, rises[label], config.size, rng)
+        if config.layout == "afew" and AFEW_NAMES[label] == "Neutral":
+            clip = dataclasses.replace(clip, amplitude=0.0)  # a face that does not move
+        frames = render_clip(base, subject, clip, aus, config.frames, rng)
+        rel = write_layout(config, label, subject.name, number, clip, frames)
+        entries.append({"path": rel, "label": label, "subject": subject.name, "onset": clip.onset,
+                        "apex": clip.apex, "amplitude": round(clip.amplitude, 4),
+                        "aus": list(aus), "head_roll_deg": round(clip.angle, 3),
+                        "brightness": round(clip.brightness, 4), "noise": round(clip.noise, 3)})
+    return entries
+
+
 def generate(config: SynthConfig, progress=True) -> dict:
-    """Write the whole set; returns the manifest (also written to `output/manifest.json`)."""
+    """Write the whole set; returns the manifest (also written to `output/manifest.json`).
+
+    The videos are rendered by `worker_count` processes, in chunks; the output does not depend on
+    their number."""
     base = prepare_face(load_face_image(config.face), config.size)
     subjects = [draw_subject(base, subject_name(i), np.random.default_rng([config.seed, 1, i]))
                 for i in range(config.subjects)]
     expressions, rises = config.expressions(), config.rise_frames()
-    total = len(expressions) * config.per_class
-    videos, done, start = [], 0, time.monotonic()
+    jobs = []
     for c, (label, aus) in enumerate(expressions.items()):
         if config.layout == "folder":
             os.makedirs(os.path.join(config.output, label), exist_ok=True)
         for k in range(config.per_class):
-            subject = subjects[k % config.subjects]
-            # One generator per clip, keyed by (seed, class, k): a clip does not depend on the others.
-            rng = np.random.default_rng([config.seed, 2, c, k])
-            clip = draw_clip(label, subject.name, k, aus, rises[label], config.size, rng)
-            if config.layout == "afew" and AFEW_NAMES[label] == "Neutral":
-                clip = dataclasses.replace(clip, amplitude=0.0)  # a face that does not move
-            frames = render_clip(base, subject, clip, aus, config.frames, rng)
-            rel = write_layout(config, label, subject.name, len(videos), clip, frames)
-            videos.append({"path": rel, "label": label, "subject": subject.name, "onset": clip.onset,
-                           "apex": clip.apex, "amplitude": round(clip.amplitude, 4),
-                           "aus": list(aus), "head_roll_deg": round(clip.angle, 3),
-                           "brightness": round(clip.brightness, 4), "noise": round(clip.noise, 3)})
-            done += 1
-            if progress:
-                print(f"\rsynth: {done}/{total} videos ({time.monotonic() - start:.1f} s)",
-                      end="\n" if done == total else "", file=sys.stderr, flush=True)
+            jobs.append((len(jobs), c, k, label, aus, subjects[k % config.subjects]))
+    chunks = [jobs[i:i + SYNTH_CHUNK] for i in range(0, len(jobs), SYNTH_CHUNK)]
+    start, done = time.monotonic(), 0
+
+    def report(n):
+        nonlocal done
+        done += n
+        if progress:
+            print(f"\rsynth: {done}/{len(jobs)} videos ({time.monotonic() - start:.1f} s)",
+                  end="\n" if done == len(jobs) else "", file=sys.stderr, flush=True)
+
+    workers = worker_count(config, len(jobs))
+    results = []
+    if workers == 1:
+        for chunk in chunks:
+            results.append(render_videos(config, base, chunk))
+            report(len(chunk))
+    else:
+        # Spawned, not forked: the caller may run TensorFlow's threads, which a fork would copy.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(render_videos, config, base, chunk) for chunk in chunks]
+            for future in concurrent.futures.as_completed(futures):
+                report(len(future.result()))
+            results = [f.result() for f in futures]
+    videos = [entry for chunk in results for entry in chunk]
     manifest = {"classes": config.classes, "fps": config.fps, "frames": config.frames,
                 "size": config.size, "tempo_only": config.tempo_only, "seed": config.seed,
                 "face": config.face or DEFAULT_FACE, "subjects": [s.name for s in subjects],
@@ -379,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=LAYOUTS, default=d.layout,
                    help="folder (default; the `synthetic` source), ckplus (grey PNG sequences ending "
                         "at the apex, Emotion/ files) or afew (Train_AFEW/Val_AFEW, AFEW's classes)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help=f"rendering processes; 0 (default): one per core, each with at least "
+                        f"{MIN_VIDEOS_PER_WORKER} videos")
     return p
 
 
@@ -387,7 +438,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         config = SynthConfig(output=args.output, per_class=args.per_class, subjects=args.subjects,
                              seed=args.seed, tempo_only=args.tempo_only, face=args.face,
-                             frames=args.frames, size=args.size, fps=args.fps, layout=args.layout)
+                             frames=args.frames, size=args.size, fps=args.fps, layout=args.layout,
+                             workers=args.workers)
         manifest = generate(config)
     except ValueError as err:
         print(f"vtcaps synth: error: {err}", file=sys.stderr)

@@ -164,9 +164,19 @@ def test_mediapipe_finds_the_face_in_every_frame(generated):
     assert not missed
 
 
+def test_worker_count(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    auto = synth.SynthConfig(output="x")
+    assert [synth.worker_count(auto, n) for n in (1, 47, 48, 168)] == [1, 1, 2, 2]
+    assert synth.worker_count(dataclasses.replace(auto, workers=3), 2) == 2
+    with pytest.raises(ValueError, match="--workers"):
+        synth.SynthConfig(output="x", workers=-1)
+
+
 def test_same_seed_same_bytes(generated, tmp_path):
     config, manifest = generated
-    again = dataclasses.replace(config, output=str(tmp_path / "again"))
+    # The fixture's 14 videos were rendered in one process; these in two.
+    again = dataclasses.replace(config, output=str(tmp_path / "again"), workers=2)
     synth.generate(again, progress=False)
     for name in ["manifest.json"] + [v["path"] for v in manifest["videos"]]:
         with open(os.path.join(config.output, name), "rb") as a, open(os.path.join(again.output, name), "rb") as b:
