@@ -7,10 +7,12 @@ is `vtcaps_tf` of `--baseline REV`, extracted with `git archive` into a temporar
 steps (tracing excluded); the median step is reported. Prints one JSON line.
 
     python benchmarks/train_step.py [--preset tiny] [--batch-size 16] [--baseline REV] [--jit]
+                                    [--tpn-frame-stride K]
 
 `--baseline` defaults to the parent of the commit that introduced `FactorisedConv3D` (the model
 code before the CPU speed work), or HEAD when that commit is not in the history; `--baseline none`
-measures this tree only. `--jit` adds this tree with `jit_compile=True`.
+measures this tree only. `--jit` adds this tree with `jit_compile=True`, `--tpn-frame-stride K`
+this tree with TPN-ERM reading every K-th frame of its window (`ModelConfig.tpn_frame_stride`).
 
 oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; TensorFlow enables them by default only on CPUs with
 AVX-512/AMX): by default (`--onednn shipped`) each side runs with the settings its own `vtcaps`
@@ -51,7 +53,7 @@ def random_batch(model, batch, seed=0):
 
 
 def measure(preset: str, batch: int, steps: int, warmup: int, jit_compile: bool,
-            mixed_precision: bool = False) -> dict:
+            mixed_precision: bool = False, tpn_frame_stride: int = 1) -> dict:
     """Median `train_on_batch` time of the importable `vtcaps_tf` (this process' sys.path)."""
     import keras
 
@@ -62,7 +64,8 @@ def measure(preset: str, batch: int, steps: int, warmup: int, jit_compile: bool,
         keras.config.set_dtype_policy("mixed_float16")
     try:
         keras.utils.set_random_seed(0)
-        model = build_model(preset)
+        overrides = {"tpn_frame_stride": tpn_frame_stride} if tpn_frame_stride > 1 else {}
+        model = build_model(preset, **overrides)
         model.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
                       jit_compile=jit_compile)
         x, y = random_batch(model, batch)
@@ -102,7 +105,7 @@ def extract(rev: str, dest: str) -> str:
     return commit.stdout.strip()
 
 
-def run_side(tree: str, args, jit: bool, baseline: bool = False) -> dict:
+def run_side(tree: str, args, jit: bool, baseline: bool = False, tpn_frame_stride: int = 1) -> dict:
     """One measurement in a fresh interpreter whose `vtcaps_tf` comes from `tree`."""
     env = dict(os.environ, PYTHONPATH=tree)
     if args.onednn != "shipped":
@@ -116,11 +119,12 @@ def run_side(tree: str, args, jit: bool, baseline: bool = False) -> dict:
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--jit"] if jit else []
     cmd += ["--mixed-precision"] if args.mixed_precision else []
+    cmd += ["--tpn-frame-stride", str(tpn_frame_stride)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"measurement in {tree} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{tree} jit={jit}: {result}", file=sys.stderr)
+    print(f"{tree} jit={jit} tpn_frame_stride={tpn_frame_stride}: {result}", file=sys.stderr)
     return result
 
 
@@ -137,12 +141,14 @@ def main(argv=None) -> int:
                    help="TF_ENABLE_ONEDNN_OPTS for both sides, or `shipped` (default): each side "
                         "with its own commands' setting (see above)")
     p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--tpn-frame-stride", type=int, default=1, metavar="K",
+                   help="also time this tree with TPN-ERM reading every K-th frame of its window")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
         print(json.dumps(measure(args.preset, args.batch_size, args.steps, args.warmup, args.jit,
-                                 args.mixed_precision)))
+                                 args.mixed_precision, args.tpn_frame_stride)))
         return 0
 
     from matmul import matmul_gflops
@@ -165,6 +171,11 @@ def main(argv=None) -> int:
         jit = run_side(ROOT, args, jit=True)
         result.update(clips_per_s_jit=round(jit["clips_per_s"], 3),
                       jit_speedup=round(jit["clips_per_s"] / current["clips_per_s"], 3))
+    if args.tpn_frame_stride > 1:
+        strided = run_side(ROOT, args, jit=False, tpn_frame_stride=args.tpn_frame_stride)
+        result.update(tpn_frame_stride=args.tpn_frame_stride,
+                      clips_per_s_tpn_stride=round(strided["clips_per_s"], 3),
+                      tpn_stride_speedup=round(strided["clips_per_s"] / current["clips_per_s"], 3))
     result["matmul_gflops"] = round((gflops + matmul_gflops()) / 2, 1)
     print(json.dumps(result))
     return 0
