@@ -383,11 +383,21 @@ def run_validate(ctx: StepContext) -> dict:
 
 
 def _augment(options: dict) -> None:
-    """`augment: false` in a config -> no augmentation (TrainConfig's `augment` field)."""
-    if options.pop("augment", True) is False:
-        from vtcaps_tf.data.dataset import AugmentConfig
+    """A config's `augment` -> TrainConfig's: false (none), true (the defaults) or a dict of
+    `AugmentConfig` fields (the others at their defaults)."""
+    from vtcaps_tf.data.dataset import AugmentConfig
 
+    value = options.pop("augment", True)
+    if value is False:
         options["augment"] = AugmentConfig.none()
+    elif isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(AugmentConfig)}
+        if set(value) - known:
+            raise ValueError(f"train: unknown augment keys {sorted(set(value) - known)}; known: {sorted(known)}")
+        options["augment"] = AugmentConfig(**value)
+    elif value is not True:
+        raise ValueError(f"train: augment must be true, false or a dict of {AugmentConfig.__name__} "
+                         f"fields, got {value!r}")
 
 
 def run_train(ctx: StepContext) -> dict:

@@ -215,6 +215,19 @@ def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_
         runner.run_train(ctx)
 
 
+def test_augment_takes_false_true_or_a_dict_of_its_fields():
+    from vtcaps_tf.data.dataset import AugmentConfig
+
+    for value, want in [(False, AugmentConfig.none()), (True, None),
+                        ({"flip": False, "temporal_jitter": 0}, AugmentConfig(flip=False, temporal_jitter=0))]:
+        options = {"augment": value}
+        runner._augment(options)
+        assert options.get("augment") == want
+    for bad, match in [({"flipp": True}, r"unknown augment keys \['flipp'\]"), ("yes", "true, false or a dict")]:
+        with pytest.raises(ValueError, match=match):
+            runner._augment({"augment": bad})
+
+
 def test_unknown_keys_of_a_section_are_an_error(tmp_path):
     ctx = _ctx(tmp_path, {"preset": "tiny", "epochs": 2, "args": ["--no-augment"]})
     with pytest.raises(ValueError, match=r"train: unknown keys \['args'\]"):
