@@ -285,8 +285,8 @@ def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
 EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "image_size",
                     "split_ratios", "seed", "folds", "short_policy", "clip_labels", "jpeg_quality",
                     "clips_per_record", "max_frames", "no_progress", "stall_timeout", "beam_args")
-# TrainConfig fields a config may set (`model_overrides`: ModelConfig fields over the preset's),
-# plus `augment: false` (no augmentation).
+# TrainConfig fields a config may set (`model_overrides`: ModelConfig fields over the preset's;
+# `augment`: false, true or a dict of AugmentConfig fields, see `_augment`).
 TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
               "flow", "fusion", "use_tpn", "model_overrides", "steps_per_epoch", "shuffle_buffer",
               "mixed_precision", "jit_compile", "verbose", "summary_freq", "validation_freq",
