@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from vtcaps_tf.machine import matmul_gflops  # noqa: F401 - the benchmarks import it from here
+from vtcaps_tf.machine import describe, matmul_gflops  # noqa: F401 - the benchmarks import it from here
 
 if __name__ == "__main__":
-    print(json.dumps({"benchmark": "matmul", "n": 2048, "gflops": round(matmul_gflops(), 1)}))
+    print(json.dumps({"benchmark": "matmul", "n": 2048, "gflops": round(matmul_gflops(), 1),
+                      "kernels": describe()}))

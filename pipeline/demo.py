@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out, exist_ok=True)
     times: dict[str, float] = {}
     gflops = machine.matmul_gflops()
-    print(f"machine speed: 2048^2 fp32 matmul {gflops:.1f} GFLOP/s (the demo's times scale with it; "
-          f"slowest machine of this kind: {machine.SLOW_MACHINE_GFLOPS:.0f})", file=sys.stderr, flush=True)
+    print(f"machine speed: 2048^2 fp32 matmul {gflops:.1f} GFLOP/s, {machine.describe()} (the demo's times "
+          f"scale with it; slowest machine of this kind: {machine.SLOW_MACHINE_GFLOPS:.0f})", file=sys.stderr, flush=True)
 
     def timed(name, fn):
         print(f"\n== {name}", file=sys.stderr, flush=True)
