@@ -19,7 +19,11 @@ from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.face.au import AU_MAP_SIZE
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
-EVAL_PREFETCH_BATCHES = 2  # one-pass (evaluation) pipelines: fixed, not autotuned
+# Batches read ahead. The pipelines are not autotuned: tearing down an autotuned iterator waits
+# for its tuning thread, for up to tens of seconds on a 2-core machine (fit drops its validation
+# iterator at every evaluation and its training iterator at the end of the run). Untuned, the
+# parallel maps run as many calls as the runtime has threads, about one per core.
+PREFETCH_BATCHES = 2
 
 # Decoded clips are cached in memory only below this estimate (bytes); above it the compact
 # parsed records (JPEG + landmarks) are cached instead and decoded every epoch.
@@ -256,13 +260,9 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
         if not decoded:
             ds = ds.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
-        # Without autotuning: fit's validation drops its iterator at every evaluate, and tearing
-        # down an autotuned iterator waits for its tuning thread, for up to tens of seconds on a
-        # 2-core machine. A one-pass pipeline gains nothing from tuning.
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return ds.prefetch(EVAL_PREFETCH_BATCHES).with_options(options)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # see PREFETCH_BATCHES
+    return ds.prefetch(PREFETCH_BATCHES).with_options(options)
 
 
 def _cache_mode(cache, jitter, num_records, contract, budget):
