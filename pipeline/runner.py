@@ -391,10 +391,7 @@ def _augment(options: dict) -> None:
     if value is False:
         options["augment"] = AugmentConfig.none()
     elif isinstance(value, dict):
-        known = {f.name for f in dataclasses.fields(AugmentConfig)}
-        if set(value) - known:
-            raise ValueError(f"train: unknown augment keys {sorted(set(value) - known)}; known: {sorted(known)}")
-        options["augment"] = AugmentConfig(**value)
+        options["augment"] = AugmentConfig.from_dict(value)
     elif value is not True:
         raise ValueError(f"train: augment must be true, false or a dict of {AugmentConfig.__name__} "
                          f"fields, got {value!r}")

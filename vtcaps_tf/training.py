@@ -87,7 +87,7 @@ class TrainConfig:
         if unknown:
             raise SetupError(f"model_overrides: unknown ModelConfig fields {unknown}")
         if isinstance(self.augment, dict):
-            self.augment = data_lib.AugmentConfig(**self.augment)
+            self.augment = data_lib.AugmentConfig.from_dict(self.augment)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -82,6 +82,15 @@ class AugmentConfig:
     def none(cls) -> "AugmentConfig":
         return cls(crop_scale=1.0, flip=False, brightness=0.0, contrast=0.0, temporal_jitter=0)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "AugmentConfig":
+        """Some fields by name (a config file's or train_config.json's), the others at their
+        defaults; an unknown name is refused."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(values) - known:
+            raise ValueError(f"unknown augment keys {sorted(set(values) - known)}; known: {sorted(known)}")
+        return cls(**values)
+
 
 def _seeds(seed, n):
     """n independent stateless seeds [2] derived from one seed [2]."""
