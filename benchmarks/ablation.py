@@ -1,6 +1,6 @@
 """Ablation of VT-3DCapsNet on a tempo task built for TPN-ERM (paper Tables 6-7, Fig 14, Fig 15).
 
-The task (`pipeline/synth_tempo.py`): two classes of the same expression rising at the same speed,
+The task (`pipeline/synth/tempo.py`): two classes of the same expression rising at the same speed,
 told apart only by whether the rise stops within the long window: a short clip is ambiguous, the
 long window is not. Every row is the `tiny` preset (N=8, M=16 frames) at 16 px (`--image-size`;
 AU maps at the same size unless `--au-size`) with one change, trained in memory (no augmentation,
@@ -83,7 +83,7 @@ def load_task(work_dir: str, train_videos: int, test_videos: int, subjects: int,
               image_size: int, apex_gain: float = 1.0) -> dict:
     """Train and test videos of the tempo task (cached as .npz in work_dir); test subjects are
     disjoint from training subjects."""
-    from vtcaps_pipeline import synth_tempo
+    from vtcaps_pipeline.synth import tempo as synth_tempo
 
     # The name changes with the task's layout (v2: every subject shows both classes).
     path = os.path.join(work_dir, f"tempo_v2_{train_videos}_{test_videos}_{subjects}_{seed}_{image_size}"
@@ -111,7 +111,7 @@ def clips_of(data: dict, split: str, long_clip: bool = False) -> dict:
     """Every clip of every video: frames [K,N,S,S,3], long [K,M,S,S,3], landmarks [K,N,68,2],
     labels [K], video [K]. long_clip: the clip is the long window (frames and landmarks of its M
     frames), in the same order."""
-    from vtcaps_pipeline import synth_tempo
+    from vtcaps_pipeline.synth import tempo as synth_tempo
 
     frames, marks = data[f"{split}_frames"], data[f"{split}_landmarks"]
     parts = {"frames": [], "long_frames": [], "landmarks": [], "labels": [], "video": []}
@@ -377,7 +377,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from vtcaps_tf.pyramid_options import POOLS  # Keras-free: the parser stays fast
+    from vtcaps_tf.config.pyramid_options import POOLS  # Keras-free: the parser stays fast
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rows, 1 seed, 16 videos a split, 1 epoch")

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from matmul import matmul_gflops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = "import sys; {pre}from vtcaps_tf.cli import main; sys.exit(main(sys.argv[1:]))"
+RUN = "import sys; {pre}from vtcaps_tf.cli.main import main; sys.exit(main(sys.argv[1:]))"
 CASES = {
     "help": ("", ["--help"]),
     "train_help": ("", ["train", "--help"]),

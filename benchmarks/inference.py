@@ -1,7 +1,7 @@
 """Inference throughput of the served graph: clips/s and GFLOP/s per preset and batch size (fp32),
 beside the same-run matmul figure. Prints one JSON line.
 
-What is timed is `serve`, the SavedModel signature function of `vtcaps_tf.export.serving_fns`
+What is timed is `serve`, the SavedModel signature function of `vtcaps_tf.export.saved_model.serving_fns`
 (what TF Serving and `vtcaps predict` run), fed random inputs built from its input signature
 (uint8 -> 0..255, float -> [0, 1)), for the default export (3D-CapsNet only) and the export with
 TPN-ERM kept (`--with-teacher`), in the same run. FLOPs per clip come from
@@ -57,7 +57,7 @@ def measure_served(preset, batches, min_seconds, min_repeats, graphs=("served", 
     same run, the export with TPN-ERM kept (`with_teacher`, what was served before)."""
     import keras
 
-    from vtcaps_tf.export import serving_fns
+    from vtcaps_tf.export.saved_model import serving_fns
     from vtcaps_tf.models import build_model
     from vtcaps_tf.models.profile import count_flops
 

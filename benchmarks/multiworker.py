@@ -29,7 +29,7 @@ from benchmarks.matmul import matmul_gflops  # noqa: E402
 
 def allreduce_worker(preset: str, repeats: int) -> None:
     """Run under TF_CONFIG: time the gradient all-reduce of `preset`; the chief prints JSON."""
-    from vtcaps_tf import multiworker
+    from vtcaps_tf.train import multiworker
 
     task, workers = multiworker.cluster_spec()
     multiworker.configure_threads()
@@ -65,7 +65,7 @@ def allreduce_worker(preset: str, repeats: int) -> None:
 
 
 def _train(data, workers, preset, steps, epochs, batch):
-    from vtcaps_tf import local_cluster
+    from vtcaps_tf.train import local_cluster
 
     run_dir = tempfile.mkdtemp(prefix=f"mw{workers}-")
     out, err = io.StringIO(), io.StringIO()
@@ -73,7 +73,7 @@ def _train(data, workers, preset, steps, epochs, batch):
             "--batch-size", str(batch), "--steps-per-epoch", str(steps), "--no-augment"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     start = time.perf_counter()
-    code = local_cluster.launch("vtcaps_tf.training", argv, workers, env=env, out=out, err=err)
+    code = local_cluster.launch("vtcaps_tf.train.fit", argv, workers, env=env, out=out, err=err)
     wall = time.perf_counter() - start
     if code:
         raise RuntimeError(f"{workers} worker(s) failed:\n{err.getvalue()[-3000:]}")
@@ -84,7 +84,7 @@ def _train(data, workers, preset, steps, epochs, batch):
 
 
 def _allreduce(workers, preset, repeats):
-    from vtcaps_tf import local_cluster
+    from vtcaps_tf.train import local_cluster
 
     out, err = io.StringIO(), io.StringIO()
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -4,7 +4,7 @@ cross-validation.
 CK+ labels a sequence by its last (peak) frame, yet its first frames are neutral. `vtcaps synth`
 writes each video's onset and apex to its manifest, so the label noise of each choice is known
 exactly: a clip counts as mislabelled when the expression's intensity (the generator's own curve,
-`vtcaps_pipeline.synth.intensity_curve`) stays below half its apex value over all of the clip's frames.
+`vtcaps_pipeline.synth.render.intensity_curve`) stays below half its apex value over all of the clip's frames.
 Then both datasets go through `vtcaps preprocess --folds K` and `vtcaps crossval` with the same
 preset, epochs and seeds, and the clip- and video-level accuracies are compared.
 
@@ -33,7 +33,7 @@ CHOICES = ("all", "near_peak")
 
 def label_noise(manifest: dict, clip_frames: int, long_frames: int, short_policy: str) -> dict:
     """Per choice: labelled clips and the fraction whose frames never reach half the apex."""
-    from vtcaps_pipeline.synth import intensity_curve
+    from vtcaps_pipeline.synth.render import intensity_curve
     from vtcaps_tf.data.clips import clip_frame_indices, near_peak, sequence_windows
 
     t = int(manifest["frames"])
@@ -75,9 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--choices", default=",".join(CHOICES))
     args = p.parse_args(argv)
 
-    from vtcaps_pipeline import preprocess, synth
-    from vtcaps_tf import crossval
-    from vtcaps_tf.models.presets import get_preset
+    from vtcaps_pipeline.beam import preprocess
+    from vtcaps_pipeline.synth import render as synth
+    from vtcaps_tf.train import crossval
+    from vtcaps_tf.config.presets import get_preset
 
     gflops = matmul_gflops()
     synth_dir = os.path.join(args.work_dir, "synth")

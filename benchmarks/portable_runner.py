@@ -2,7 +2,7 @@
 
 Local: `vtcaps preprocess`'s default (FnApiRunner, multi-threading, one worker thread per core).
 Pool: `--runner PortableRunner --job_endpoint embed --environment_type EXTERNAL` against
-`vtcaps_pipeline.worker_pool` started in this process (its SDK workers are separate processes, as on a
+`vtcaps_pipeline.beam.worker_pool` started in this process (its SDK workers are separate processes, as on a
 Flink or Spark cluster). Prints one JSON line with both pipeline times and the outputs' agreement.
 
     python benchmarks/portable_runner.py [--subjects 3]
@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--subjects", type=int, default=3)
     args = p.parse_args(argv)
 
-    from vtcaps_pipeline import preprocess, worker_pool
+    from vtcaps_pipeline.beam import preprocess
+    from vtcaps_pipeline.beam import worker_pool
     from tests.face import fixtures as fx
 
     gflops = matmul_gflops()

@@ -73,7 +73,7 @@ def sequential_loop(root: str) -> tuple[int, float]:
 
 def job(root: str, out: str, workers: int, preset: str, mode: str, extra=()) -> tuple[float, dict]:
     """Wall time of the whole job, and its stats.json."""
-    from vtcaps_pipeline import preprocess
+    from vtcaps_pipeline.beam import preprocess
 
     start = time.perf_counter()
     stats = preprocess.run(["--source", "folder", "--input", root, "--output", out, "--preset", preset,
@@ -102,7 +102,7 @@ def main(argv=None):
     import mediapipe  # noqa: F401  (imported before both timers: see the docstring)
 
     from benchmarks.matmul import matmul_gflops
-    from vtcaps_pipeline import preprocess  # noqa: F401  (TensorFlow and Beam, likewise)
+    from vtcaps_pipeline.beam import preprocess
 
     gflops = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:

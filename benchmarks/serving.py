@@ -61,7 +61,7 @@ def clip_window(contract, frames, seed=0):
 
 
 def start_server(base_path, name):
-    cmd = [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", base_path,
+    cmd = [sys.executable, "-m", "vtcaps_tf.cli.main", "serve", "--model-base-path", base_path,
            "--model-name", name, "--rest-port", "0", "--grpc-port", "0",
            "--file-system-poll-wait-seconds", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -82,7 +82,7 @@ def start_server(base_path, name):
 
 
 def rest_run(url, name, body, clients, requests_per_client):
-    from vtcaps_tf.serving.client import ServingClient
+    from vtcaps_tf.apps.client import ServingClient
 
     latencies, errors = [], []
     lock = threading.Lock()
@@ -162,11 +162,11 @@ def main(argv=None):
     p.add_argument("--requests-per-client", type=int, default=4, help="with --clients at once")
     args = p.parse_args(argv)
 
-    from vtcaps_tf.export import export_model
+    from vtcaps_tf.export.saved_model import export_model
     from vtcaps_tf.models import build_model
-    from vtcaps_tf.serving.client import encode_inputs
+    from vtcaps_tf.apps.client import encode_inputs
     from vtcaps_tf.serving.servables import Servable
-    from vtcaps_tf.serving.predict_models import EXAMPLES_SIGNATURE, clip_shape_from_inputs
+    from vtcaps_tf.apps.predict_models import EXAMPLES_SIGNATURE, clip_shape_from_inputs
 
     gflops_before = matmul_gflops()
     classes = ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]
@@ -213,7 +213,7 @@ def main(argv=None):
         log("starting vtcaps serve")
         proc, url, grpc_address = start_server(base, "bench")
         try:
-            from vtcaps_tf.serving.client import ServingClient
+            from vtcaps_tf.apps.client import ServingClient
 
             with ServingClient(url, "bench") as client:
                 served = client.predict({}, body=body)

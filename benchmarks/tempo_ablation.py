@@ -46,8 +46,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    from vtcaps_pipeline import preprocess, synth
-    from vtcaps_tf import evaluate, training
+    from vtcaps_pipeline.beam import preprocess
+    from vtcaps_pipeline.synth import render as synth
+    from vtcaps_tf.evaluation import evaluate
+    from vtcaps_tf.train import fit as training
 
     with contextlib.ExitStack() as stack:
         work = args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="tempo_ablation_"))

@@ -86,8 +86,8 @@ def child(mode: str, video: str, saved_model: str) -> dict:
     if mode == "beam":  # the preprocessing job's per-video work, as one Beam worker does it
         import apache_beam as beam
 
-        from vtcaps_pipeline import transforms
-        from vtcaps_pipeline.sources.base import VideoItem
+        from vtcaps_pipeline.beam import transforms
+        from vtcaps_pipeline.beam.sources.base import VideoItem
 
         config = transforms.JobConfig(source="folder", classes=("happiness",), clip_frames=16,
                                       long_frames=32, image_size=112)
@@ -111,7 +111,7 @@ def child(mode: str, video: str, saved_model: str) -> dict:
                 "clips": outcome["clips"], "records": num_outputs - len(tagged),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     from vtcaps_tf.face import FaceAnalyzer
-    from vtcaps_tf.serving.predict import DEFAULT_MAX_FACES, IN_PROCESS_BATCH, InProcessModel, predict_video
+    from vtcaps_tf.apps.predict import DEFAULT_MAX_FACES, IN_PROCESS_BATCH, InProcessModel, predict_video
 
     model = InProcessModel(saved_model)
     load_s = time.perf_counter() - start
@@ -143,7 +143,7 @@ def measure(mode: str, video: str, saved_model: str) -> dict:
 
 
 def export_small(base: str) -> str:
-    from vtcaps_tf.export import export_model
+    from vtcaps_tf.export.saved_model import export_model
     from vtcaps_tf.models import build_model
 
     return export_model(build_model("small", class_names=CLASSES), base)

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The tests run TensorFlow with the settings of the `vtcaps` commands (oneDNN kernels on).
-from vtcaps_tf.cli import tensorflow_defaults  # noqa: E402  (imports no TensorFlow)
+from vtcaps_tf.cli.main import tensorflow_defaults  # noqa: E402  (imports no TensorFlow)
 
 tensorflow_defaults()
 
@@ -30,7 +30,7 @@ def tiny_export(tmp_path_factory):
 
     Building and exporting it takes about a minute on 2 cores; tests only read it (a test that
     writes versions copies it first)."""
-    from vtcaps_tf.export import export_model
+    from vtcaps_tf.export.saved_model import export_model
     from vtcaps_tf.models import build_model
 
     classes = ["anger", "happy", "sad"]

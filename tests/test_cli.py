@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from vtcaps_tf import cli
+from vtcaps_tf.cli import main as cli
 
 EXPECTED = ["synth", "preprocess", "train", "evaluate", "crossval", "export", "serve", "predict",
             "stream", "profile", "pipeline"]
@@ -29,7 +29,7 @@ def _python(code: str, *args, timeout=300, env=None):
 # Runs cli.main(argv) and reports the exit status and whether TensorFlow got imported.
 RUN_MAIN = textwrap.dedent("""
     import json, sys
-    from vtcaps_tf import cli
+    from vtcaps_tf.cli import main as cli
     try:
         code = cli.main(sys.argv[1:])
     except SystemExit as exc:
@@ -69,13 +69,13 @@ def test_help_does_not_import_tensorflow(argv):
 def test_console_script_help_imports_no_tensorflow():
     # -X importtime lists every module the interpreter imported, the entry point's own included.
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
-                           "import sys; from vtcaps_tf.cli import main; sys.exit(main())", "train", "--help"],
+                           "import sys; from vtcaps_tf.cli.main import main; sys.exit(main())", "train", "--help"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")]
-    assert "vtcaps_tf.cli" in imported and "argparse" in imported  # the listing is complete
+    assert "vtcaps_tf.cli.main" in imported and "argparse" in imported  # the listing is complete
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
 
 
@@ -100,7 +100,7 @@ def test_unknown_top_level_option_is_a_usage_error(capsys):
 
 HELP_ALL = """
 import contextlib, io, json, sys
-from vtcaps_tf import cli
+from vtcaps_tf.cli import main as cli
 out = {}
 for name in sys.argv[1:]:
     buf = io.StringIO()
@@ -137,7 +137,7 @@ def test_a_command_that_loads_tensorflow_prints_no_registration_noise(tmp_path):
 
 EXIT_CODES = """
 import contextlib, io, json, sys
-from vtcaps_tf import cli
+from vtcaps_tf.cli import main as cli
 out = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()

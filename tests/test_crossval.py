@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vtcaps_pipeline.sources.base import assign_folds
+from vtcaps_pipeline.beam.sources.base import assign_folds
 from tests.data.fixtures import synthetic_clip
-from vtcaps_tf import crossval, evaluate, training
+from vtcaps_tf.train import crossval
+from vtcaps_tf.evaluation import evaluate
+from vtcaps_tf.train import fit as training
 from vtcaps_tf.data import dataset, features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +101,7 @@ def write_fold_dataset(root: str) -> dict:
 
 
 def _crossval_cmd(data, out):
-    return [sys.executable, "-m", "vtcaps_tf.cli", "crossval", "--data", data, "--output", out,
+    return [sys.executable, "-m", "vtcaps_tf.cli.main", "crossval", "--data", data, "--output", out,
             "--preset", "tiny", "--epochs", "1", "--batch-size", "2", "--no-augment", "--verbose", "0"]
 
 

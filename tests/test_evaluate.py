@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from vtcaps_tf import evaluate
+from vtcaps_tf.evaluation import evaluate
 
 CLASSES = ["anger", "happy", "sad"]
 # Same ten samples as tests/test_metrics.py: cm = [[3,1,0],[1,1,0],[1,0,3]].
@@ -114,7 +114,7 @@ def test_video_level_report_beside_the_clip_level_one(tmp_path):
 
 
 def test_video_level_rejects_a_video_with_two_labels():
-    from vtcaps_tf import metrics
+    from vtcaps_tf.evaluation import metrics
 
     with pytest.raises(ValueError, match="different labels"):
         metrics.video_level(["a", "a"], [0, 1], np.ones((2, 2)))

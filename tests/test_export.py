@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tests.data.fixtures import synthetic_clip
 from tests.models.helpers import random_inputs
-from vtcaps_tf import export
+from vtcaps_tf.export import saved_model as export
 
 CLASSES = ["anger", "happy", "sad"]
 

@@ -15,7 +15,7 @@ from tools import import_graph as ig
 
 def test_every_module_has_a_layer_and_none_imports_upward():
     graph = ig.import_graph()
-    assert "vtcaps_tf.models.vt3dcapsnet" in graph and "vtcaps_pipeline.runner" in graph  # walked both trees
+    assert "vtcaps_tf.models.vt3dcapsnet" in graph and "vtcaps_pipeline.orchestration.runner" in graph  # walked both trees
     for module in graph:
         ig.layer_of(module)  # KeyError names a module missing from LAYERS
     bad = ig.upward_imports(graph)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vtcaps_tf import losses
-from vtcaps_tf.losses import (FeatureMatchingLoss, MarginLoss,
+from vtcaps_tf.models import losses
+from vtcaps_tf.models.losses import (FeatureMatchingLoss, MarginLoss,
                               ReconstructionLoss, feature_matching_loss, margin_loss,
                               reconstruction_loss, tpn_loss)
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from vtcaps_tf import machine
+from vtcaps_tf.utils import machine
 
 AVX512 = frozenset({"sse3", "avx", "avx2", "fma", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 AVX2 = frozenset({"sse3", "avx", "avx2", "fma"})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vtcaps_tf import metrics
+from vtcaps_tf.evaluation import metrics
 
 # Ten samples, three classes. Worked by hand:
 #   true 0 -> predicted 0,0,1,0   true 1 -> 1,0   true 2 -> 2,2,0,2

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from vtcaps_tf import export
-from vtcaps_tf.model_card import CARD_FILE, build_model_card, describe, read_model_card
+from vtcaps_tf.export import saved_model as export
+from vtcaps_tf.export.model_card import CARD_FILE, build_model_card, describe, read_model_card
 
 CLASSES = ["anger", "happy", "sad"]
 
@@ -17,7 +17,7 @@ def model():
     """What the card reads of a model: its preset config and class names (no weights needed)."""
     from types import SimpleNamespace
 
-    from vtcaps_tf.models.presets import get_preset
+    from vtcaps_tf.config.presets import get_preset
 
     return SimpleNamespace(config=get_preset("tiny", num_classes=3), class_names=CLASSES)
 
@@ -78,7 +78,7 @@ def test_card_without_a_run_says_so(model):
 @pytest.mark.slow
 def test_predict_warns_about_a_synthetic_only_model(exported, tmp_path, capsys):
     from tests.face import fixtures as fx
-    from vtcaps_tf.serving.predict import cli_main
+    from vtcaps_tf.apps.predict import cli_main
 
     video = fx.write_face_video(str(tmp_path / "v.avi"), n=8)
     rc = cli_main([video, "--saved-model", exported, "--format", "json", "--quiet"])

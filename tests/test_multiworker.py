@@ -14,7 +14,9 @@ import tensorflow as tf
 
 from tests.data.fixtures import write_dataset
 from tests.test_training import _read_events
-from vtcaps_tf import local_cluster, multiworker, training
+from vtcaps_tf.train import local_cluster
+from vtcaps_tf.train import multiworker
+from vtcaps_tf.train import fit as training
 from vtcaps_tf.data import dataset as data_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +112,7 @@ def _launch(data, run_dir, *extra, env_extra=None):
     out, err = io.StringIO(), io.StringIO()
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
     argv = ["--data", data, "--run-dir", run_dir, *TRAIN_ARGS, *extra]
-    code = local_cluster.launch("vtcaps_tf.training", argv, 2, env=env, out=out, err=err,
+    code = local_cluster.launch("vtcaps_tf.train.fit", argv, 2, env=env, out=out, err=err,
                                 timeout_s=900)
     return code, out.getvalue(), err.getvalue()
 

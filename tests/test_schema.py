@@ -91,7 +91,7 @@ def test_a_version_1_data_dir_says_how_to_regenerate(tmp_path):
 
 def test_a_version_1_data_dir_stops_training_with_that_message(tmp_path, capsys):
     from tests.data.fixtures import write_dataset
-    from vtcaps_tf import training
+    from vtcaps_tf.train import fit as training
 
     root = write_dataset(str(tmp_path / "old"), counts={"train": 1}, schema_version=1)
     assert training.cli_main(["--data", root, "--run-dir", str(tmp_path / "run"),

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tests.data.fixtures import write_dataset
-from vtcaps_tf import training
+from vtcaps_tf.train import fit as training
 from vtcaps_tf.data import features
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,7 +107,7 @@ def test_tensorboard_event_files_hold_scalars_and_the_confusion_matrix(trained):
 def _train_cmd(data, run_dir, *extra):
     # One replica: resuming does not depend on the replica count (the `trained` fixture covers two),
     # and each process traces its steps once instead of per replica.
-    return [sys.executable, "-m", "vtcaps_tf.training", "--data", data, "--run-dir", run_dir,
+    return [sys.executable, "-m", "vtcaps_tf.train.fit", "--data", data, "--run-dir", run_dir,
             "--preset", "tiny", "--epochs", "2", "--batch-size", "4", "--steps-per-epoch", "3",
             "--cpu-replicas", "1", "--no-augment", "--verbose", "2", *extra]
 
@@ -214,7 +214,7 @@ def test_ablation_flags_default_to_the_preset():
     assert config.use_tpn is True
     help_text = training.build_parser().format_help()
     # The defaults shown are ModelConfig's own, not spelled out again.
-    from vtcaps_tf.models.presets import ModelConfig
+    from vtcaps_tf.config.presets import ModelConfig
     d = ModelConfig(name="x", clip_frames=8, long_frames=16, image_size=32, depth=18, width=0.125,
                     stem_strides=(1, 1), stage_strides=((1, 1), (1, 1), (2, 2), (2, 2)))
     assert f"(default {d.flow})" in help_text and f"(default {d.matching_weight})" in help_text
@@ -307,7 +307,7 @@ def test_checkpoints_every_n_epochs_and_after_the_last(tmp_path):
     import keras
     import numpy as np
 
-    from vtcaps_tf.callbacks import EpochBackup
+    from vtcaps_tf.train.callbacks import EpochBackup
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

@@ -3,10 +3,11 @@ and the layers it must respect.
 
     python -m tools.import_graph            # one line per module: its layer and what it imports
     python -m tools.import_graph --dot      # Graphviz, modules grouped by layer
-    python -m tools.import_graph --check    # exit 1 and list every upward import
+    python -m tools.import_graph --check    # exit 1 and list every upward import and every cycle
 
 Every import counts, the ones inside functions too: a lazy import is still a dependency. A module
-may import modules of its own layer or of lower layers, never of a higher one.
+may import modules of its own layer or of lower layers, never of a higher one, and no module may
+reach itself through the modules it imports (a cycle), within a layer too.
 """
 
 from __future__ import annotations
@@ -23,19 +24,21 @@ PACKAGES = {"vtcaps_tf": "vtcaps_tf", "vtcaps_pipeline": "pipeline"}
 # Lowest first. A module belongs to the first layer with a prefix matching its dotted name
 # (a prefix matches the module itself and everything below it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("vtcaps_tf.errors", "vtcaps_tf.cli_parsers", "vtcaps_tf.versions", "vtcaps_tf.machine")),
-    ("blocks", ("vtcaps_tf.face", "vtcaps_tf.data", "vtcaps_tf.layers", "vtcaps_tf.losses",
-                "vtcaps_tf.metrics", "vtcaps_tf.pyramid_options")),
+    ("base", ("vtcaps_tf.errors", "vtcaps_tf.config", "vtcaps_tf.utils")),
+    ("blocks", ("vtcaps_tf.face", "vtcaps_tf.data", "vtcaps_tf.layers")),
     ("models", ("vtcaps_tf.models",)),
-    ("training", ("vtcaps_tf.callbacks", "vtcaps_tf.training", "vtcaps_tf.multiworker",
-                  "vtcaps_tf.local_cluster", "vtcaps_tf.evaluate", "vtcaps_tf.crossval",
-                  "vtcaps_tf.export", "vtcaps_tf.model_card")),
+    ("evaluation", ("vtcaps_tf.evaluation",)),
+    ("export", ("vtcaps_tf.export",)),
+    ("train", ("vtcaps_tf.train",)),
     ("serving", ("vtcaps_tf.serving",)),
-    ("pipeline", ("vtcaps_pipeline",)),
+    ("apps", ("vtcaps_tf.apps",)),
+    ("beam", ("vtcaps_pipeline.beam",)),
+    ("synth", ("vtcaps_pipeline.synth",)),
+    ("orchestration", ("vtcaps_pipeline.orchestration",)),
     ("cli", ("vtcaps_tf.cli",)),
 ]
 # The package roots hold only metadata and lazy attribute access: below everything.
-ROOT_MODULES = {"vtcaps_tf": "base", "vtcaps_pipeline": "pipeline"}
+ROOT_MODULES = {"vtcaps_tf": "base", "vtcaps_pipeline": "beam"}
 LAYER_INDEX = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 
@@ -89,7 +92,7 @@ def imports_of(module: str, path: str, known: set[str]) -> set[str]:
                 parts = parts if is_package else parts[:-1]
                 parts = parts[:len(parts) - (node.level - 1)]
                 base = ".".join(parts + ([base] if base else []))
-            names = [f"{base}.{a.name}" for a in node.names] + [base]
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         for name in names:
             target = _resolve(name, known)
             if target and target != module:
@@ -115,6 +118,45 @@ def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str, str, str]
     return bad
 
 
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle's modules (a strongly connected component of more than one module, or a module
+    importing itself), each list sorted, the list sorted; Tarjan's algorithm, iteratively."""
+    index, low, on_stack, stack, cycles = {}, {}, set(), [], []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, targets = work[-1]
+            for target in targets:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(sorted(graph.get(target, ())))))
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1 or node in graph.get(node, ()):
+                        cycles.append(sorted(component))
+    return sorted(cycles)
+
+
 def to_dot(graph: dict[str, set[str]]) -> str:
     lines = ["digraph imports {", "  rankdir=BT; node [shape=box, fontsize=10];"]
     for name, _ in LAYERS:
@@ -130,7 +172,8 @@ def to_dot(graph: dict[str, set[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.import_graph", description=__doc__.splitlines()[0])
     p.add_argument("--dot", action="store_true", help="print Graphviz dot")
-    p.add_argument("--check", action="store_true", help="exit 1 when a module imports upward")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when a module imports upward or modules import each other in a cycle")
     args = p.parse_args(argv)
     graph = import_graph()
     if args.dot:
@@ -142,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = upward_imports(graph)
     for module, here, target, there in bad:
         print(f"upward import: {module} ({here}) imports {target} ({there})", file=sys.stderr)
-    return 1 if bad and args.check else 0
+    cycles = import_cycles(graph)
+    for cycle in cycles:
+        print(f"import cycle: {' <-> '.join(cycle)}", file=sys.stderr)
+    return 1 if (bad or cycles) and args.check else 0
 
 
 if __name__ == "__main__":

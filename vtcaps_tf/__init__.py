@@ -4,7 +4,7 @@ Importing the package is cheap: it does not import TensorFlow, so the `vtcaps` c
 fast. The custom Keras objects (layers, models, losses) register themselves when
 `vtcaps_tf.models` or `vtcaps_tf.layers` is imported, which every loading path does
 (`vtcaps_tf.models.load_trained_model` included); a bare `keras.saving.load_model` of a `.keras`
-file needs `import vtcaps_tf.models` first. `vtcaps_tf.layers`, `.losses` and `.models` are
+file needs `import vtcaps_tf.models` first. `vtcaps_tf.layers` and `.models` are
 also reachable as attributes of the package, imported on first use.
 """
 
@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.1.0"
 
 # Subpackages that `import vtcaps_tf` used to import eagerly; now imported on first attribute use.
-_LAZY_SUBMODULES = ("layers", "losses", "models")
+_LAZY_SUBMODULES = ("layers", "models")
 
 
 def __getattr__(name: str):

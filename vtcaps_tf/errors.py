@@ -4,7 +4,7 @@
     1  failure while running (the input was acceptable, the work failed)
     2  bad usage or input: an unknown flag, a missing or malformed input path or file
 
-`vtcaps_tf.cli` maps a `UsageError` raised by a command to 2 and any other exception to 1; a
+`vtcaps_tf.cli.main` maps a `UsageError` raised by a command to 2 and any other exception to 1; a
 command's `cli_main` may also return these numbers itself.
 """
 

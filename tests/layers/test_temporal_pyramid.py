@@ -475,8 +475,8 @@ def test_fit_trains_fusion_weights_and_every_head():
 
 
 def test_every_fusion_name_has_a_layer_and_the_preset_table_shares_the_names():
-    # The names are defined once (vtcaps_tf/pyramid_options.py); the layer maps each to a class.
-    from vtcaps_tf.models import presets
+    # The names are defined once (vtcaps_tf/config/pyramid_options.py); the layer maps each to a class.
+    from vtcaps_tf.config import presets
 
     assert set(FUSION_LAYERS) == set(FUSIONS)
     assert presets.FLOWS is FLOWS and presets.FUSIONS is FUSIONS

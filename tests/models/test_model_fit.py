@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from helpers import random_inputs
 from vtcaps_tf.models import build_model
-from vtcaps_tf.training import make_strategy
+from vtcaps_tf.train.fit import make_strategy
 
 TERMS = ("margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching_loss")
 

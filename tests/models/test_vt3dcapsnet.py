@@ -237,7 +237,7 @@ def test_a_teacher_frame_stride_reads_every_kth_frame_of_the_window():
 def test_au_size_48_trains_a_step_and_exports(tmp_path):
     import tensorflow as tf
 
-    from vtcaps_tf.export import export_model
+    from vtcaps_tf.export.saved_model import export_model
     from vtcaps_tf.face.au import au_attention_map
 
     model = build_model("tiny", class_names=["a", "b", "c"], au_size=48)

@@ -12,7 +12,8 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 
-from vtcaps_pipeline import preprocess, sources
+from vtcaps_pipeline.beam import preprocess
+from vtcaps_pipeline.beam import sources
 from tests.face import fixtures as fx
 from tests.pipeline.ckplus_fixture import PEAK_BRIGHTENING, SEQUENCES, write_ckplus
 from vtcaps_tf.data import features

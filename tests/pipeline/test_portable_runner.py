@@ -14,7 +14,9 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 
-from vtcaps_pipeline import job_watch, preprocess, worker_pool
+from vtcaps_pipeline.beam import job_watch
+from vtcaps_pipeline.beam import preprocess
+from vtcaps_pipeline.beam import worker_pool
 from tests.face import fixtures as fx
 from vtcaps_tf.data import features
 
@@ -92,7 +94,7 @@ def test_pool_refuses_an_interpreter_without_beam(tmp_path):
     script.chmod(0o755)
     with pytest.raises(worker_pool.InterpreterError, match="apache_beam"):
         worker_pool.check_interpreter(str(script))
-    proc = subprocess.run([sys.executable, "-m", "vtcaps_pipeline.worker_pool", "--port", "0",
+    proc = subprocess.run([sys.executable, "-m", "vtcaps_pipeline.beam.worker_pool", "--port", "0",
                            "--python", str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "cannot import" in proc.stderr
 
@@ -153,7 +155,7 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
     if subprocess.run([bare, "-c", "import apache_beam"], capture_output=True).returncode == 0:
         pytest.skip(f"{bare} has apache_beam: it cannot stand for a bare interpreter")
     (bin_dir / "python").symlink_to(bare)
-    from vtcaps_tf.local_cluster import free_ports
+    from vtcaps_tf.train.local_cluster import free_ports
 
     (port,) = free_ports(1)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
@@ -164,7 +166,7 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
         time.sleep(3)
         start = time.monotonic()
         job = subprocess.run(
-            [sys.executable, "-m", "vtcaps_pipeline.preprocess", "--source", "folder", "--input", root,
+            [sys.executable, "-m", "vtcaps_pipeline.beam.preprocess", "--source", "folder", "--input", root,
              *ARGS, "--output", str(tmp_path / "out"), "--stall-timeout", "20",
              *_portable(f"localhost:{port}")],
             capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -175,6 +177,6 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
         log.close()
     assert job.returncode == 1, job.stderr[-2000:]
     assert "did not start or are stuck" in job.stderr
-    assert "python -m vtcaps_pipeline.worker_pool" in job.stderr
+    assert "python -m vtcaps_pipeline.beam.worker_pool" in job.stderr
     assert took < 150, took
     assert "No module named 'apache_beam'" in (tmp_path / "pool.log").read_text()

@@ -12,7 +12,7 @@ import tensorflow as tf
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 
-from vtcaps_pipeline import preprocess
+from vtcaps_pipeline.beam import preprocess
 from tests.face import fixtures as fx
 from vtcaps_tf.data import dataset, features
 from vtcaps_tf.data.contract import InputContract
@@ -229,7 +229,7 @@ def _clip(frames, label=0, name="a", subject="s1"):
 
 
 def test_schema_check_catches_what_the_reader_cannot_use(tmp_path):
-    from vtcaps_pipeline import checks
+    from vtcaps_pipeline.beam import checks
 
     out = str(tmp_path)
     # A clip reaching past its record's 8 stored frames (4 frames from 6), and a record with two

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from vtcaps_pipeline import runner
-from vtcaps_pipeline.runner import Pipeline, Step, StepContext
+from vtcaps_pipeline.orchestration import runner
+from vtcaps_pipeline.orchestration.runner import Pipeline, Step, StepContext
 
 
 # ---- fake steps: each counts its runs and writes something derived from its config and inputs ----
@@ -166,7 +166,7 @@ def _ctx(tmp_path, config, results=None, **stages):
 def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_path):
     from vtcaps_tf.data.dataset import AugmentConfig
     from vtcaps_tf.data.features import SHARD_SUFFIX
-    from vtcaps_tf.training import FnArgs
+    from vtcaps_tf.train.fit import FnArgs
 
     seen = []
 
@@ -322,7 +322,7 @@ def test_config_errors(tmp_path, capsys):
 
 
 def test_demo_scores_rest_predictions_against_the_manifest():
-    from vtcaps_pipeline import demo
+    from vtcaps_pipeline.orchestration import demo
 
     manifest = {"videos": [{"path": "happy/s00_0.avi", "label": "happy"},
                            {"path": "anger/s01_1.avi", "label": "anger"},
@@ -375,7 +375,7 @@ def test_crossval_config_chains_folds_into_crossval_and_resumes_after_a_kill(tmp
 def test_shipped_configs_load_and_their_train_keys_are_config_fields(name):
     import dataclasses
 
-    from vtcaps_tf.training import TrainConfig
+    from vtcaps_tf.train.fit import TrainConfig
 
     path = os.path.join(os.path.dirname(runner.__file__), "configs", f"{name}.json")
     config = runner.load_config(path)

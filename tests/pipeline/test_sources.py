@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from vtcaps_pipeline import sources
-from vtcaps_pipeline.sources import base
-from vtcaps_pipeline.sources.base import SourceError, allocate, assign_splits, parse_ratios, split_plan
+from vtcaps_pipeline.beam import sources
+from vtcaps_pipeline.beam.sources import base
+from vtcaps_pipeline.beam.sources.base import SourceError, allocate, assign_splits, parse_ratios, split_plan
 
 
 def _touch(path, data=b"x"):
@@ -171,7 +171,7 @@ def test_split_plan_keeps_subjects_together():
 
 
 def test_assign_folds_balances_clips_hand_worked():
-    from vtcaps_pipeline.sources.base import assign_folds
+    from vtcaps_pipeline.beam.sources.base import assign_folds
 
     # Largest first, each to the lightest fold: a(5)->0, b(4)->1, c(3)->1 (4<5), d(2)->0 (5<7),
     # e(1): loads 7/7 and 2/2 subjects -> fold 0. Clips per fold 8 / 7.

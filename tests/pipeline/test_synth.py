@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from vtcaps_pipeline import synth, synth_au
-from vtcaps_pipeline.synth_warp import PiecewiseAffineField
+from vtcaps_pipeline.synth import render as synth
+from vtcaps_pipeline.synth import au as synth_au
+from vtcaps_pipeline.synth.warp import PiecewiseAffineField
 
 SIZE = 128
 
@@ -216,8 +217,8 @@ def test_tempo_only_same_apex_different_time(base, tmp_path):
 
 @pytest.mark.slow
 def test_ckplus_and_afew_layouts_are_read_by_their_sources(tmp_path):
-    from vtcaps_pipeline import sources
-    from vtcaps_pipeline.sources.ckplus import read_emotion
+    from vtcaps_pipeline.beam import sources
+    from vtcaps_pipeline.beam.sources.ckplus import read_emotion
 
     ck = synth.SynthConfig(output=str(tmp_path / "ck"), per_class=1, subjects=1, seed=1, frames=20,
                            size=64, layout="ckplus")

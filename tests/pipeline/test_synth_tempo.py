@@ -1,4 +1,4 @@
-"""The tempo task (pipeline/synth_tempo.py): its intensity curves against the constraints in its
+"""The tempo task (pipeline/synth/tempo.py): its intensity curves against the constraints in its
 docstring, checked frame by frame over many draws, and the statistics of benchmarks/ablation.py
 against hand-worked cases."""
 
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from vtcaps_pipeline import synth_tempo as st
+from vtcaps_pipeline.synth import tempo as st
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -118,7 +118,7 @@ def test_long_clip_rows_see_the_long_window_in_the_same_order():
 
 
 def test_apex_gain_scales_the_expression_motion():
-    from vtcaps_pipeline import synth
+    from vtcaps_pipeline.synth import render as synth
 
     base = synth.prepare_face(synth.load_face_image(None), 64)
     marks = {g: st.generate_arrays(2, image_size=16, render_size=64, subjects=1, seed=3, base=base,

@@ -11,8 +11,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from vtcaps_pipeline import sources, transforms
-from vtcaps_pipeline.sources.base import VideoItem
+from vtcaps_pipeline.beam import sources
+from vtcaps_pipeline.beam import transforms
+from vtcaps_pipeline.beam.sources.base import VideoItem
 from tests.face import fixtures as fx
 from vtcaps_tf.data import features
 from vtcaps_tf.face import FaceMesh, landmarks68

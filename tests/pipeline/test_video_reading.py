@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from vtcaps_pipeline import transforms
+from vtcaps_pipeline.beam import transforms
 from tests.face import fixtures as fx
 from tests.pipeline.test_transforms import _config, _item, _run, _Splits
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import toy_model
 
-from vtcaps_tf.serving.client import ServingClient, ServingClientError, encode_inputs
+from vtcaps_tf.apps.client import ServingClient, ServingClientError, encode_inputs
 
 
 def test_encode_inputs_round_trips_exactly():

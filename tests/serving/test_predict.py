@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import toy_model
 
-from vtcaps_tf.serving.predict import cli_main
+from vtcaps_tf.apps.predict import cli_main
 
 FPS = 10.0
 FRAMES = 10  # two clips of N=4 (the remainder of 2 frames is dropped)
@@ -149,7 +149,7 @@ def test_base_path_with_a_zero_padded_version_folder(toy_base_path, tmp_path):
     """TF Serving's own layout (`00000123`): predict loads the newest version by its folder name."""
     import shutil
 
-    from vtcaps_tf.serving.predict_models import InProcessModel
+    from vtcaps_tf.apps.predict_models import InProcessModel
 
     base = tmp_path / "model"
     shutil.copytree(os.path.join(toy_base_path, "1"), base / "00000009")

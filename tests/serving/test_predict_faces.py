@@ -11,7 +11,7 @@ import pytest
 import toy_model
 
 from tests.face import fixtures as fx
-from vtcaps_tf.serving.predict import cli_main
+from vtcaps_tf.apps.predict import cli_main
 
 FPS = 10.0
 
@@ -130,7 +130,7 @@ def test_long_video_is_read_in_bounded_memory(face, toy_base_path, tmp_path):
     """The frames and crops held at once are the same for a 100-frame and a 400-frame video, and
     bounded by the bridge (5 frames at 10 fps) plus the frame being read."""
     from vtcaps_tf.face import FaceAnalyzer
-    from vtcaps_tf.serving.predict import InProcessModel, predict_video
+    from vtcaps_tf.apps.predict import InProcessModel, predict_video
 
     model = InProcessModel(toy_base_path)
     small = face[::2, ::2]

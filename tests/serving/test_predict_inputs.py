@@ -1,9 +1,9 @@
-"""vtcaps_tf/serving/predict_inputs.py: which paths `vtcaps predict` reads as videos or photos."""
+"""vtcaps_tf/apps/predict_inputs.py: which paths `vtcaps predict` reads as videos or photos."""
 
 import os
 
-from vtcaps_tf.serving import predict
-from vtcaps_tf.serving.predict_inputs import find_videos, is_photo
+from vtcaps_tf.apps import predict
+from vtcaps_tf.apps.predict_inputs import find_videos, is_photo
 
 
 def _touch(path):

@@ -122,8 +122,8 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys, mo
 
     from vtcaps_tf.data.features import encode_jpeg
     from vtcaps_tf.data.storage import REQUEST_JPEG_QUALITY
-    from vtcaps_tf.serving.predict import cli_main
-    from vtcaps_tf.serving.predict_models import InProcessModel
+    from vtcaps_tf.apps.predict import cli_main
+    from vtcaps_tf.apps.predict_models import InProcessModel
 
     model, base = tiny
     n = model.config.clip_frames

@@ -70,7 +70,7 @@ def test_serve_command_runs_and_stops_on_sigterm(toy_base_path, tmp_path):
         "training": {"source": "synthetic", "videos": {"train": 30, "val": 6, "test": 6}}}))
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vtcaps_tf.cli", "serve", "--model-base-path", str(base),
+        [sys.executable, "-m", "vtcaps_tf.cli.main", "serve", "--model-base-path", str(base),
          "--model-name", "toy", "--rest-port", "0", "--grpc-port", "0"],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

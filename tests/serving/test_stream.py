@@ -10,7 +10,7 @@ import pytest
 import toy_model
 
 from tests.face import fixtures as fx
-from vtcaps_tf.serving.stream import FrameReader, cli_main
+from vtcaps_tf.apps.stream import FrameReader, cli_main
 
 FPS = 10.0
 

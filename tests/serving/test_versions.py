@@ -13,7 +13,7 @@ import toy_model
 
 from vtcaps_tf.serving.config_file import ConfigFileError, read_model_config_file
 from vtcaps_tf.serving.servables import ModelSpec, ServedModel, VersionPolicy, ready_versions
-from vtcaps_tf.versions import parse_version, version_dirs
+from vtcaps_tf.export.versions import parse_version, version_dirs
 from vtcaps_tf.serving.server import ModelServer, ServerConfig
 
 

@@ -1,7 +1,7 @@
 """The one input contract: every input shape of the model and the one step from a stored window
 of face crops to the model's named inputs.
 
-Used by the tf.data reader (`dataset.py`), by both export signatures (`vtcaps_tf.export`), by the
+Used by the tf.data reader (`dataset.py`), by both export signatures (`vtcaps_tf.export.saved_model`), by the
 model's own `input_specs` and by `vtcaps predict` / `vtcaps stream`, so that training and serving
 cannot pick different frames or shapes.
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from vtcaps_tf.config.presets import AU_MAP_SIZE
 from vtcaps_tf.face.landmarks import check_landmarks68
 
-AU_MAP_SIZE = 100
 NUM_AU_CENTRES = 20
 HALF_WIDTH = 7  # 15x15 square around each centre
 SLOPE = 0.095  # w = 1 - 0.095 * manhattan distance

@@ -28,7 +28,7 @@ from keras import ops
 
 from vtcaps_tf.layers.fusion import FastNormalizedFusion, SoftmaxFusion
 from vtcaps_tf.layers.resnet3d import FactorisedConv3D, FusedBatchNorm
-from vtcaps_tf.pyramid_options import FLOWS, FUSIONS, POOLS
+from vtcaps_tf.config.pyramid_options import FLOWS, FUSIONS, POOLS
 
 FUSION_LAYERS = {"fast": FastNormalizedFusion, "softmax": SoftmaxFusion}  # one per name of FUSIONS
 

@@ -80,7 +80,7 @@ def format_table(result: dict) -> str:
 
 
 def cli_main(argv=None) -> int:
-    from vtcaps_tf import cli_parsers
+    from vtcaps_tf.config import flags as cli_parsers
 
     args = cli_parsers.profile_parser().parse_args(argv)
     result = profile_preset(args.preset)

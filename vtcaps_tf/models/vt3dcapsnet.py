@@ -30,14 +30,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from vtcaps_tf import losses
+from vtcaps_tf.models import losses
 from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.layers.au_attention import area_resize_matrix
 from vtcaps_tf.layers.au_render import AUMapRender
 from vtcaps_tf.layers.capsules import DigitCaps, PrimaryCaps, ReconstructionDecoder, capsule_length, capsule_mask
 from vtcaps_tf.layers.temporal_pyramid import TemporalPyramid
 from vtcaps_tf.models.backbone import build_backbone, stage_channels
-from vtcaps_tf.models.presets import ModelConfig, get_preset
+from vtcaps_tf.config.presets import ModelConfig, get_preset
 
 
 def _as_config(config) -> ModelConfig:

@@ -1,7 +1,7 @@
 """Model versions on disk -> loaded servables, as TF Serving manages them (the Keras models
 themselves live in `vtcaps_tf.models`).
 
-A model is a base path holding integer version folders (`vtcaps_tf.versions` reads them); a
+A model is a base path holding integer version folders (`vtcaps_tf.export.versions` reads them); a
 version is ready once its `saved_model.pb` exists. `ModelManager.poll()` loads the versions the policy wants (the newest one
 by default), and only after a new version has loaded does it swap the served set (one reference
 assignment) and let go of versions the policy no longer wants: requests already running keep
@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from vtcaps_tf.serving.errors import ServingError, invalid, not_found
-from vtcaps_tf.versions import version_dirs
+from vtcaps_tf.export.versions import version_dirs
 
 log = logging.getLogger(__name__)
 

@@ -171,7 +171,7 @@ def cli_main(argv=None) -> int:
     if args.max_request_bytes <= 0:
         parser.error("--max-request-bytes must be positive")
     from vtcaps_tf.serving.grpc_service import parse_channel_arguments
-    from vtcaps_tf.model_card import describe, read_model_card
+    from vtcaps_tf.export.model_card import describe, read_model_card
 
     try:
         channel_arguments = tuple(parse_channel_arguments(args.grpc_channel_arguments))

@@ -1,0 +1,135 @@
+"""The model `vtcaps predict` and `vtcaps stream` ask: a SavedModel loaded in process, or one behind
+TF Serving's REST API. Both read the clip length N, TPN window M and crop size S from the
+serving signature (as an `InputContract`), and both are given clips as stored windows - each
+face crop with its landmarks, the short clip at an offset - which they turn into inputs with the
+contract the training reader uses:
+
+- in process, `serving_default` gets the decoded inputs (`InputContract.window_inputs`);
+- over REST, each clip goes as one serialized SequenceExample (a record of one clip: the JPEG
+  crops and landmarks, `InputContract.example`) to `serve_examples`, base64 in TF Serving's JSON
+  (`{"b64": ...}`): a `small` clip is a few hundred KB, not the ~10 MB of its pixels as JSON numbers.
+
+A default export serves 3D-CapsNet only (no `long_frames` input): then M is taken as N, so clips
+are cut, held and sent without the TPN window.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from vtcaps_tf.data.contract import InputContract
+
+SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "serve_examples"
+# Keep one REST request body well under a server's limit (a clip's JPEGs as base64 are far below
+# its raw pixels, the bound used).
+_REST_BODY_BUDGET = 32 << 20
+# The input contract as read from a signature; `ClipShape(N, M, S)` still builds one.
+ClipShape = InputContract
+
+
+def clip_shape_from_inputs(inputs: dict) -> InputContract:
+    """{name: shape tuple} of serving_default's inputs -> the contract (N, M, S; static shapes).
+    Without `long_frames` (a teacher-free export) M is N."""
+    missing = {"frames", "landmarks"} - set(inputs)
+    if missing:
+        raise ValueError(f"the model's {SIGNATURE} signature lacks inputs {sorted(missing)}; "
+                         f"it has {sorted(inputs)} (an export older than schema version 2 takes "
+                         "au_map: export the model again with this version of vtcaps)")
+    for name in ("frames", "long_frames"):
+        shape = inputs.get(name, ())
+        if name not in inputs:
+            continue
+        if shape is None or len(shape) != 5 or None in shape[1:]:
+            raise ValueError(f"input {name!r} needs a static shape [-1, T, S, S, 3], got {shape}")
+    frames = inputs["frames"]
+    long_frames = inputs.get("long_frames", frames)
+    if frames[2] != frames[3] or frames[2:] != long_frames[2:]:
+        raise ValueError(f"frames {frames} and long_frames {long_frames} disagree on the crop size")
+    return InputContract(frames[1], long_frames[1], frames[2])
+
+
+def _stack(dicts: list[dict]) -> dict[str, np.ndarray]:
+    return {k: np.stack([d[k] for d in dicts]) for k in dicts[0]}
+
+
+class InProcessModel:
+    """A SavedModel loaded here: a version folder, or a base path (its highest version)."""
+
+    def __init__(self, path: str):
+        from vtcaps_tf.serving.servables import Servable
+        from vtcaps_tf.export.versions import SAVED_MODEL_FILES, version_dirs
+
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"no SavedModel folder {path!r}")
+        if not any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
+            folders = version_dirs(path)
+            if not folders:
+                raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base path with "
+                                        "integer version folders")
+            path = os.path.join(path, folders[max(folders)])  # the folder's own name: 00000123 stays
+        from vtcaps_tf.export.model_card import read_model_card
+
+        self.path = path
+        self.card = read_model_card(path)
+        self.servable = Servable("local", 0, path, warmup=False)
+        self.signature = self.servable.signature(SIGNATURE)
+        inputs = {k: s.shape for k, s in self.signature.inputs.items()}
+        self.shape = clip_shape_from_inputs(inputs)
+        self.teacher = "long_frames" in inputs
+        self.max_batch = None
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.signature.run(inputs)
+
+    def predict_windows(self, windows) -> dict[str, np.ndarray]:
+        """Clips as stored windows (objects with `crops`, `landmarks`, `offset`) -> outputs."""
+        return self.predict(_stack([
+            {k: np.asarray(v) for k, v in self.shape.window_inputs(
+                w.crops, w.landmarks, w.offset, with_teacher=self.teacher).items()}
+            for w in windows]))
+
+    def describe(self) -> str:
+        return f"SavedModel {self.path}"
+
+
+class RestModel:
+    """A model behind TF Serving's REST API; clips go to its `serve_examples` signature."""
+
+    def __init__(self, server: str, model_name: str, version: int | None = None):
+        from vtcaps_tf.apps.client import ServingClient, ServingClientError
+
+        self.client = ServingClient(server, model_name, version)
+        self.card = None  # TF Serving's API does not serve a version's assets
+        signature = self.client.signature(SIGNATURE)
+        inputs = {k: shape for k, (_, shape) in signature["inputs"].items()}
+        self.shape = clip_shape_from_inputs(inputs)
+        self.teacher = "long_frames" in inputs
+        examples = self.client.signature(EXAMPLES_SIGNATURE)  # raises when the export lacks it
+        if "examples" not in examples["inputs"]:
+            raise ServingClientError(0, f"{EXAMPLES_SIGNATURE} takes {sorted(examples['inputs'])}, "
+                                     "not 'examples'")
+        s = self.shape
+        per_clip = 3 * s.image_size ** 2 * s.long_frames * 4 // 3
+        self.max_batch = max(1, _REST_BODY_BUDGET // per_clip)
+        self.last_body_bytes = 0  # size of the last request body (for measurements)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.client.predict(inputs, SIGNATURE)
+
+    def predict_examples(self, examples: list[bytes]) -> dict[str, np.ndarray]:
+        """Serialized SequenceExamples of one clip each -> outputs of `serve_examples`."""
+        from vtcaps_tf.apps.client import encode_inputs
+
+        body = encode_inputs({"examples": np.array(examples, dtype=object)}, EXAMPLES_SIGNATURE)
+        self.last_body_bytes = len(body)
+        return self.client.predict({}, body=body)
+
+    def predict_windows(self, windows) -> dict[str, np.ndarray]:
+        return self.predict_examples([self.shape.example(w.crops, w.landmarks, w.offset)
+                                      for w in windows])
+
+    def describe(self) -> str:
+        return self.client.url

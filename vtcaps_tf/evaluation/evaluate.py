@@ -1,0 +1,187 @@
+"""`vtcaps evaluate`: a trained model on one split -> report.json, report.md, confusion_matrix.png.
+
+The report holds accuracy (= WAR), UAR, per-class precision/recall/F1 with the standard definitions
+(`vtcaps_tf.evaluation.metrics`), macro and weighted F1 and the confusion matrix, clip by clip; its `video`
+entry holds the same figures video by video (a video's prediction: the mean of its clips'
+probabilities). report.md lays the per-class figures out like the paper's Table 5 (percentages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from vtcaps_tf.evaluation import metrics
+
+
+def predict_split(model, data_dir: str, split: str = "test", batch_size: int = 16, verbose=0):
+    """(labels, probabilities, tpn_probabilities or None, video_ids) of every clip of one split."""
+    from vtcaps_tf.data import features
+
+    meta = features.read_metadata(data_dir)
+    files = features.split_files(data_dir, split)
+    if not files:
+        raise features.SchemaError(f"no {split}-*{features.SHARD_SUFFIX} shards in {data_dir!r} "
+                                   f"(it holds {', '.join(features.data_splits(meta))})")
+    return predict_files(model, files, meta, batch_size, verbose, what=split)
+
+
+def check_classes(model, meta: dict) -> None:
+    """A clear error when the model was trained on another label set than the data's."""
+    model_classes = [str(c) for c in getattr(model, "class_names", None) or []]
+    if model_classes and model_classes != [str(c) for c in meta["classes"]]:
+        raise ValueError(f"the model's classes {model_classes} differ from the data's {meta['classes']}")
+
+
+def predict_files(model, files, meta: dict, batch_size: int = 16, verbose=0, what: str = "data"):
+    """(labels, probabilities, tpn_probabilities or None, video_ids) of every clip in `files`."""
+    import tensorflow as tf
+
+    from vtcaps_tf.data import dataset
+
+    check_classes(model, meta)
+    mc = model.config
+    ds = dataset.read_files(files, model.contract, with_video_id=True)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    labels, probs, tpn, ids = [], [], [], []
+    total = (meta.get("counts") or {}).get(what)
+    done = 0
+    for inputs, y, vid in ds:
+        out = model(inputs, training=False)
+        labels.append(np.asarray(y))
+        ids += [v.decode() for v in vid.numpy()]
+        probs.append(np.asarray(out["probabilities"], np.float32))
+        if "tpn_probabilities" in out:
+            tpn.append(np.asarray(out["tpn_probabilities"], np.float32))
+        done += len(labels[-1])
+        if verbose:
+            print(f"\revaluated {done}/{total or '?'} clips", end="", file=sys.stderr, flush=True)
+    if verbose:
+        print(file=sys.stderr)
+    if not labels:
+        raise ValueError(f"{what} holds no clips")
+    return (np.concatenate(labels), np.concatenate(probs),
+            np.concatenate(tpn) if tpn else None, ids)
+
+
+def build_report(labels, probabilities, class_names, tpn_probabilities=None, video_ids=None) -> dict:
+    """Clip-level figures at the top level; with `video_ids`, the video-level ones under `video`
+    and `num_videos` (each video's prediction: the mean of its clips' probabilities)."""
+    report = metrics.classification_report(labels, np.argmax(probabilities, -1), class_names)
+    report["level"] = "clip"
+    if tpn_probabilities is not None:
+        report["tpn_accuracy"] = float(np.mean(np.argmax(tpn_probabilities, -1) == np.asarray(labels)))
+    if video_ids is not None:
+        ids, v_labels, v_probs = metrics.video_level(video_ids, labels, probabilities)
+        report["num_videos"] = len(ids)
+        report["video"] = metrics.classification_report(v_labels, np.argmax(v_probs, -1), class_names)
+        report["video"]["level"] = "video"
+        report["video"]["aggregation"] = "mean of clip probabilities"
+    return report
+
+
+_SUMMARY_ROWS = (("accuracy", "accuracy (WAR)"), ("uar", "UAR"), ("macro_f1", "macro F1"),
+                 ("weighted_f1", "weighted F1"), ("tpn_accuracy", "TPN head accuracy"))
+
+
+def report_markdown(report: dict, title: str = "Evaluation") -> str:
+    """The per-class table (P, R, F1 in percent, like the paper's Table 5) and the summary."""
+    video = report.get("video")
+    count = f"{report['num_samples']} clips" + (f", {report['num_videos']} videos" if video else "")
+    lines = [f"# {title}", "", f"{count}.", "",
+             "Per class, clip level:", "",
+             "| expression | P (%) | R (%) | F1 (%) | support |", "|---|---:|---:|---:|---:|"]
+    for name in report["classes"]:
+        c = report["per_class"][name]
+        lines.append(f"| {name} | {100 * c['precision']:.2f} | {100 * c['recall']:.2f} | "
+                     f"{100 * c['f1']:.2f} | {c['support']} |")
+    if video:
+        lines += ["", "| metric | clip level (%) | video level (%) |", "|---|---:|---:|"]
+        for key, label in _SUMMARY_ROWS:
+            if key in report:
+                v = f"{100 * video[key]:.2f}" if key in video else "-"
+                lines.append(f"| {label} | {100 * report[key]:.2f} | {v} |")
+    else:
+        lines += ["", "| metric | value (%) |", "|---|---:|"]
+        for key, label in _SUMMARY_ROWS:
+            if key in report:
+                lines.append(f"| {label} | {100 * report[key]:.2f} |")
+    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
+              "| true \\ predicted | " + " | ".join(report["classes"]) + " |",
+              "|---|" + "---:|" * len(report["classes"])]
+    for name, row in zip(report["classes"], report["confusion_matrix"]):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, output_dir: str, title: str = "Evaluation") -> dict:
+    """report.json, report.md and confusion_matrix.png in output_dir; returns their paths."""
+    from vtcaps_tf.evaluation.figures import confusion_matrix_figure
+
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, name)
+             for name in ("report.json", "report.md", "confusion_matrix.png")}
+    with open(paths["report.json"], "w") as f:
+        json.dump(report, f, indent=2)
+    with open(paths["report.md"], "w") as f:
+        f.write(report_markdown(report, title))
+    fig = confusion_matrix_figure(report["confusion_matrix"], report["classes"], title=title)
+    fig.savefig(paths["confusion_matrix.png"])
+    return paths
+
+
+def evaluate_model(model_path: str, data_dir: str, split: str = "test", output: str | None = None,
+                   batch_size: int = 16, verbose=0) -> tuple[dict, dict]:
+    """Load `model_path` and evaluate it on `split` of `data_dir` -> (report, files written to
+    `output`: name -> path, empty without `output`). Raises OSError or ValueError (SchemaError
+    included) for a missing or unusable model or data directory."""
+    from vtcaps_tf.models import load_trained_model
+
+    model = load_trained_model(model_path)
+    labels, probs, tpn, ids = predict_split(model, data_dir, split, batch_size, verbose=verbose)
+    report = build_report(labels, probs, model.class_names, tpn, video_ids=ids)
+    report["split"] = split
+    report["model"] = os.path.abspath(model_path)
+    paths = {}
+    if output:
+        paths = write_report(report, output, title=f"{os.path.basename(model_path)} on {split}")
+    return report, paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vtcaps evaluate", description=(
+        "Evaluate a trained model on one split: accuracy, per-class P/R/F1, UAR/WAR, confusion "
+        "matrix -> report.json, report.md, confusion_matrix.png"))
+    p.add_argument("--model", required=True, help="RUN_DIR/model.keras")
+    p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
+    p.add_argument("--split", default="test",
+                   help="train, val, test, or a fold (fold00, ...) of a --folds output (default test)")
+    p.add_argument("--output", required=True, help="directory for the report files")
+    p.add_argument("--batch-size", type=int, default=16)
+    return p
+
+
+def cli_main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report, paths = evaluate_model(args.model, args.data, args.split, args.output,
+                                       args.batch_size, verbose=1)
+    except (OSError, ValueError) as err:  # a missing or unusable model or data: bad input
+        print(f"vtcaps evaluate: {err}", file=sys.stderr)
+        return 2
+    print(f"accuracy {100 * report['accuracy']:.2f}%  UAR {100 * report['uar']:.2f}%  "
+          f"macro F1 {100 * report['macro_f1']:.2f}%  ({report['num_samples']} clips)")
+    v = report["video"]
+    print(f"video level: accuracy {100 * v['accuracy']:.2f}%  UAR {100 * v['uar']:.2f}%  "
+          f"macro F1 {100 * v['macro_f1']:.2f}%  ({report['num_videos']} videos)")
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,188 @@
+"""Versioned SavedModel export for TensorFlow Serving (docs/design.md section 10).
+
+`base_path/<version>/` holds a SavedModel with two signatures:
+- `serving_default`: the model's named inputs (`vtcaps_tf.data.contract.InputContract`): `frames`
+  uint8 [B,N,S,S,3] and `landmarks` float32 [B,N,68,2] (x, y in [0, 1] of the crop); the model
+  draws the AU attention map from the landmarks;
+- `serve_examples`: `examples`, serialized SequenceExamples of one clip each (the schema's records,
+  as `vtcaps predict --server` sends them; a record of several clips is refused), parsed and
+  decoded inside the graph by the same contract as training's reader.
+Both return `probabilities`, `capsule_lengths` (with capsules) and `classes` (string [B,C]: the
+label names, a constant in the graph).
+
+By default the export serves what predicts: 3D-CapsNet only. TPN-ERM is a training-time teacher
+(its feature-matching loss shapes 3D-CapsNet); its backbone is not in the serving graph and
+`serving_default` takes no `long_frames`. `export_model(..., with_teacher=True)` (`vtcaps export
+--with-teacher`) keeps it: `serving_default` then also takes `long_frames` uint8 [B,M,S,S,3],
+`serve_examples` decodes the record's long window, and both add `tpn_probabilities`.
+
+The SavedModel holds the variables the signatures read, not the Keras model's object tree (whose
+traversal was most of the save's time), so neither a teacher that is not served nor the
+reconstruction decoder is stored.
+
+Versions are integers; an existing version is never overwritten. The SavedModel is written into a
+hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
+renamed into place in one step, so a polling server never sees half a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import uuid
+
+import tensorflow as tf
+
+from vtcaps_tf.export.versions import version_dirs
+
+OUTPUT_NAMES = ("probabilities", "capsule_lengths", "tpn_probabilities")
+
+
+def existing_versions(base_path: str) -> list[int]:
+    """Version numbers under base_path, ascending: every version folder, ready or not (a
+    half-written export still holds its number)."""
+    return sorted(version_dirs(base_path, ready=False))
+
+
+def serving_fns(model, with_teacher: bool = False):
+    """The two signature functions (tf.function with input signatures) for `model` (a
+    VT3DCapsNet); `with_teacher` keeps the TPN-ERM head (see the module docstring)."""
+    if not hasattr(model, "serving_outputs") or getattr(model, "contract", None) is None:
+        raise ValueError("the model has no input contract: build it with vtcaps_tf.models.build_model")
+    class_names = [str(c) for c in getattr(model, "class_names", None) or []]
+    if not class_names:
+        raise ValueError("the model carries no class_names")
+    with_teacher = bool(with_teacher and model.config.use_tpn)
+    contract = model.contract
+    specs = contract.tensor_specs(None, with_teacher)
+    names = list(specs)
+
+    def _outputs(inputs):
+        out = model.serving_outputs(inputs, with_teacher=with_teacher)
+        result = {k: tf.cast(out[k], tf.float32) for k in OUTPUT_NAMES if k in out}
+        if "probabilities" not in result:
+            raise ValueError("the model's outputs lack 'probabilities'")
+        batch = tf.shape(result["probabilities"])[0]
+        labels = tf.constant(class_names, dtype=tf.string)
+        result["classes"] = tf.tile(labels[None, :], tf.stack([batch, 1]))
+        return result
+
+    @tf.function(input_signature=[specs[k] for k in names])
+    def serve(*args):
+        return _outputs(dict(zip(names, args)))
+
+    one = {k: tf.TensorSpec(shape[1:], dtype) for k, (shape, dtype) in
+           contract.shapes(None, with_teacher).items()}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples):
+        inputs = tf.map_fn(lambda e: contract.parse_example(e, with_teacher)[0], examples,
+                           fn_output_signature=one)
+        return _outputs(inputs)
+
+    return serve, serve_examples
+
+
+def save_serving_model(model, path: str, card: dict | None = None, with_teacher: bool = False) -> str:
+    """Write the SavedModel with both signatures at `path` (which must not exist), atomically:
+    into a hidden sibling directory first, renamed into place once complete. The model card
+    (`vtcaps_tf.export.model_card`; default: built from the model alone) goes to assets/model_card.json.
+    `with_teacher`: keep TPN-ERM's `tpn_probabilities` (and the `long_frames` input)."""
+    from vtcaps_tf.export.model_card import build_model_card, write_model_card
+
+    path = os.path.abspath(path)
+    if os.path.isdir(path) and not os.listdir(path):
+        os.rmdir(path)  # an empty directory prepared by the caller (a TFX Trainer does this)
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    serve, serve_examples = serving_fns(model, with_teacher)
+    signatures = {"serving_default": serve.get_concrete_function(),
+                  "serve_examples": serve_examples.get_concrete_function()}
+    module = tf.Module()
+    # The variables the signatures read, and nothing else: not the Keras model's object tree (whose
+    # traversal is most of the save's time), nor the weights of a teacher the export does not serve.
+    used = {id(v): v for fn in signatures.values() for v in fn.variables}
+    module.serving_variables = list(used.values())
+    module.serve = serve
+    module.serve_examples = serve_examples
+    tmp = os.path.join(parent, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
+    try:
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        write_model_card(tmp, card if card is not None else build_model_card(model))
+        # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def export_model(model, base_path: str, version: int | None = None, card: dict | None = None,
+                 with_teacher: bool = False) -> str:
+    """Write `model` (and its model `card`) as `base_path/<version>/` and return that path.
+
+    with_teacher=True also serves TPN-ERM's `tpn_probabilities` (and takes `long_frames`).
+    version=None takes one more than the highest existing version (1 for a new base path).
+    Raises FileExistsError when the version exists already.
+    """
+    base_path = os.path.abspath(base_path)
+    os.makedirs(base_path, exist_ok=True)
+    if version is None:
+        version = (existing_versions(base_path) or [0])[-1] + 1
+    if int(version) < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    target = os.path.join(base_path, str(int(version)))
+    if os.path.exists(target):
+        raise FileExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
+
+    save_serving_model(model, target, card, with_teacher)
+    return target
+
+
+def export_trained(model_path: str, base_path: str, version: int | None = None,
+                   evaluation: str | None = None, with_teacher: bool = False) -> str:
+    """`vtcaps export` as a function: load the trained `.keras` model, build its model card (with
+    the `evaluation` report, default eval/report.json beside the model) and export it (with
+    TPN-ERM's head when `with_teacher`); returns the version directory written."""
+    from vtcaps_tf.export.model_card import build_model_card
+    from vtcaps_tf.models import load_trained_model
+
+    model = load_trained_model(model_path)
+    card = build_model_card(model, model_path, evaluation)
+    return export_model(model, base_path, version, card, with_teacher)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vtcaps_tf.config import flags as cli_parsers
+
+    return cli_parsers.export_parser()  # defined without TensorFlow, for a fast `--help`
+
+
+def cli_main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from vtcaps_tf.models import load_trained_model
+
+    try:
+        model = load_trained_model(args.model)
+    except (OSError, ValueError) as err:
+        print(f"vtcaps export: {err}", file=sys.stderr)
+        return 2
+    from vtcaps_tf.export.model_card import build_model_card, describe
+
+    try:
+        card = build_model_card(model, args.model, args.evaluation)
+        path = export_model(model, args.base_path, args.version, card, args.with_teacher)
+    except (FileExistsError, ValueError) as err:
+        print(f"vtcaps export: {err}", file=sys.stderr)
+        return 1
+    print(f"model card: {describe(card)}", file=sys.stderr)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

@@ -1,0 +1,187 @@
+"""Checkpoints every N epochs (`EpochBackup`), the epoch history (`HistoryCSV`), and TensorBoard
+extras beside keras.callbacks.TensorBoard (which already writes every logged loss term, the
+accuracies and `learning_rate` each epoch): per-class F1, UAR and a confusion-matrix image on the
+validation split, and the fusion weights of the adaptive TPN flow.
+
+Summaries go to the same run directories keras uses (`logs/validation`, `logs/train`), so
+TensorBoard shows them next to the built-in curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vtcaps_tf.evaluation import metrics
+from vtcaps_tf.evaluation.figures import confusion_matrix_figure, figure_to_png
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs.
+
+    Keras' logger picks its columns from the first epoch it sees (adding a `val_` twin of each when
+    that epoch has no validation). A resumed run whose first epoch validates, after one whose first
+    did not (`--validation-freq`), would then write other columns than the header names, shifting
+    values into their neighbours' columns; this one keeps the header's columns, with `NA` where an
+    epoch has no value."""
+
+    def __init__(self, filename):
+        super().__init__(filename, append=True)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.sep), [])
+            if header[:1] == ["epoch"]:
+                self.keys = header[1:]
+
+
+class ValidationSummaries(keras.callbacks.Callback):
+    """Each `freq` epochs: predicts the validation set and writes `f1/<class>`, `macro_f1`, `uar`
+    scalars and a `confusion_matrix` image to `log_dir`."""
+
+    def __init__(self, dataset, class_names, log_dir, freq=1):
+        super().__init__()
+        self.dataset = dataset
+        self.class_names = [str(c) for c in class_names]
+        self.log_dir = log_dir
+        self.freq = int(freq)
+        self._writer = None
+        self._predict = None
+
+    def _probabilities(self, inputs):
+        if self._predict is None:
+            # Traced once: an eager call runs op by op, and the graph keeps only what the
+            # capsule probabilities need (not the teacher).
+            def probabilities(x):
+                out = self.model(x, training=False)
+                return out["probabilities"] if isinstance(out, dict) else out
+
+            self._predict = tf.function(probabilities, reduce_retracing=True)
+        return self._predict(inputs)
+
+    def _get_writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def predict_labels(self):
+        """(true labels, predicted labels) over the whole validation set."""
+        y_true, y_pred = [], []
+        for inputs, labels in self.dataset:
+            # A direct call: predict_on_batch under MirroredStrategy feeds every replica the batch.
+            y_pred.append(np.argmax(np.asarray(self._probabilities(inputs)), axis=-1))
+            y_true.append(np.asarray(labels))
+        if not y_true:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(y_true), np.concatenate(y_pred)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.freq <= 0 or (epoch + 1) % self.freq:
+            return
+        y_true, y_pred = self.predict_labels()
+        report = metrics.classification_report(y_true, y_pred, self.class_names)
+        png = figure_to_png(confusion_matrix_figure(
+            report["confusion_matrix"], self.class_names, title=f"Confusion matrix, epoch {epoch + 1}"))
+        with self._get_writer().as_default(step=epoch):
+            for name in self.class_names:
+                tf.summary.scalar(f"f1/{name}", report["per_class"][name]["f1"])
+            tf.summary.scalar("macro_f1", report["macro_f1"])
+            tf.summary.scalar("uar", report["uar"])
+            tf.summary.image("confusion_matrix", tf.image.decode_png(png, channels=4)[None])
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def fusion_layers(model):
+    """(path, layer) for every FastNormalizedFusion / SoftmaxFusion inside `model`."""
+    from vtcaps_tf.layers import FastNormalizedFusion, SoftmaxFusion
+
+    kinds = tuple(k for k in (FastNormalizedFusion, SoftmaxFusion) if isinstance(k, type))
+    if not kinds:
+        return []
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, kinds) and layer.built:
+            found.append((getattr(layer, "path", None) or layer.name, layer))
+    return found
+
+
+class FusionWeightSummaries(keras.callbacks.Callback):
+    """Each epoch: the raw `fusion_weights` and the normalised coefficients of every fusion node,
+    as scalars `fusion/<layer path>/w<i>` and `fusion/<layer path>/coef<i>`."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        layers = fusion_layers(self.model)
+        if not layers:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=epoch):
+            for path, layer in layers:
+                raw = np.asarray(keras.ops.convert_to_numpy(layer.fusion_weights))
+                coef = np.asarray(keras.ops.convert_to_numpy(layer.normalized_weights()))
+                for i, (w, c) in enumerate(zip(raw, coef)):
+                    tf.summary.scalar(f"fusion/{path}/w{i}", float(w))
+                    tf.summary.scalar(f"fusion/{path}/coef{i}", float(c))
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class OptimizerStepLogger(keras.callbacks.Callback):
+    """Adds `optimizer_step` (the optimizer's `iterations`) to each epoch's logs, so the CSV
+    history and TensorBoard show that a resumed run continues the step count."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.model.optimizer is not None:
+            logs["optimizer_step"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+
+class EpochBackup(keras.callbacks.BackupAndRestore):
+    """keras' BackupAndRestore (same files, same resume) saving every `every` epochs and after the
+    last one. Each save writes every weight and optimizer slot through Keras' saver (about 1.5 s
+    for `tiny`, whose epochs take 8-10 s); a resumed run repeats at most `every - 1` epochs."""
+
+    def __init__(self, backup_dir, every: int = 1, **kwargs):
+        super().__init__(backup_dir, save_freq="epoch", **kwargs)
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.every = int(every)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._current_epoch = epoch + 1
+        self._last_batch_seen = 0
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
+            self._save_model()
+
+
+class HardExitAfterEpoch(keras.callbacks.Callback):
+    """Fault injection for resume tests: ends the process with os._exit right after epoch
+    `epoch` (1-based) has been checkpointed, as a crash or a preemption would."""
+
+    def __init__(self, epoch, exit_code=75):
+        super().__init__()
+        self.epoch = int(epoch)
+        self.exit_code = int(exit_code)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            os._exit(self.exit_code)
