@@ -217,7 +217,7 @@ def test_a_command_status_passes_through(tmp_path, monkeypatch):
 
 
 def test_verbose_leaves_the_tensorflow_log_level_alone():
-    code = ("import os, sys\nfrom vtcaps_tf import cli\n"
+    code = ("import os, sys\nfrom vtcaps_tf.cli import main as cli\n"
             "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
     assert _python(code, "--verbose", "pipeline", "--help").stdout.split()[-1] == "None"
