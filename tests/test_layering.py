@@ -1,7 +1,7 @@
 """No module of vtcaps_tf/ or pipeline/ (imported as `vtcaps_pipeline`) imports a higher layer
-(tools/import_graph.py defines them:
-base < blocks (face, data, layers, losses, metrics) < models < training/export < serving <
-pipeline < cli). Imports inside functions count too."""
+(tools/import_graph.py defines them: base < blocks < models < evaluation < export < train <
+serving < apps < beam < synth < orchestration < cli), and no modules import each other in a cycle.
+Imports inside functions count too."""
 
 import ast
 import os
@@ -77,15 +77,36 @@ def test_the_check_finds_upward_imports_absolute_relative_and_lazy(tmp_path):
         "pipeline/__init__.py": "",
     })
     graph = ig.import_graph(str(tmp_path))
-    assert graph["vtcaps_tf.layers.a"] == {"vtcaps_tf.models", "vtcaps_tf.models.m"}
+    assert graph["vtcaps_tf.layers.a"] == {"vtcaps_tf.models.m"}  # the module, not its package
     assert graph["vtcaps_tf.layers.b"] == {"vtcaps_tf.serving.s"}
-    assert graph["vtcaps_tf.layers.c"] == {"vtcaps_tf.layers", "vtcaps_tf.layers.a"}
+    assert graph["vtcaps_tf.layers.c"] == {"vtcaps_tf.layers.a"}
     assert graph["vtcaps_tf.models.m"] == {"vtcaps_tf.layers.a"}
     assert ig.upward_imports(graph) == [
-        ("vtcaps_tf.layers.a", "blocks", "vtcaps_tf.models", "models"),
         ("vtcaps_tf.layers.a", "blocks", "vtcaps_tf.models.m", "models"),
         ("vtcaps_tf.layers.b", "blocks", "vtcaps_tf.serving.s", "serving"),
     ]
+
+
+def test_the_project_has_no_import_cycle():
+    cycles = ig.import_cycles(ig.import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join("  " + " <-> ".join(c) for c in cycles)
+
+
+def test_the_check_finds_a_cycle_within_a_layer_lazy_imports_included(tmp_path):
+    _tree(tmp_path, {
+        "vtcaps_tf/__init__.py": "",
+        "vtcaps_tf/train/__init__.py": "",
+        "vtcaps_tf/train/fit.py": "def main():\n    from vtcaps_tf.train import launcher\n",
+        "vtcaps_tf/train/launcher.py": "from vtcaps_tf.train.worker import THREADS\n",
+        "vtcaps_tf/train/worker.py": "def f():\n    from vtcaps_tf.train import fit\n",
+        "vtcaps_tf/train/setup.py": "from vtcaps_tf.train import worker\n",  # into the cycle, not in it
+        "pipeline/__init__.py": "",
+    })
+    graph = ig.import_graph(str(tmp_path))
+    assert ig.upward_imports(graph) == []
+    assert ig.import_cycles(graph) == [
+        ["vtcaps_tf.train.fit", "vtcaps_tf.train.launcher", "vtcaps_tf.train.worker"]]
+    assert ig.import_cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_a_module_outside_every_layer_is_named():

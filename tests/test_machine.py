@@ -29,7 +29,7 @@ def test_fitting_core(core, flags, expected):
 
 def test_blas_core_reports_the_kernels_openblas_runs():
     # OPENBLAS_CORETYPE forces OpenBLAS' kernel set, so a child with it set must report that set.
-    code = "from vtcaps_tf import machine; print(machine.blas_core())"
+    code = "from vtcaps_tf.utils import machine; print(machine.blas_core())"
     for core in ("Haswell", "Prescott"):
         env = dict(os.environ, OPENBLAS_CORETYPE=core)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
