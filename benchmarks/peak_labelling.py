@@ -55,7 +55,7 @@ def _quiet(fn, argv):
     with contextlib.redirect_stdout(sys.stderr):
         code = fn(argv)
     if code:
-        raise SystemExit(f"peak_labelling: {fn.__module__}.cli_main({argv}) exited with {code}")
+        raise SystemExit(f"peak_labelling: {fn.__module__}.{fn.__name__}({argv}) exited with {code}")
 
 
 def main(argv=None) -> int:
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--choices", default=",".join(CHOICES))
     args = p.parse_args(argv)
 
-    from vtcaps_pipeline.beam import preprocess
     from vtcaps_pipeline.synth import render as synth
+    from vtcaps_tf.cli import preprocess
     from vtcaps_tf.train import crossval
     from vtcaps_tf.config.presets import get_preset
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         data = os.path.join(args.work_dir, f"tfr_{choice}")
         start = time.perf_counter()
         if not os.path.exists(os.path.join(data, "metadata.json")):
-            _quiet(preprocess.cli_main, ["--source", "synthetic", "--input", synth_dir, "--output", data,
+            _quiet(preprocess.main, ["--source", "synthetic", "--input", synth_dir, "--output", data,
                                          "--preset", args.preset, "--folds", str(args.folds),
                                          "--seed", str(args.seed), "--clip-labels", choice,
                                          "--no-progress"])

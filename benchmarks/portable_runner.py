@@ -34,18 +34,19 @@ def main(argv=None) -> int:
     from vtcaps_pipeline.beam import preprocess
     from vtcaps_pipeline.beam import worker_pool
     from tests.face import fixtures as fx
+    from vtcaps_tf.cli.preprocess import parse
 
     gflops = matmul_gflops()
     root = tempfile.mkdtemp(prefix="pool-videos-")
     fx.write_folder_dataset(root, classes=("happy", "sad"),
                             subjects=tuple(f"s{i}" for i in range(args.subjects)))
     base = ["--source", "folder", "--input", root, *ARGS]
-    local = preprocess.run([*base, "--output", tempfile.mkdtemp(prefix="local-")])
+    local = preprocess.run(*parse([*base, "--output", tempfile.mkdtemp(prefix="local-")]))
     address, server = worker_pool.start(port=0)
     try:
-        pool = preprocess.run([*base, "--output", tempfile.mkdtemp(prefix="pool-"),
-                               "--runner", "PortableRunner", "--job_endpoint", "embed",
-                               "--environment_type", "EXTERNAL", "--environment_config", address])
+        pool = preprocess.run(*parse([*base, "--output", tempfile.mkdtemp(prefix="pool-"),
+                                      "--runner", "PortableRunner", "--job_endpoint", "embed",
+                                      "--environment_type", "EXTERNAL", "--environment_config", address]))
     finally:
         server.stop(0)
     differ = sorted(k for k in set(local) | set(pool)

@@ -74,12 +74,13 @@ def sequential_loop(root: str) -> tuple[int, float]:
 def job(root: str, out: str, workers: int, preset: str, mode: str, extra=()) -> tuple[float, dict]:
     """Wall time of the whole job, and its stats.json."""
     from vtcaps_pipeline.beam import preprocess
+    from vtcaps_tf.cli.preprocess import parse
 
     start = time.perf_counter()
-    stats = preprocess.run(["--source", "folder", "--input", root, "--output", out, "--preset", preset,
-                            "--split-ratios", "0.6,0.2,0.2", "--no-progress",
-                            "--direct_num_workers", str(workers), "--direct_running_mode", mode,
-                            *extra])
+    stats = preprocess.run(*parse(["--source", "folder", "--input", root, "--output", out,
+                                   "--preset", preset, "--split-ratios", "0.6,0.2,0.2", "--no-progress",
+                                   "--direct_num_workers", str(workers), "--direct_running_mode", mode,
+                                   *extra]))
     return time.perf_counter() - start, stats
 
 

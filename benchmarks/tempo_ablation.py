@@ -23,11 +23,11 @@ import time
 
 
 def _quiet_call(fn, argv):
-    """Run a stage's cli_main with its stdout sent to stderr (stdout carries the one JSON line)."""
+    """Run a stage's command with its stdout sent to stderr (stdout carries the one JSON line)."""
     with contextlib.redirect_stdout(sys.stderr):
         code = fn(argv)
     if code:
-        raise SystemExit(f"tempo_ablation: {fn.__module__}.cli_main({argv}) exited with {code}")
+        raise SystemExit(f"tempo_ablation: {fn.__module__}.{fn.__name__}({argv}) exited with {code}")
 
 
 def main(argv=None) -> int:
@@ -46,9 +46,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
 
-    from vtcaps_pipeline.beam import preprocess
     from vtcaps_pipeline.synth import render as synth
-    from vtcaps_tf.evaluation import evaluate
+    from vtcaps_tf.cli import evaluate
+    from vtcaps_tf.cli import preprocess
     from vtcaps_tf.train import fit as training
 
     with contextlib.ExitStack() as stack:
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                 synth.generate(synth.SynthConfig(output=videos, per_class=args.per_class,
                                                  subjects=args.subjects, seed=args.data_seed,
                                                  tempo_only=True, frames=args.frames))
-            _quiet_call(preprocess.cli_main, ["--source", "synthetic", "--input", videos, "--output", data,
+            _quiet_call(preprocess.main, ["--source", "synthetic", "--input", videos, "--output", data,
                                               "--preset", args.preset, "--no-progress"])
         data_seconds = time.monotonic() - start
         with open(os.path.join(data, "metadata.json")) as f:
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
                                                + ([] if args.augment else ["--no-augment"]))
                 seconds[name] += time.monotonic() - t0
                 report_dir = os.path.join(run_dir, "eval")
-                _quiet_call(evaluate.cli_main, ["--model", os.path.join(run_dir, "model.keras"), "--data", data,
+                _quiet_call(evaluate.main, ["--model", os.path.join(run_dir, "model.keras"), "--data", data,
                                                 "--split", "test", "--output", report_dir])
                 with open(os.path.join(report_dir, "report.json")) as f:
                     runs[name].append(json.load(f)["accuracy"])

@@ -178,7 +178,7 @@ def test_missing_input_paths_and_bad_flags_exit_2(tmp_path):
         assert code == 2, f"vtcaps {' '.join(argv)} exited {code}: {err}"
         assert err.strip(), f"vtcaps {' '.join(argv)} gave no message"
         if "--clips-per-record" in argv:
-            assert "--clips-per-record must be at least 1" in err, err
+            assert "--clips-per-record: must be at least 1" in err, err
         if "--direct_num_workers" in argv:
             assert "unrecognized arguments" not in err and missing in err, err
 

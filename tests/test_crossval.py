@@ -62,6 +62,29 @@ def test_summary_mean_std_and_summed_confusion():
     assert f"| this run, clip level | {100 * np.mean([3 / 4, 1 / 3]):.2f} ± " in md
 
 
+def test_pooled_figures_average_over_the_classes_present_in_the_pooled_labels():
+    classes = ["a", "b", "c"]  # no fold holds a clip of c
+    r0 = _fold_report([0, 0, 1, 1], [0, 1, 1, 1], ["v1", "v1", "v2", "v2"], classes)
+    r1 = _fold_report([0, 1, 1], [1, 1, 0], ["v3", "v4", "v5"], classes)
+    s = crossval.summarize([r0, r1], classes)
+    # Clips, summed by hand: cm [[1,2,0],[1,3,0],[0,0,0]]; P a 1/2, b 3/5; R a 1/3, b 3/4;
+    # F1 a 2/5, b 2/3. Over a and b: UAR 13/24, macro F1 8/15 (over all three: 16/45).
+    clip = s["pooled"]["clip"]
+    assert s["confusion_matrix"] == [[1, 2, 0], [1, 3, 0], [0, 0, 0]]
+    assert clip["absent_classes"] == ["c"]
+    assert clip["accuracy"] == pytest.approx(4 / 7) and clip["num_samples"] == 7
+    assert clip["uar"] == pytest.approx(13 / 24) and clip["macro_recall"] == pytest.approx(13 / 24)
+    assert clip["macro_precision"] == pytest.approx((1 / 2 + 3 / 5) / 2)
+    assert clip["macro_f1"] == pytest.approx(8 / 15)
+    # Videos (mean probabilities; v1's tie goes to a): v1 a->a, v2 b->b, v3 a->b, v4 b->b, v5 b->a:
+    # cm [[1,1,0],[1,2,0],[0,0,0]]; P = R = F1: a 1/2, b 2/3 -> 7/12.
+    video = s["pooled"]["video"]
+    assert s["video_confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 0, 0]]
+    assert video["absent_classes"] == ["c"]
+    assert video["macro_f1"] == pytest.approx(7 / 12) and video["uar"] == pytest.approx(7 / 12)
+    assert video["accuracy"] == pytest.approx(3 / 5)
+
+
 # ---- the command on a tiny fold dataset ---------------------------------------------------------
 
 NUM_CLASSES, K = 3, 3

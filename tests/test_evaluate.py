@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from vtcaps_tf.cli import main as vtcaps
 from vtcaps_tf.evaluation import evaluate
 
 CLASSES = ["anger", "happy", "sad"]
@@ -63,8 +64,8 @@ def test_evaluate_cli_on_the_tiny_model(tmp_path, capsys):
     model_path = str(tmp_path / "model.keras")
     model.save(model_path)
     out_dir = str(tmp_path / "eval")
-    assert evaluate.cli_main(["--model", model_path, "--data", data, "--output", out_dir,
-                              "--batch-size", "2"]) == 0
+    assert vtcaps.main(["evaluate", "--model", model_path, "--data", data, "--output", out_dir,
+                        "--batch-size", "2"]) == 0
     with open(os.path.join(out_dir, "report.json")) as f:
         rep = json.load(f)
     # Re-computed here, clip by clip, with the reloaded model.
@@ -89,8 +90,8 @@ def test_evaluate_cli_on_the_tiny_model(tmp_path, capsys):
 
 
 def test_evaluate_cli_errors(tmp_path, capsys):
-    assert evaluate.cli_main(["--model", str(tmp_path / "x.keras"), "--data", str(tmp_path),
-                              "--output", str(tmp_path / "o")]) == 2
+    assert vtcaps.main(["evaluate", "--model", str(tmp_path / "x.keras"), "--data", str(tmp_path),
+                        "--output", str(tmp_path / "o")]) == 2
     assert "no model file" in capsys.readouterr().err
 
 
@@ -111,6 +112,21 @@ def test_video_level_report_beside_the_clip_level_one(tmp_path):
     paths = evaluate.write_report(rep, str(tmp_path / "out"), title="t")
     md = open(paths["report.md"]).read()
     assert "| accuracy (WAR) | 70.00 | 75.00 |" in md and "10 clips, 4 videos." in md
+
+
+def test_video_level_averages_over_the_classes_its_labels_hold():
+    # Four classes, the fourth (contempt) in no label; video v3's clips are taken for contempt.
+    classes = CLASSES + ["contempt"]
+    labels = np.array([0, 0, 1, 2, 2])
+    ids = ["v1", "v1", "v2", "v3", "v3"]
+    rep = evaluate.build_report(labels, _probs(np.array([0, 0, 1, 3, 3]), k=4), classes, video_ids=ids)
+    video = rep["video"]
+    # Videos: v1 anger -> anger, v2 happy -> happy, v3 sad -> contempt.
+    assert video["confusion_matrix"] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+    assert video["absent_classes"] == rep["absent_classes"] == ["contempt"]
+    # Over anger, happy, sad: F1 1, 1, 0 -> 2/3 (a fourth class would make it 1/2); recall the same.
+    assert video["macro_f1"] == pytest.approx(2 / 3) and video["uar"] == pytest.approx(2 / 3)
+    assert video["macro_precision"] == pytest.approx(2 / 3)
 
 
 def test_video_level_rejects_a_video_with_two_labels():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 
-DEFAULT_STALL_TIMEOUT_S = 900.0  # one video, however long, is read and analysed well within this
 POLL_S = 1.0
 
 

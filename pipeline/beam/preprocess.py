@@ -26,6 +26,7 @@ any filesystem Beam and TensorFlow both know (local, gs://).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -42,12 +43,10 @@ from vtcaps_pipeline.beam import checks
 from vtcaps_pipeline.beam import job_watch
 from vtcaps_pipeline.beam import sources
 from vtcaps_pipeline.beam import transforms
-# build_parser: the job's flags, importable without Beam or TensorFlow (vtcaps_tf.cli.main uses it)
-from vtcaps_pipeline.beam.options import build_parser
-from vtcaps_tf.config import flags as cli_parsers
+from vtcaps_tf.config.preprocess import PreprocessOptions, resolved
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
-from vtcaps_tf.config.presets import get_preset
+from vtcaps_tf.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
 
@@ -63,31 +62,6 @@ class PreprocessError(RuntimeError):
 
 class JobStalledError(PreprocessError):
     """The job made no progress for --stall-timeout seconds and was cancelled."""
-
-
-def parse_args(argv):
-    args, beam_args = build_parser().parse_known_args(argv)
-    preset = get_preset(args.preset)
-    args.clip_frames = args.clip_frames or preset.clip_frames
-    args.long_frames = args.long_frames or max(preset.long_frames, args.clip_frames)
-    args.image_size = args.image_size or preset.image_size
-    if args.clip_frames < 1 or args.long_frames < args.clip_frames:
-        raise ValueError(f"need 1 <= --clip-frames <= --long-frames, got {args.clip_frames}, {args.long_frames}")
-    if args.image_size < 8:
-        raise ValueError(f"--image-size must be at least 8, got {args.image_size}")
-    if not 1 <= args.jpeg_quality <= 100:
-        raise ValueError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
-    if args.max_frames < 1:
-        raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.clips_per_record < 1:
-        raise ValueError(f"--clips-per-record must be at least 1, got {args.clips_per_record}")
-    args.split_ratios = sources.base.parse_ratios(args.split_ratios)
-    if args.folds and args.folds < 2:
-        raise ValueError(f"--folds must be at least 2 (or 0: train/val/test), got {args.folds}")
-    short, labels = sources.TEMPORAL_DEFAULTS[args.source]
-    args.short_policy = args.short_policy or short
-    args.clip_labels = args.clip_labels or labels
-    return args, beam_args
 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
@@ -209,9 +183,14 @@ def count_dead_letters(out: str) -> dict[str, int]:
     return counts
 
 
-def finalize(out: str, args, discovery, counters: dict, split_names=features.SPLITS,
-             fold_of_subject: dict | None = None) -> dict:
-    """Checks on the written output, stats.json, then metadata.json. Raises PreprocessError."""
+def finalize(out: str, options: PreprocessOptions, discovery, counters: dict | None,
+             split_names=features.SPLITS, fold_of_subject: dict | None = None) -> dict:
+    """Checks on the written output, stats.json, then metadata.json. Raises PreprocessError.
+
+    `options` are resolved (`vtcaps_tf.config.preprocess.resolved`). `counters`: the job's Beam
+    counters, None when the runner reports none. stats.json's `videos.listed` (the videos the
+    source listed) and `dead_letters` (read from the dead-letter files) do not depend on them: the
+    pipeline's Validate step takes its dead-letter fraction from those."""
     job = _read_json(os.path.join(out, PARTIAL_STATS + ".json"))
     tf.io.gfile.remove(os.path.join(out, PARTIAL_STATS + ".json"))
     dead = count_dead_letters(out)
@@ -225,8 +204,8 @@ def finalize(out: str, args, discovery, counters: dict, split_names=features.SPL
     }
     problems = []
     try:
-        checked = checks.validate(out, discovery.classes, args.clip_frames, args.long_frames,
-                                  args.image_size, splits=split_names)
+        checked = checks.validate(out, discovery.classes, options.clip_frames, options.long_frames,
+                                  options.image_size, splits=split_names)
     except checks.ValidationError as err:
         checked, problems = None, [str(err)]
     for split in split_names:
@@ -241,7 +220,7 @@ def finalize(out: str, args, discovery, counters: dict, split_names=features.SPL
                 problems.append(f"{split}: {s['clips']} clips made but {checked[split]['clips']} read back")
         stats["splits"][split] = s
     stats["temporal"] = {
-        "short_policy": args.short_policy, "clip_labels": args.clip_labels,
+        "short_policy": options.short_policy, "clip_labels": options.clip_labels,
         "short_sequences": sum(s["short_sequences"] for s in stats["splits"].values()),
         "clips_not_near_peak": sum(s["clips_not_near_peak"] for s in stats["splits"].values())}
     if written_videos + sum(dead.values()) != len(discovery.items):
@@ -253,15 +232,15 @@ def finalize(out: str, args, discovery, counters: dict, split_names=features.SPL
         raise PreprocessError("\n".join(problems))
     _write_json(os.path.join(out, features.METADATA_FILE), {
         "schema_version": features.SCHEMA_VERSION, "classes": discovery.classes,
-        "clip_frames": args.clip_frames, "long_frames": args.long_frames,
-        "image_size": args.image_size, "source": discovery.source,
+        "clip_frames": options.clip_frames, "long_frames": options.long_frames,
+        "image_size": options.image_size, "source": discovery.source,
         "counts": {split: stats["splits"][split]["clips"] for split in split_names},
         "videos": {split: stats["splits"][split]["videos"] for split in split_names},
-        "seed": args.seed, "split_ratios": None if args.folds else list(args.split_ratios),
-        "preset": args.preset, "folds": args.folds, "splits": list(split_names),
-        "fold_of_subject": fold_of_subject, "short_policy": args.short_policy,
-        "clip_labels": args.clip_labels, "clips_per_record": args.clips_per_record,
-        "jpeg_quality": args.jpeg_quality,
+        "seed": options.seed, "split_ratios": None if options.folds else list(options.split_ratios),
+        "preset": options.preset, "folds": options.folds, "splits": list(split_names),
+        "fold_of_subject": fold_of_subject, "short_policy": options.short_policy,
+        "clip_labels": options.clip_labels, "clips_per_record": options.clips_per_record,
+        "jpeg_quality": options.jpeg_quality,
     })
     return stats
 
@@ -279,75 +258,87 @@ def count_frames(item) -> int:
         cap.release()
 
 
-def fold_plan(discovery, args) -> tuple[dict[str, str], dict[str, int]]:
+def fold_plan(discovery, options: PreprocessOptions) -> tuple[dict[str, str], dict[str, int]]:
     """(video_id -> foldNN shard, subject -> fold) for `--folds K`, balanced by the clips each
     usable video is expected to give (from its frame count, before any decoding)."""
     if any(item.split for item in discovery.items):
-        raise ValueError(f"the {discovery.source} source fixes its own split (AFEW's Val set is "
+        raise UsageError(f"the {discovery.source} source fixes its own split (AFEW's Val set is "
                          "the test set); --folds is for sources split by subject")
     clips = {}
     for item in discovery.items:
         if item.dead_reason or item.label_name not in discovery.classes:
             continue  # dead-lettered before its split is looked up
-        n = len(clips_lib.sequence_windows(max(count_frames(item), 1), args.clip_frames,
-                                           args.long_frames, "resample"))
+        n = len(clips_lib.sequence_windows(max(count_frames(item), 1), options.clip_frames,
+                                           options.long_frames, "resample"))
         clips[item.subject] = clips.get(item.subject, 0) + n
-    fold_of_subject = sources.base.assign_folds(clips, args.folds, args.seed)
+    fold_of_subject = sources.base.assign_folds(clips, options.folds, options.seed)
     split_of = {item.video_id: features.fold_split(fold_of_subject[item.subject])
                 for item in discovery.items if item.subject in fold_of_subject}
     return split_of, fold_of_subject
 
 
-def query_counters(result) -> dict:
+def query_counters(result) -> dict | None:
+    """The job's Beam counters by name, or None when the runner reports no metrics (the job's
+    checks and the pipeline's Validate step do not depend on them)."""
     try:
         metrics = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(
             transforms.NAMESPACE))
-    except Exception:  # not every runner reports metrics
-        return {}
+    except Exception as err:  # noqa: BLE001 - not every runner reports metrics
+        _LOG.warning("the runner reports no metrics (%s: %s); stats.json has no counters",
+                     type(err).__name__, err)
+        return None
     out = {}
     for c in metrics.get("counters", []):
         out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
     return out
 
 
-def run(argv=None, test_pipeline=None) -> dict:
-    """Run the job; returns the contents of stats.json. Raises SourceError, ValueError or
-    PreprocessError (with a clear message) when the input or the output is unusable."""
-    args, beam_args = parse_args(argv)
-    discovery = sources.discover(args.source, args.input)
+def run(options: PreprocessOptions, beam_args=(), test_pipeline=None) -> dict:
+    """Run the job; returns the contents of stats.json. `beam_args`: Beam's own flags (--runner,
+    --direct_num_workers, ...); `test_pipeline`: a Pipeline to build the job on instead.
+
+    Raises UsageError (SourceError, OptionError) when the input or the options are unusable,
+    PreprocessError (JobStalledError) or checks.ValidationError when the job ran but its output
+    is not usable."""
+    options = resolved(options)
+    if not options.output:
+        raise UsageError("preprocess needs an output directory")
+    beam_args = [str(a) for a in beam_args]
+    discovery = sources.discover(options.source, options.input)
     fold_of_subject = None
-    if args.folds:
-        split_of, fold_of_subject = fold_plan(discovery, args)
-        split_names = tuple(features.fold_split(k) for k in range(args.folds))
+    if options.folds:
+        split_of, fold_of_subject = fold_plan(discovery, options)
+        split_names = tuple(features.fold_split(k) for k in range(options.folds))
     else:
-        split_of = sources.split_plan(discovery.items, args.split_ratios, args.seed)
+        split_of = sources.split_plan(discovery.items, options.split_ratios, options.seed)
         split_names = features.SPLITS
-    out = args.output
+    out = options.output
     clear_outputs(out)
     marker_dir = os.path.join(out, PROGRESS_DIR)
     tf.io.gfile.makedirs(marker_dir)
     config = transforms.JobConfig(
-        source=discovery.source, classes=tuple(discovery.classes), clip_frames=args.clip_frames,
-        long_frames=args.long_frames, image_size=args.image_size, jpeg_quality=args.jpeg_quality,
-        progress_dir=marker_dir, short_policy=args.short_policy, clip_labels=args.clip_labels,
-        splits=split_names, max_frames=args.max_frames, clips_per_record=args.clips_per_record)
+        source=discovery.source, classes=tuple(discovery.classes), clip_frames=options.clip_frames,
+        long_frames=options.long_frames, image_size=options.image_size,
+        jpeg_quality=options.jpeg_quality, progress_dir=marker_dir,
+        short_policy=options.short_policy, clip_labels=options.clip_labels, splits=split_names,
+        max_frames=options.max_frames, clips_per_record=options.clips_per_record)
     print(f"preprocess: {len(discovery.items)} videos, {len(discovery.classes)} classes "
-          f"({discovery.source}: {args.input}) -> {out}", file=sys.stderr, flush=True)
+          f"({discovery.source}: {options.input}) -> {out}", file=sys.stderr, flush=True)
     p = test_pipeline if test_pipeline is not None else make_pipeline(beam_args)
     build(p, discovery, config, split_of, out)
     start = time.time()
-    with ProgressDisplay(marker_dir, len(discovery.items), enabled=not args.no_progress) as progress:
+    with ProgressDisplay(marker_dir, len(discovery.items), enabled=not options.no_progress) as progress:
         result = p.run()
         environment = p.options.view_as(PortableOptions).environment_type
         try:
-            job_watch.wait_for_job(result, progress.count, len(discovery.items), args.stall_timeout,
-                                   environment)
+            job_watch.wait_for_job(result, progress.count, len(discovery.items),
+                                   options.stall_timeout, environment)
         except job_watch.JobStalled as err:
             raise JobStalledError(str(err)) from None
     ran = time.time() - start
     done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
     tf.io.gfile.rmtree(marker_dir)
-    stats = finalize(out, args, discovery, query_counters(result), split_names, fold_of_subject)
+    stats = finalize(out, options, discovery, query_counters(result), split_names, fold_of_subject)
     stats["seconds"] = {"pipeline": round(ran, 2), "checks": round(time.time() - start - ran, 2)}
     if done:  # when the first and the last video finished (worker start-up shows in the first)
         stats["seconds"].update(first_video_done=round(done[0] - start, 2),
@@ -358,49 +349,9 @@ def run(argv=None, test_pipeline=None) -> dict:
     return stats
 
 
-# ---- typed entry point (pipeline/orchestration/runner.py's ExampleGen) -----------------------------------------
-
-def generate_examples(output: str, *, source: str, input_dir: str, preset: str = cli_parsers.DEFAULT_PRESET,
-                      beam_args=(), **options) -> str:
-    """`vtcaps preprocess` as a function; returns `output` once its shards, stats.json and
-    metadata.json are written and checked. `options` are the command's flags by their Python
-    names (clip_frames=16, folds=5, no_progress=True, ...); `beam_args` go to Beam. Raises what
-    `run` raises."""
-    known = {a.dest for a in build_parser()._actions} - {"help", "source", "input", "output", "preset"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"unknown preprocess options {unknown}; known: {sorted(known)}")
-    argv = ["--source", source, "--input", input_dir, "--output", output, "--preset", preset]
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif value is not None and value is not False:
-            argv += [flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
-    run(argv + [str(a) for a in beam_args])
+def generate_examples(output: str, options: PreprocessOptions, beam_args=()) -> str:
+    """The job as the pipeline's ExampleGen step runs it: `options` written to `output` (which
+    replaces `options.output`); returns `output` once its shards, stats.json and metadata.json
+    are written and checked. Raises what `run` raises."""
+    run(dataclasses.replace(options, output=output), beam_args)
     return output
-
-
-def cli_main(argv) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        stats = run(argv)
-    except JobStalledError as err:
-        print(f"vtcaps preprocess: error: {err}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        # The runner's job thread still waits for the workers that never came: do not join it.
-        os._exit(1)
-    except (checks.ValidationError, PreprocessError) as err:  # the job ran, its output is unusable
-        print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
-        return 1
-    except (sources.SourceError, ValueError) as err:  # bad input or flags (vtcaps_tf.errors)
-        print(f"vtcaps preprocess: error: {err}", file=sys.stderr)
-        return 2
-    splits = ", ".join(f"{s} {v['clips']} clips" for s, v in stats["splits"].items())
-    print(f"preprocess: done: {splits}; {stats['videos']['dead_letters']} dead letters "
-          f"{stats['dead_letters'] or ''}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main(sys.argv[1:]))

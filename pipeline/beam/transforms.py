@@ -17,9 +17,9 @@ import logging
 import apache_beam as beam
 import numpy as np
 
-from vtcaps_pipeline.beam.options import DEFAULT_MAX_FRAMES
+from vtcaps_tf.config.preprocess import DEFAULT_CLIPS_PER_RECORD, DEFAULT_JPEG_QUALITY, DEFAULT_MAX_FRAMES
 from vtcaps_tf.data import clips as clips_lib
-from vtcaps_tf.data import features, storage
+from vtcaps_tf.data import features
 from vtcaps_tf.face.align import DEFAULT_MARGIN
 
 _LOG = logging.getLogger(__name__)
@@ -44,13 +44,13 @@ class JobConfig:
     long_frames: int
     image_size: int
     margin: float = DEFAULT_MARGIN
-    jpeg_quality: int = storage.DEFAULT_JPEG_QUALITY
-    clips_per_record: int = storage.DEFAULT_CLIPS_PER_RECORD  # consecutive clips sharing frames
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    clips_per_record: int = DEFAULT_CLIPS_PER_RECORD  # consecutive clips sharing frames
     progress_dir: str | None = None  # one empty marker file per finished video
     max_frames: int | None = DEFAULT_MAX_FRAMES  # a longer video is a dead letter (too_long)
     bridge_frames: int = BRIDGE_FRAMES  # raw frames held at most to bridge a gap in the face
-    short_policy: str = "resample"  # a sequence shorter than a clip: clips.SHORT_POLICIES
-    clip_labels: str = "all"  # which clips carry the video's label: clips.CLIP_LABELS
+    short_policy: str = "resample"  # a sequence shorter than a clip: config.preprocess.SHORT_POLICIES
+    clip_labels: str = "all"  # which clips carry the video's label: config.preprocess.CLIP_LABELS
     splits: tuple[str, ...] = features.SPLITS  # shard names (train/val/test or fold00, ...)
 
 

@@ -15,6 +15,12 @@ artefacts they return (the examples directory, the model file, the version direc
 steps after them; a test passes its own `Stages`. Validate applies one set of thresholds
 (`ValidationThresholds`) to the statistics; the schema checks already ran inside ExampleGen.
 
+Each config section is the mapping form of an options dataclass (`SECTIONS`: `example_gen` ->
+`ExampleGenOptions`, the options of `vtcaps preprocess` with `beam_args`; `evaluate` ->
+`EvaluateStepOptions`; `validate` -> `ValidationThresholds`; `push` -> `PushOptions`; ...).
+`load_config` checks every section against its class before any step runs: an unknown key, a
+value of the wrong type or a missing required key is refused with `section.key` named.
+
 Config (JSON, or YAML when the file ends in .yaml/.yml):
     {"pipeline_root": "demo_out/pipeline",
      "example_gen": {"source": "synthetic", "input": "demo_out/synth", "preset": "tiny",
@@ -39,7 +45,11 @@ import sys
 import time
 from typing import Callable
 
+from vtcaps_tf.config.evaluate import EvaluateStepOptions
 from vtcaps_tf.config.flags import DEFAULT_PRESET
+from vtcaps_tf.config.options import OptionError, from_mapping, option, to_mapping
+from vtcaps_tf.config.preprocess import PreprocessOptions
+from vtcaps_tf.errors import UsageError
 
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
@@ -120,10 +130,10 @@ class StepResult:
     result: dict
 
 
-def _generate_examples(output: str, **kwargs) -> str:
+def _generate_examples(output: str, options: PreprocessOptions, beam_args=()) -> str:
     from vtcaps_pipeline.beam import preprocess
 
-    return preprocess.generate_examples(output, **kwargs)
+    return preprocess.generate_examples(output, options, beam_args)
 
 
 def _run_fn(fn_args):
@@ -157,7 +167,7 @@ class Stages:
     """The typed entry points the steps call (imported on use: TensorFlow loads only when a step
     runs). Each returns the artefact the next steps read."""
 
-    generate_examples: Callable[..., str] = _generate_examples  # (output, source=, input_dir=, ...) -> dir
+    generate_examples: Callable[..., str] = _generate_examples  # (output, PreprocessOptions, beam_args) -> dir
     run_fn: Callable = _run_fn  # (training.FnArgs) -> TrainResult with .model_path
     evaluate: Callable[..., dict] = _evaluate_model  # (model_path, data_dir, split, output) -> report
     export: Callable[..., str] = _export_trained  # (model_path, base_path, version) -> version dir
@@ -272,6 +282,63 @@ class Pipeline:
         return out
 
 
+# ---- config sections: one options dataclass each ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ExampleGenOptions(PreprocessOptions):
+    """The `example_gen` section: the options of `vtcaps preprocess` (its output is the step's
+    output directory) and the flags the job hands Beam."""
+
+    beam_args: tuple[str, ...] = option((), cli=False,
+                                        help="Beam's own flags (--runner, --direct_num_workers, ...)")
+
+    def preprocess_options(self) -> PreprocessOptions:
+        return PreprocessOptions(**{f.name: getattr(self, f.name)
+                                    for f in dataclasses.fields(PreprocessOptions)})
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticsOptions:
+    """The `statistics` section holds no settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PushOptions:
+    """The `push` section: where the blessed model is exported for serving."""
+
+    base_path: str = option(help="the serving base path versions go below (saved_models/NAME)")
+    version: int | None = option(None, minimum=0,
+                                 help="integer version (default: one more than the newest existing one)")
+
+    def __post_init__(self):
+        if not self.base_path:
+            raise ValueError("base_path must name a folder (e.g. saved_models/vtcaps)")
+
+
+@dataclasses.dataclass(frozen=True)
+class KeysOnly:
+    """A section described by its keys alone: unknown keys are refused, values are not checked
+    (the `train` and `crossval` sections, whose steps take the mapping as it is)."""
+
+    keys: tuple[str, ...]
+
+    def check(self, mapping: dict, section: str) -> dict:
+        return _options(mapping, section, self.keys)
+
+
+def section_options(section: str, mapping):
+    """The options of one config section (`SECTIONS`), checked: an instance of its dataclass, or
+    the mapping for a section given as keys. A missing section (None) holds the defaults.
+    Raises OptionError (a UsageError) naming `section.key`."""
+    spec = SECTIONS[section]
+    mapping = {} if mapping is None else mapping
+    if not isinstance(mapping, dict):
+        raise OptionError(f"{section}: expected a mapping of options, got {mapping!r}")
+    if isinstance(spec, KeysOnly):
+        return spec.check(mapping, section)
+    return from_mapping(spec, mapping, section)
+
+
 # ---- the six TFX-style steps over the vtcaps stages -----------------------------------------------
 
 def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
@@ -282,30 +349,19 @@ def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
     return {k: v for k, v in section.items() if v is not None}
 
 
-EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "image_size",
-                    "split_ratios", "seed", "folds", "short_policy", "clip_labels", "jpeg_quality",
-                    "clips_per_record", "max_frames", "no_progress", "stall_timeout", "beam_args")
 # TrainConfig fields a config may set (`model_overrides`: ModelConfig fields over the preset's;
 # `augment`: false, true or a dict of AugmentConfig fields, see `_augment`).
 TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
               "flow", "fusion", "use_tpn", "model_overrides", "steps_per_epoch", "shuffle_buffer",
               "mixed_precision", "jit_compile", "verbose", "summary_freq", "validation_freq",
               "checkpoint_every", "augment")
-EVALUATE_KEYS = ("split", "accuracy_threshold", "level")
-PUSH_KEYS = ("base_path", "version")
 CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "val_folds", "seed",
                  "steps_per_epoch", "verbose", "augment")
 
 
 def run_example_gen(ctx: StepContext) -> dict:
-    c = _options(ctx.config, "example_gen", EXAMPLE_GEN_KEYS)
-    for key in ("source", "input"):
-        if key not in c:
-            raise ValueError(f"example_gen needs {key!r}")
-    source, input_dir = c.pop("source"), c.pop("input")
-    examples = ctx.stages.generate_examples(ctx.output, source=source, input_dir=input_dir,
-                                            preset=c.pop("preset", DEFAULT_PRESET),
-                                            beam_args=tuple(c.pop("beam_args", ())), **c)
+    section = section_options("example_gen", ctx.config)
+    examples = ctx.stages.generate_examples(ctx.output, section.preprocess_options(), section.beam_args)
     with open(os.path.join(examples, "metadata.json")) as f:
         meta = json.load(f)
     return {"examples": examples, "counts": meta.get("counts", {}), "classes": meta.get("classes", [])}
@@ -325,8 +381,10 @@ def run_statistics(ctx: StepContext) -> dict:
     if os.path.exists(gen_stats_path):
         with open(gen_stats_path) as f:
             job = json.load(f)
-    report = {"splits": stats, "dead_letters": job.get("dead_letters", {}),
-              "counters": job.get("counters", {})}
+    # The job's own counts: `videos` (listed, written, dead letters) whatever the runner reports;
+    # `counters` only when the runner reports metrics.
+    report = {"splits": stats, "videos": job.get("videos"), "dead_letters": job.get("dead_letters"),
+              "counters": job.get("counters") or {}}
     path = os.path.join(ctx.output, "statistics.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=2, default=list)
@@ -336,11 +394,12 @@ def run_statistics(ctx: StepContext) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class ValidationThresholds:
-    """The one set of anomaly thresholds (TFX ExampleValidator); the `validate` section overrides
-    them. Schema and decoding checks are ExampleGen's own (pipeline/beam/checks.py): it fails when they do."""
+    """The one set of anomaly thresholds (TFX ExampleValidator): the `validate` section. Schema
+    and decoding checks are ExampleGen's own (pipeline/beam/checks.py): it fails when they do."""
 
-    max_dead_letter_fraction: float = 0.2  # videos that gave no clip, of all videos read
-    min_test_subjects: int = 1  # in the test split, or in every fold
+    max_dead_letter_fraction: float = option(
+        0.2, minimum=0.0, help="the largest share of the videos listed that may give no clip")
+    min_test_subjects: int = option(1, minimum=0, help="subjects at least in the test split, or in every fold")
 
 
 def find_anomalies(stats: dict, meta: dict, thresholds: ValidationThresholds) -> list[str]:
@@ -358,11 +417,21 @@ def find_anomalies(stats: dict, meta: dict, thresholds: ValidationThresholds) ->
         if have < thresholds.min_test_subjects:
             problems.append(f"{split} holds {have} test subjects, fewer than "
                             f"min_test_subjects={thresholds.min_test_subjects}")
-    videos = stats["counters"].get("videos_read", 0)
-    dead = sum(stats["dead_letters"].values()) if isinstance(stats["dead_letters"], dict) else 0
+    # Dead letters over the videos the source listed: every listed video is written or a dead
+    # letter, unreadable ones included, and both counts are the job's own (stats.json), present
+    # whether or not the runner reports metrics.
+    listed = (stats.get("videos") or {}).get("listed")
+    dead_letters = stats.get("dead_letters")
     limit = thresholds.max_dead_letter_fraction
-    if videos and dead / videos > limit:
-        problems.append(f"{dead} of {videos} videos gave no clip (limit {limit:.0%})")
+    if not isinstance(listed, int) or not isinstance(dead_letters, dict):
+        problems.append("the statistics hold no count of the videos listed or of the dead letters "
+                        "(ExampleGen's stats.json): the dead-letter fraction cannot be checked")
+    else:
+        dead = sum(dead_letters.values())
+        if dead > listed:
+            problems.append(f"{dead} dead letters but {listed} videos listed: the counts disagree")
+        elif listed and dead / listed > limit:
+            problems.append(f"{dead} of {listed} videos gave no clip (limit {limit:.0%})")
     return problems
 
 
@@ -370,13 +439,13 @@ def run_validate(ctx: StepContext) -> dict:
     """Anomaly checks on the statistics (TFX ExampleValidator): a problem stops the pipeline."""
     from vtcaps_tf.data import features
 
-    thresholds = ValidationThresholds(**_options(ctx.config, "validate", section_keys()["validate"]))
+    thresholds = section_options("validate", ctx.config)
     meta = features.read_metadata(ctx.results["ExampleGen"]["examples"])
     with open(ctx.results["Statistics"]["statistics"]) as f:
         stats = json.load(f)
     problems = find_anomalies(stats, meta, thresholds)
     with open(os.path.join(ctx.output, "anomalies.json"), "w") as f:
-        json.dump({"problems": problems, "thresholds": dataclasses.asdict(thresholds)}, f, indent=2)
+        json.dump({"problems": problems, "thresholds": to_mapping(thresholds)}, f, indent=2)
     if problems:
         raise ValueError("validation found anomalies:\n  - " + "\n  - ".join(problems))
     return {"problems": 0}
@@ -415,12 +484,8 @@ def run_train(ctx: StepContext) -> dict:
 
 
 def run_evaluate(ctx: StepContext) -> dict:
-    c = _options(ctx.config, "evaluate", EVALUATE_KEYS)
-    split = c.get("split", "test")
-    threshold = float(c.get("accuracy_threshold", 0.0))
-    level = c.get("level", "clip")
-    if level not in ("clip", "video"):
-        raise ValueError(f"evaluate.level must be 'clip' or 'video', got {level!r}")
+    options = section_options("evaluate", ctx.config)
+    split, threshold, level = options.split, options.accuracy_threshold, options.level
     report = ctx.stages.evaluate(ctx.results["Train"]["model"], ctx.results["ExampleGen"]["examples"],
                                  split, ctx.output)
     video = report.get("video") or {}
@@ -447,11 +512,9 @@ def run_crossval(ctx: StepContext) -> dict:
 
 def run_push(ctx: StepContext) -> dict:
     """Export to the serving base path; the pushed version directory is the step's record."""
-    c = _options(ctx.config, "push", PUSH_KEYS)
-    base = c.get("base_path")
-    if not base:
-        raise ValueError("push needs `base_path` (e.g. saved_models/vtcaps)")
-    version_dir = ctx.stages.export(ctx.results["Train"]["model"], base, c.get("version"))
+    options = section_options("push", ctx.config)
+    base = options.base_path
+    version_dir = ctx.stages.export(ctx.results["Train"]["model"], base, options.version)
     print(version_dir)
     record = {"pushed": version_dir, "base_path": os.path.abspath(base)}
     with open(os.path.join(ctx.output, "pushed.json"), "w") as f:
@@ -480,37 +543,52 @@ def default_steps(config: dict | None = None) -> list[Step]:
 
 
 def load_config(path: str) -> dict:
+    """The pipeline config at `path` (JSON, or YAML for .yaml/.yml), every section checked against
+    its options (`SECTIONS`) before any step runs. Raises UsageError naming the file and, for a
+    refused value, `section.key`."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no pipeline config at {path!r}")
+        raise UsageError(f"no pipeline config at {path!r}")
     with open(path) as f:
         if path.endswith((".yaml", ".yml")):
             import yaml  # comes with apache-beam
 
-            config = yaml.safe_load(f)
+            try:
+                config = yaml.safe_load(f)
+            except yaml.YAMLError as err:
+                raise UsageError(f"{path}: not valid YAML: {err}") from None
         else:
-            config = json.load(f)
+            try:
+                config = json.load(f)
+            except json.JSONDecodeError as err:
+                raise UsageError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(config, dict) or "pipeline_root" not in config:
-        raise ValueError(f"{path}: a pipeline config is a mapping with at least `pipeline_root`")
-    known = {"pipeline_root", "synth", "example_gen", "statistics", "validate", "train", "evaluate",
-             "push", "crossval", "about"}
+        raise UsageError(f"{path}: a pipeline config is a mapping with at least `pipeline_root`")
+    known = set(SECTIONS) | set(OTHER_SECTIONS)
     unknown = set(config) - known
     if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
-    for section, keys in section_keys().items():  # a typo fails here, before any step runs
-        if isinstance(config.get(section), dict):
+        raise UsageError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
+    for section in SECTIONS:
+        if section in config:
             try:
-                _options(config[section], section, keys)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+                section_options(section, config[section])
+            except ValueError as err:  # OptionError, or a key check of a section given as keys
+                raise UsageError(f"{path}: {err}") from None
     return config
 
 
-def section_keys() -> dict[str, tuple[str, ...]]:
-    """The keys each step's config section may hold."""
-    return {"example_gen": EXAMPLE_GEN_KEYS, "statistics": (),
-            "validate": tuple(f.name for f in dataclasses.fields(ValidationThresholds)),
-            "train": TRAIN_KEYS, "evaluate": EVALUATE_KEYS, "push": PUSH_KEYS,
-            "crossval": CROSSVAL_KEYS}
+# Config section -> what it holds: an options dataclass, or (KeysOnly) the keys of a section whose
+# step takes the mapping as it is.
+SECTIONS: dict[str, type | KeysOnly] = {
+    "example_gen": ExampleGenOptions,
+    "statistics": StatisticsOptions,
+    "validate": ValidationThresholds,
+    "train": KeysOnly(TRAIN_KEYS),
+    "evaluate": EvaluateStepOptions,
+    "push": PushOptions,
+    "crossval": KeysOnly(CROSSVAL_KEYS),
+}
+# Sections no step reads: the root folder, the settings of `vtcaps demo`'s synthetic set, notes.
+OTHER_SECTIONS = ("pipeline_root", "synth", "about")
 
 
 def summary_table(results: list[StepResult]) -> str:

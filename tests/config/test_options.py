@@ -84,6 +84,7 @@ def test_adding_a_field_adds_its_flag_and_its_key():
     ({"data": "x", "inner": {"scal": 1}}, "train.inner: unknown key 'scal'; known: scale"),
     ({"data": "x", "epochz": 3}, "train: unknown key 'epochz'"),
     ({"data": "x", "hidden": 3}, "train: unknown key 'hidden'"),
+    ({"epochs": 3}, "train.data: required, not set"),
 ])
 def test_a_config_with_a_wrong_type_or_key_is_refused_naming_the_key(mapping, message):
     with pytest.raises(OptionError) as err:

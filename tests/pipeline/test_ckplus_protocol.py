@@ -16,7 +16,9 @@ from vtcaps_pipeline.beam import preprocess
 from vtcaps_pipeline.beam import sources
 from tests.face import fixtures as fx
 from tests.pipeline.ckplus_fixture import PEAK_BRIGHTENING, SEQUENCES, write_ckplus
+from vtcaps_tf.cli.preprocess import parse
 from vtcaps_tf.data import features
+from vtcaps_tf.errors import UsageError
 
 CLIP = 16  # the small preset's clip length: longer than three of the sequences
 WIDTH = 120
@@ -33,7 +35,7 @@ def ckplus_job(tmp_path_factory):
     lengths = write_ckplus(root, template=template, width=WIDTH)
     argv = ["--source", "ckplus", "--input", root, "--output", out, "--preset", "small",
             "--image-size", "32", "--folds", "2", "--seed", "3", "--no-progress"]
-    stats = preprocess.run(argv, test_pipeline=test_pipeline.TestPipeline(runner=FnApiRunner()))
+    stats = preprocess.run(*parse(argv), test_pipeline=test_pipeline.TestPipeline(runner=FnApiRunner()))
     return root, out, lengths, stats
 
 
@@ -112,6 +114,6 @@ def test_subjects_are_partitioned_into_folds_recorded_in_records_and_metadata(ck
 def test_folds_are_refused_where_the_source_fixes_the_split(tmp_path):
     root = str(tmp_path / "afew")
     fx.write_afew_dataset(root, train=(("Happy", 2),), val=(("Happy", 1),))
-    with pytest.raises(ValueError, match="fixes its own split"):
-        preprocess.run(["--source", "afew", "--input", root, "--output", str(tmp_path / "o"),
-                        "--folds", "2", "--no-progress"])
+    with pytest.raises(UsageError, match="fixes its own split"):  # bad input: exit status 2
+        preprocess.run(*parse(["--source", "afew", "--input", root, "--output", str(tmp_path / "o"),
+                               "--folds", "2", "--no-progress"]))

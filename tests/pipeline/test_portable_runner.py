@@ -18,6 +18,7 @@ from vtcaps_pipeline.beam import job_watch
 from vtcaps_pipeline.beam import preprocess
 from vtcaps_pipeline.beam import worker_pool
 from tests.face import fixtures as fx
+from vtcaps_tf.cli.preprocess import parse
 from vtcaps_tf.data import features
 
 ARGS = ["--clip-frames", "4", "--long-frames", "8", "--image-size", "32", "--no-progress",
@@ -70,9 +71,9 @@ def test_external_worker_pool_writes_what_the_local_runner_writes(videos, pool, 
     root, bad = videos
     local_out, remote_out = str(tmp_path / "local"), str(tmp_path / "remote")
     base = ["--source", "folder", "--input", root, *ARGS]
-    local = preprocess.run([*base, "--output", local_out],
+    local = preprocess.run(*parse([*base, "--output", local_out]),
                            test_pipeline=test_pipeline.TestPipeline(runner=FnApiRunner()))
-    remote = preprocess.run([*base, "--output", remote_out, *_portable(pool)])
+    remote = preprocess.run(*parse([*base, "--output", remote_out, *_portable(pool)]))
 
     assert _clips(remote_out) == _clips(local_out)
     assert sum(len(v) for v in _clips(local_out).values()) == 12  # 6 good videos x 2 clips
@@ -166,7 +167,7 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
         time.sleep(3)
         start = time.monotonic()
         job = subprocess.run(
-            [sys.executable, "-m", "vtcaps_pipeline.beam.preprocess", "--source", "folder", "--input", root,
+            [sys.executable, "-m", "vtcaps_tf.cli.main", "preprocess", "--source", "folder", "--input", root,
              *ARGS, "--output", str(tmp_path / "out"), "--stall-timeout", "20",
              *_portable(f"localhost:{port}")],
             capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

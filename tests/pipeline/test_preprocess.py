@@ -14,6 +14,8 @@ from apache_beam.testing import test_pipeline
 
 from vtcaps_pipeline.beam import preprocess
 from tests.face import fixtures as fx
+from vtcaps_tf.cli import main as vtcaps
+from vtcaps_tf.cli import preprocess as preprocess_cli
 from vtcaps_tf.data import dataset, features
 from vtcaps_tf.data.contract import InputContract
 
@@ -22,8 +24,10 @@ ARGS = ["--clip-frames", str(N), "--long-frames", str(M), "--image-size", str(S)
 
 
 def _run(source, root, out, *extra):
-    argv = ["--source", source, "--input", root, "--output", out, *ARGS, *extra]
-    return preprocess.run(argv, test_pipeline=test_pipeline.TestPipeline(runner=FnApiRunner()))
+    options, beam_args = preprocess_cli.parse(["--source", source, "--input", root, "--output", out,
+                                               *ARGS, *extra])
+    return preprocess.run(options, beam_args,
+                          test_pipeline=test_pipeline.TestPipeline(runner=FnApiRunner()))
 
 
 def _dead_letters(out):
@@ -138,15 +142,47 @@ def test_empty_train_split_fails_clearly(tmp_path, capsys):
     assert not stats["check"]["passed"] and len(_dead_letters(out)) == 3
 
 
+def test_validate_counts_dead_letters_against_the_videos_listed_when_the_runner_reports_no_metrics(
+        tmp_path, monkeypatch):
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from vtcaps_pipeline.orchestration import runner
+
+    def no_metrics(self):
+        raise NotImplementedError("this runner reports no metrics")
+
+    monkeypatch.setattr(fn_runner.RunnerResult, "metrics", no_metrics)
+    root = str(tmp_path / "videos")
+    fx.write_folder_dataset(root, classes=("happy", "sad"), subjects=("s1", "s2", "s3"))  # 6 good
+    fx.write_bad_files(os.path.join(root, "happy"))  # 2 files no decoder opens: listed, never read
+    out = str(tmp_path / "out")
+    # Seed 1 orders the subjects bad, s3, s2, s1: train s3 (and bad), val s2, test s1.
+    stats = _run("folder", root, out, "--split-ratios", "0.34,0.33,0.33", "--seed", "1")
+    assert stats["counters"] is None  # the runner reported none
+    assert stats["videos"] == {"listed": 8, "written": 6, "dead_letters": 2}
+
+    results = {"ExampleGen": {"examples": out}}
+
+    def step(name, config, fn):
+        os.makedirs(tmp_path / name, exist_ok=True)
+        return fn(runner.StepContext(name, config, {}, str(tmp_path / name), results, runner.Stages()))
+
+    results["Statistics"] = step("Statistics", {}, runner.run_statistics)
+    # 2 dead letters of 8 videos listed = 25%, however many the runner read (none reported).
+    with pytest.raises(ValueError, match=r"2 of 8 videos gave no clip \(limit 20%\)"):
+        step("Validate", {"max_dead_letter_fraction": 0.2}, runner.run_validate)
+    assert step("Validate", {"max_dead_letter_fraction": 0.25}, runner.run_validate) == {"problems": 0}
+
+
 def test_cli_exit_codes(tmp_path, capsys):
     empty = tmp_path / "empty"
     os.makedirs(empty / "happy")
-    code = preprocess.cli_main(["--source", "folder", "--input", str(empty), "--output",
-                                str(tmp_path / "o"), *ARGS])
+    code = vtcaps.main(["preprocess", "--source", "folder", "--input", str(empty), "--output",
+                        str(tmp_path / "o"), *ARGS])
     assert code == 2  # bad input (vtcaps_tf.errors)
     assert "no class" in capsys.readouterr().err
-    code = preprocess.cli_main(["--source", "folder", "--input", str(empty), "--output",
-                                str(tmp_path / "o"), "--split-ratios", "1,2", *ARGS])
+    code = vtcaps.main(["preprocess", "--source", "folder", "--input", str(empty), "--output",
+                        str(tmp_path / "o"), "--split-ratios", "1,2", *ARGS])
     assert code == 2 and "split ratios" in capsys.readouterr().err
 
 
@@ -179,8 +215,8 @@ def test_two_worker_runner_end_to_end(tmp_path, mode):
     root = str(tmp_path / "v")
     fx.write_folder_dataset(root, classes=("happy", "sad"), subjects=("s1", "s2", "s3"))
     out = str(tmp_path / "out")
-    code = preprocess.cli_main(["--source", "folder", "--input", root, "--output", out, *ARGS,
-                                "--direct_num_workers", "2", "--direct_running_mode", mode])
+    code = vtcaps.main(["preprocess", "--source", "folder", "--input", root, "--output", out, *ARGS,
+                        "--direct_num_workers", "2", "--direct_running_mode", mode])
     assert code == 0
     meta = features.read_metadata(out)
     assert sum(meta["counts"].values()) == 12

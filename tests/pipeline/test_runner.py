@@ -1,5 +1,6 @@
 """The TFX-style step runner: fingerprints, caching, blessing, failures, and the stage wiring."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -8,6 +9,7 @@ import pytest
 
 from vtcaps_pipeline.orchestration import runner
 from vtcaps_pipeline.orchestration.runner import Pipeline, Step, StepContext
+from vtcaps_tf.errors import UsageError
 
 
 # ---- fake steps: each counts its runs and writes something derived from its config and inputs ----
@@ -168,20 +170,26 @@ def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_
     from vtcaps_tf.data.features import SHARD_SUFFIX
     from vtcaps_tf.train.fit import FnArgs
 
+    from vtcaps_tf.config.preprocess import PreprocessOptions
+
     seen = []
 
-    def generate_examples(output, **kwargs):
-        seen.append(kwargs)
+    def generate_examples(output, options, beam_args=()):
+        seen.append((output, options, beam_args))
         with open(os.path.join(output, "metadata.json"), "w") as f:
             json.dump({"counts": {"train": 5}, "classes": ["a"]}, f)
         return output
 
     ctx = _ctx(tmp_path, {"source": "synthetic", "input": "in", "preset": "tiny", "seed": 3,
-                          "beam_args": ["--direct_num_workers", "2"]}, generate_examples=generate_examples)
+                          "split_ratios": [2, 1, 1], "beam_args": ["--direct_num_workers", "2"]},
+               generate_examples=generate_examples)
     result = runner.run_example_gen(ctx)
     assert result == {"examples": ctx.output, "counts": {"train": 5}, "classes": ["a"]}
-    assert seen == [{"source": "synthetic", "input_dir": "in", "preset": "tiny",
-                     "beam_args": ("--direct_num_workers", "2"), "seed": 3}]
+    # The job's own options (the output is the step's), typed; Beam's flags beside them.
+    assert seen == [(ctx.output, PreprocessOptions(source="synthetic", input="in", preset="tiny", seed=3,
+                                                   split_ratios=(2.0, 1.0, 1.0)),
+                     ("--direct_num_workers", "2"))]
+    assert type(seen[0][1]) is PreprocessOptions
 
     examples = tmp_path / "ex"
     examples.mkdir()
@@ -278,10 +286,10 @@ def test_evaluate_blesses_against_the_threshold_and_push_exports(tmp_path, capsy
         runner.run_push(_ctx(tmp_path, {}, results, export=export))
 
 
-def _stats(per_class_train, per_class_test, test_subjects, videos_read, dead):
+def _stats(per_class_train, per_class_test, test_subjects, listed, dead, counters=None):
     return {"splits": {"train": {"clips_per_class": per_class_train, "subjects": ["s1", "s2"]},
                        "test": {"clips_per_class": per_class_test, "subjects": test_subjects}},
-            "counters": {"videos_read": videos_read}, "dead_letters": dead}
+            "videos": {"listed": listed}, "counters": counters or {}, "dead_letters": dead}
 
 
 def test_validate_applies_one_set_of_thresholds():
@@ -301,9 +309,121 @@ def test_validate_applies_one_set_of_thresholds():
     # Folds: each fold is a test set and may lack a class.
     folds = {"splits": {"fold00": {"clips_per_class": {"anger": 1}, "subjects": ["a"]},
                         "fold01": {"clips_per_class": {"happy": 1}, "subjects": []}},
-             "counters": {}, "dead_letters": {}}
+             "videos": {"listed": 2}, "counters": {}, "dead_letters": {}}
     assert runner.find_anomalies(folds, {"classes": ["anger", "happy"], "folds": 2}, defaults) == [
         "fold01 holds 0 test subjects, fewer than min_test_subjects=1"]
+
+
+def test_dead_letters_are_a_share_of_the_videos_listed_whatever_the_runner_reports():
+    meta = {"classes": ["anger", "happy"]}
+    limit = runner.ValidationThresholds(max_dead_letter_fraction=0.3)
+    train, test = {"anger": 3, "happy": 2}, {"anger": 1, "happy": 1}
+    # 10 videos listed, 3 of them unreadable: 3 / 10 = 30%, at the limit. Over the 7 the runner
+    # read it would be 3 / 7 = 43%.
+    unreadable = _stats(train, test, ["s3"], 10, {"unreadable": 3}, counters={"videos_read": 7})
+    assert runner.find_anomalies(unreadable, meta, limit) == []
+    # Every listed video unreadable: 4 of 4 (100%, never more), though the runner read none.
+    none_read = _stats(train, test, ["s3"], 4, {"unreadable": 4}, counters={"videos_read": 0})
+    assert runner.find_anomalies(none_read, meta, limit) == ["4 of 4 videos gave no clip (limit 30%)"]
+    # A runner that reports no metrics: no counters, the check runs all the same.
+    no_metrics = _stats(train, test, ["s3"], 10, {"no_face": 4})
+    assert runner.find_anomalies(no_metrics, meta, limit) == ["4 of 10 videos gave no clip (limit 30%)"]
+    # No count of the videos listed: the check cannot run, which is itself an anomaly.
+    no_count = _stats(train, test, ["s3"], None, {"no_face": 1})
+    del no_count["videos"]
+    assert runner.find_anomalies(no_count, meta, limit) == [
+        "the statistics hold no count of the videos listed or of the dead letters (ExampleGen's "
+        "stats.json): the dead-letter fraction cannot be checked"]
+
+
+def test_section_keys_are_the_fields_of_their_options():
+    from vtcaps_tf.config.evaluate import EvaluateOptions, EvaluateStepOptions
+    from vtcaps_tf.config.options import config_keys, spec_of
+    from vtcaps_tf.config.preprocess import PreprocessOptions
+
+    def fields(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    # example_gen: every option of `vtcaps preprocess` but its output (the step's own), and the
+    # flags for Beam.
+    assert runner.SECTIONS["example_gen"] is runner.ExampleGenOptions
+    assert config_keys(runner.ExampleGenOptions) == tuple(
+        n for n in fields(PreprocessOptions) if n != "output") + ("beam_args",)
+    assert runner.SECTIONS["evaluate"] is EvaluateStepOptions
+    for name in ("evaluate", "push", "validate", "statistics"):
+        assert config_keys(runner.SECTIONS[name]) == fields(runner.SECTIONS[name]), name
+    # `split`: one definition for `vtcaps evaluate --split` and the evaluate section.
+    command = {f.name: f for f in dataclasses.fields(EvaluateOptions)}["split"]
+    step = {f.name: f for f in dataclasses.fields(EvaluateStepOptions)}["split"]
+    assert (command.default, spec_of(command)) == (step.default, spec_of(step))
+    # Every key of every section is accepted with a value of its type, and read back.
+    for name, values in {"example_gen": {"source": "ckplus", "input": "in", "folds": 3,
+                                         "split_ratios": [2, 1, 1], "beam_args": ["--x"]},
+                         "evaluate": {"split": "val", "accuracy_threshold": 0.5, "level": "video"},
+                         "push": {"base_path": "b", "version": 4},
+                         "validate": {"max_dead_letter_fraction": 0.5, "min_test_subjects": 3}}.items():
+        options = runner.section_options(name, values)
+        assert {k: getattr(options, k) for k in values} == {
+            k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def test_a_field_added_to_a_section_is_a_key_the_config_may_set(tmp_path, monkeypatch):
+    from vtcaps_tf.config.options import option
+
+    @dataclasses.dataclass(frozen=True)
+    class MoreEvaluate(runner.SECTIONS["evaluate"]):
+        top_k: int = option(1, help="one more")
+
+    monkeypatch.setitem(runner.SECTIONS, "evaluate", MoreEvaluate)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"pipeline_root": "r", "evaluate": {"top_k": 3}}))
+    assert runner.load_config(str(path))["evaluate"] == {"top_k": 3}
+    path.write_text(json.dumps({"pipeline_root": "r", "evaluate": {"top_k": "3"}}))
+    with pytest.raises(UsageError, match="evaluate.top_k: expected an integer, got '3'"):
+        runner.load_config(str(path))
+
+
+@pytest.mark.parametrize("section, value, message", [
+    ("example_gen", {"source": "folder", "input": "in", "folds": "5"},
+     "example_gen.folds: expected an integer, got '5'"),
+    ("example_gen", {"source": "folder", "input": "in", "seed": 1.5},
+     "example_gen.seed: expected an integer, got 1.5"),
+    ("example_gen", {"source": "folder", "input": "in", "no_progress": "yes"},
+     "example_gen.no_progress: expected true or false, got 'yes'"),
+    ("example_gen", {"source": "folder", "input": "in", "beam_args": "--runner X"},
+     "example_gen.beam_args: expected a list of strings, got '--runner X'"),
+    ("example_gen", {"source": "folder", "input": "in", "split_ratios": "0.7,0.15,0.15"},
+     "example_gen.split_ratios: expected a list of numbers, got '0.7,0.15,0.15'"),
+    ("example_gen", {"source": "folder", "input": "in", "split_ratios": [1, 2]},
+     "example_gen: need 3 split ratios"),
+    ("example_gen", {"source": "folders", "input": "in"},
+     "example_gen.source: 'folders' is not one of folder, ckplus, afew, synthetic"),
+    ("example_gen", {"source": "folder", "input": "in", "output": "o"}, "example_gen: unknown key 'output'"),
+    ("example_gen", {"source": "folder"}, "example_gen.input: required, not set"),
+    ("evaluate", {"accuracy_threshold": "0.9"}, "evaluate.accuracy_threshold: expected a number, got '0.9'"),
+    ("evaluate", {"level": "frame"}, "evaluate.level: 'frame' is not one of clip, video"),
+    ("evaluate", {"splitt": "test"}, "evaluate: unknown key 'splitt'"),
+    ("push", {"base_path": 3}, "push.base_path: expected a string, got 3"),
+    ("push", {"base_path": "b", "version": "2"}, "push.version: expected an integer or null, got '2'"),
+    ("push", {}, "push.base_path: required, not set"),
+    ("validate", {"max_dead_letter_fraction": "0.2"},
+     "validate.max_dead_letter_fraction: expected a number, got '0.2'"),
+    ("validate", {"min_test_subjects": 1.5}, "validate.min_test_subjects: expected an integer, got 1.5"),
+    ("validate", {"max_dead_letter_fraction": -0.1}, "validate.max_dead_letter_fraction: must be at least 0"),
+    ("statistics", {"x": 1}, "statistics: unknown key 'x'"),
+    ("train", {"epochz": 1}, "train: unknown keys ['epochz']"),
+])
+def test_a_wrong_type_or_key_is_refused_naming_it_before_any_step_runs(tmp_path, section, value, message):
+    from vtcaps_tf.cli import main as vtcaps
+
+    root = tmp_path / "root"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"pipeline_root": str(root), section: value}))
+    with pytest.raises(UsageError) as err:
+        runner.load_config(str(path))
+    assert f"{path}: {message}" in str(err.value)
+    assert vtcaps.main(["pipeline", "run", "--config", str(path)]) == 2
+    assert not root.exists()  # no step ran
 
 
 def test_config_errors(tmp_path, capsys):
@@ -315,7 +435,7 @@ def test_config_errors(tmp_path, capsys):
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"pipeline_root": "r", "validate": {"max_dead_letters": 0.1}}))
     assert runner.cli_main(["run", "--config", str(typo)]) == 2
-    assert "validate: unknown keys ['max_dead_letters']" in capsys.readouterr().err
+    assert "validate: unknown key 'max_dead_letters'" in capsys.readouterr().err
     good = tmp_path / "c.yaml"
     good.write_text("pipeline_root: r\ntrain:\n  epochs: 2\n")
     assert runner.load_config(str(good)) == {"pipeline_root": "r", "train": {"epochs": 2}}

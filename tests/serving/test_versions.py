@@ -1,6 +1,8 @@
 """Version management: a new version dropped into the base path while requests run is picked up with
 no failed request; the model config file with version policies and labels."""
 
+import errno
+import logging
 import os
 import shutil
 import threading
@@ -36,6 +38,57 @@ def test_ready_versions_need_saved_model_pb(tmp_path):
     (tmp_path / "12" / "saved_model.pb").write_bytes(b"")
     assert ready_versions(str(tmp_path)) == [5, 12]
     assert ready_versions(str(tmp_path / "missing")) == []
+
+
+@pytest.fixture
+def unreadable(tmp_path, monkeypatch):
+    """A base path made unreadable (chmod 000). Where permissions do not bite (the tests run as
+    root), listing it fails through an injected PermissionError instead: os.listdir is
+    monkeypatched to raise for that one path, as the kernel would for another user."""
+    base = tmp_path / "models"
+    (base / "3").mkdir(parents=True)
+    (base / "3" / "saved_model.pb").write_bytes(b"")
+    base.chmod(0)
+    if os.access(base, os.R_OK):  # root: inject the error the permission would give
+        listdir = os.listdir
+
+        def refuse(path="."):
+            if os.fspath(path) == str(base):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(base))
+            return listdir(path)
+
+        monkeypatch.setattr(os, "listdir", refuse)
+    yield base
+    base.chmod(0o755)
+
+
+def test_an_unreadable_base_path_is_an_error_not_an_empty_one(unreadable, tmp_path):
+    with pytest.raises(PermissionError) as err:
+        version_dirs(str(unreadable))
+    assert err.value.errno == errno.EACCES
+    assert str(unreadable) in str(err.value) and "Permission denied" in str(err.value)
+    with pytest.raises(PermissionError):
+        ready_versions(str(unreadable))
+    assert version_dirs(str(tmp_path / "missing")) == {}  # one that does not exist has none yet
+
+
+def test_serving_logs_an_unreadable_base_path_and_keeps_polling(unreadable, monkeypatch, caplog,
+                                                                 toy_base_path):
+    served = ServedModel(ModelSpec("toy", str(unreadable)), warmup=False)
+    with caplog.at_level(logging.ERROR, logger="vtcaps_tf.serving.servables"):
+        served.poll()
+        served.poll()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors  # logged once while it stays the same
+    assert str(unreadable) in errors[0] and "Permission denied" in errors[0]
+    assert served.list_error is not None and served.versions == []
+    # Readable again, with a real version in it: the next poll loads it.
+    monkeypatch.undo()
+    unreadable.chmod(0o755)
+    shutil.rmtree(unreadable / "3")
+    shutil.copytree(os.path.join(toy_base_path, "1"), unreadable / "1")
+    served.poll()
+    assert served.versions == [1] and served.list_error is None
 
 
 @pytest.mark.parametrize("name, version", [

@@ -183,9 +183,10 @@ def check(options, section: str) -> None:
 # ---- config mappings ------------------------------------------------------------------------------
 
 def from_mapping(cls, mapping, section: str, **fixed):
-    """An instance of `cls` from a config section: unknown keys and wrong types are refused with
-    the key named; missing keys keep their defaults. `fixed`: values set by the caller, not the
-    config (paths the pipeline decides, for example)."""
+    """An instance of `cls` from a config section: unknown keys, wrong types and missing
+    required keys (fields without a default) are refused with the key named; missing keys keep
+    their defaults. `fixed`: values set by the caller, not the config (paths the pipeline decides,
+    for example)."""
     if not isinstance(mapping, dict):
         raise OptionError(f"{section}: expected a mapping of options, got {mapping!r}")
     known = config_keys(cls)
@@ -193,6 +194,10 @@ def from_mapping(cls, mapping, section: str, **fixed):
     if unknown:
         raise OptionError(f"{section}: unknown key{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    missing = [f.name for f, _, _ in _fields(cls)
+               if _default(f) is dataclasses.MISSING and f.name not in mapping and f.name not in fixed]
+    if missing:
+        raise OptionError(f"{', '.join(f'{section}.{name}' for name in missing)}: required, not set")
     values = {}
     for field, spec, tp in _fields(cls):
         if field.name not in mapping:

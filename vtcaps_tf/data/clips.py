@@ -10,6 +10,8 @@ import dataclasses
 
 import numpy as np
 
+from vtcaps_tf.config.preprocess import CLIP_LABELS, SHORT_POLICIES  # noqa: F401 - the flags' choices
+
 
 @dataclasses.dataclass(frozen=True)
 class ClipWindow:
@@ -42,11 +44,6 @@ def clip_windows(num_frames: int, clip_frames: int, long_frames: int) -> list[Cl
 
 
 # ---- whole-sequence cutting (the preprocessing job) --------------------------------------------
-
-# How a sequence shorter than one clip is brought to `clip_frames` frames. Each map ends on the
-# sequence's last frame (CK+'s peak), so the peak is always inside the clip.
-SHORT_POLICIES = ("resample", "pad_first", "loop", "drop")
-
 
 def short_index_map(num_frames: int, clip_frames: int, policy: str) -> np.ndarray | None:
     """[clip_frames] frame indices of a sequence shorter than a clip, or None for `drop`.
@@ -101,10 +98,6 @@ def sequence_windows(num_frames: int, clip_frames: int, long_frames: int,
 def clip_frame_indices(w: ClipWindow, clip_frames: int) -> np.ndarray:
     """The short clip's frame indices into the sequence."""
     return w.window[w.offset:w.offset + clip_frames]
-
-
-# Which clips of an onset-to-peak sequence carry its label (CK+ labels the peak frame only).
-CLIP_LABELS = ("all", "near_peak")
 
 
 def near_peak(w: ClipWindow, num_frames: int, clip_frames: int) -> bool:

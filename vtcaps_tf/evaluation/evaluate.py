@@ -1,25 +1,28 @@
-"""`vtcaps evaluate`: a trained model on one split -> report.json, report.md, confusion_matrix.png.
+"""A trained model on one split -> report.json, report.md, confusion_matrix.png (`vtcaps evaluate`
+calls `evaluate_model`; its flags live in vtcaps_tf.cli.evaluate).
 
-The report holds accuracy (= WAR), UAR, per-class precision/recall/F1 with the standard definitions
-(`vtcaps_tf.evaluation.metrics`), macro and weighted F1 and the confusion matrix, clip by clip; its `video`
-entry holds the same figures video by video (a video's prediction: the mean of its clips'
-probabilities). report.md lays the per-class figures out like the paper's Table 5 (percentages).
+The report holds accuracy (= WAR), UAR, per-class precision/recall/F1 with the standard definitions,
+macro and weighted F1, the classes absent from the labels and the confusion matrix, clip by clip
+(`vtcaps_tf.evaluation.metrics` states the conventions: UAR and the macro averages are over the
+classes present in the labels); its `video` entry holds the same figures video by video (a video's
+prediction: the mean of its clips' probabilities). report.md lays the per-class figures out like
+the paper's Table 5 (percentages).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 import numpy as np
 
+from vtcaps_tf.errors import UsageError
 from vtcaps_tf.evaluation import metrics
 
 
-def predict_split(model, data_dir: str, split: str = "test", batch_size: int = 16, verbose=0):
-    """(labels, probabilities, tpn_probabilities or None, video_ids) of every clip of one split."""
+def split_input(data_dir: str, split: str) -> tuple[dict, list[str]]:
+    """(metadata, shard files) of one split of a preprocessed data set. Raises SchemaError."""
     from vtcaps_tf.data import features
 
     meta = features.read_metadata(data_dir)
@@ -27,6 +30,12 @@ def predict_split(model, data_dir: str, split: str = "test", batch_size: int = 1
     if not files:
         raise features.SchemaError(f"no {split}-*{features.SHARD_SUFFIX} shards in {data_dir!r} "
                                    f"(it holds {', '.join(features.data_splits(meta))})")
+    return meta, files
+
+
+def predict_split(model, data_dir: str, split: str = "test", batch_size: int = 16, verbose=0):
+    """(labels, probabilities, tpn_probabilities or None, video_ids) of every clip of one split."""
+    meta, files = split_input(data_dir, split)
     return predict_files(model, files, meta, batch_size, verbose, what=split)
 
 
@@ -92,8 +101,10 @@ def report_markdown(report: dict, title: str = "Evaluation") -> str:
     """The per-class table (P, R, F1 in percent, like the paper's Table 5) and the summary."""
     video = report.get("video")
     count = f"{report['num_samples']} clips" + (f", {report['num_videos']} videos" if video else "")
-    lines = [f"# {title}", "", f"{count}.", "",
-             "Per class, clip level:", "",
+    absent = report.get("absent_classes")
+    lines = [f"# {title}", "", f"{count}."] + ([
+        "", f"No test sample of {', '.join(absent)}: left out of UAR and the macro averages."]
+        if absent else []) + ["", "Per class, clip level:", "",
              "| expression | P (%) | R (%) | F1 (%) | support |", "|---|---:|---:|---:|---:|"]
     for name in report["classes"]:
         c = report["per_class"][name]
@@ -137,12 +148,19 @@ def write_report(report: dict, output_dir: str, title: str = "Evaluation") -> di
 def evaluate_model(model_path: str, data_dir: str, split: str = "test", output: str | None = None,
                    batch_size: int = 16, verbose=0) -> tuple[dict, dict]:
     """Load `model_path` and evaluate it on `split` of `data_dir` -> (report, files written to
-    `output`: name -> path, empty without `output`). Raises OSError or ValueError (SchemaError
-    included) for a missing or unusable model or data directory."""
+    `output`: name -> path, empty without `output`). Raises UsageError, naming the path, for a
+    missing or unusable model or data directory, or a model trained on other classes."""
     from vtcaps_tf.models import load_trained_model
 
-    model = load_trained_model(model_path)
-    labels, probs, tpn, ids = predict_split(model, data_dir, split, batch_size, verbose=verbose)
+    try:
+        model = load_trained_model(model_path)
+        meta, files = split_input(data_dir, split)
+        check_classes(model, meta)
+    except (OSError, ValueError) as err:
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(str(err)) from err
+    labels, probs, tpn, ids = predict_files(model, files, meta, batch_size, verbose, what=split)
     report = build_report(labels, probs, model.class_names, tpn, video_ids=ids)
     report["split"] = split
     report["model"] = os.path.abspath(model_path)
@@ -150,38 +168,3 @@ def evaluate_model(model_path: str, data_dir: str, split: str = "test", output: 
     if output:
         paths = write_report(report, output, title=f"{os.path.basename(model_path)} on {split}")
     return report, paths
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps evaluate", description=(
-        "Evaluate a trained model on one split: accuracy, per-class P/R/F1, UAR/WAR, confusion "
-        "matrix -> report.json, report.md, confusion_matrix.png"))
-    p.add_argument("--model", required=True, help="RUN_DIR/model.keras")
-    p.add_argument("--data", required=True, help="output directory of `vtcaps preprocess`")
-    p.add_argument("--split", default="test",
-                   help="train, val, test, or a fold (fold00, ...) of a --folds output (default test)")
-    p.add_argument("--output", required=True, help="directory for the report files")
-    p.add_argument("--batch-size", type=int, default=16)
-    return p
-
-
-def cli_main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        report, paths = evaluate_model(args.model, args.data, args.split, args.output,
-                                       args.batch_size, verbose=1)
-    except (OSError, ValueError) as err:  # a missing or unusable model or data: bad input
-        print(f"vtcaps evaluate: {err}", file=sys.stderr)
-        return 2
-    print(f"accuracy {100 * report['accuracy']:.2f}%  UAR {100 * report['uar']:.2f}%  "
-          f"macro F1 {100 * report['macro_f1']:.2f}%  ({report['num_samples']} clips)")
-    v = report["video"]
-    print(f"video level: accuracy {100 * v['accuracy']:.2f}%  UAR {100 * v['uar']:.2f}%  "
-          f"macro F1 {100 * v['macro_f1']:.2f}%  ({report['num_videos']} videos)")
-    for path in paths.values():
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

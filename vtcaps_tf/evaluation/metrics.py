@@ -1,9 +1,19 @@
 """Classification metrics in numpy with the standard definitions (paper section 4.2.2).
 
 The paper prints recall as TP / (TP + TN); that is a typo: recall here is TP / (TP + FN).
-Conventions follow scikit-learn: a ratio whose denominator is zero counts as 0; UAR (unweighted
-average recall, "balanced accuracy") averages recall over the classes present in the labels; WAR
-(weighted average recall) equals accuracy.
+
+Conventions (scikit-learn's, with `labels=` set to the classes present in `y_true`):
+- a ratio whose denominator is zero counts as 0;
+- the macro averages (macro precision, recall, F1) and UAR (unweighted average recall, "balanced
+  accuracy", = macro recall) are all taken over the same classes: those present in the true
+  labels. A class with no true sample (CK+'s contempt missing from a fold) has no recall to
+  average; it is listed under `absent_classes`, keeps its row and column in the confusion matrix
+  (a prediction of it still counts there, and against the recall of the sample's true class),
+  and its per-class figures stay in `per_class` (0 where undefined);
+- WAR (weighted average recall) equals accuracy; weighted F1 weights by support, so absent
+  classes weigh nothing in it.
+The clip-level and video-level reports of `vtcaps evaluate` and the pooled figures of
+`vtcaps crossval` (confusion matrices summed over folds) all follow them (`summary_from_confusion`).
 """
 
 from __future__ import annotations
@@ -43,27 +53,37 @@ def precision_recall_f1(cm: np.ndarray):
     return precision, recall, f1, support.astype(np.int64)
 
 
-def classification_report(y_true, y_pred, class_names) -> dict:
-    """Everything `vtcaps evaluate` reports, as plain Python numbers (JSON-ready).
+def summary_from_confusion(cm, class_names) -> dict:
+    """The figures of a confusion matrix [C, C] (rows true, columns predicted) under the module's
+    conventions, as plain Python numbers (JSON-ready).
 
     Keys: num_samples, accuracy, war, uar, macro_precision, macro_recall, macro_f1, weighted_f1,
-    per_class {name: {precision, recall, f1, support}}, classes, confusion_matrix (list of rows).
+    absent_classes (no true sample; left out of the macro averages and UAR), per_class {name:
+    {precision, recall, f1, support}}, classes, confusion_matrix (list of rows).
     """
     class_names = [str(c) for c in class_names]
-    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    cm = np.asarray(cm, np.int64)
+    if cm.shape != (len(class_names), len(class_names)):
+        raise ValueError(f"a confusion matrix of {len(class_names)} classes is "
+                         f"{len(class_names)}x{len(class_names)}, got {cm.shape}")
     precision, recall, f1, support = precision_recall_f1(cm)
     total = int(cm.sum())
     present = support > 0
+
+    def macro(values) -> float:
+        return float(values[present].mean()) if present.any() else 0.0
+
     accuracy = float(np.trace(cm) / total) if total else 0.0
     return {
         "num_samples": total,
         "accuracy": accuracy,
         "war": accuracy,
-        "uar": float(recall[present].mean()) if present.any() else 0.0,
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(f1.mean()),
+        "uar": macro(recall),
+        "macro_precision": macro(precision),
+        "macro_recall": macro(recall),
+        "macro_f1": macro(f1),
         "weighted_f1": float((f1 * support).sum() / total) if total else 0.0,
+        "absent_classes": [name for name, p in zip(class_names, present) if not p],
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
@@ -71,6 +91,12 @@ def classification_report(y_true, y_pred, class_names) -> dict:
         "classes": class_names,
         "confusion_matrix": cm.tolist(),
     }
+
+
+def classification_report(y_true, y_pred, class_names) -> dict:
+    """Everything `vtcaps evaluate` reports for one level (see `summary_from_confusion`)."""
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    return summary_from_confusion(cm, class_names)
 
 
 def video_level(video_ids, labels, probabilities):

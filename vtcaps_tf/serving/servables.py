@@ -242,10 +242,29 @@ class ServedModel:
         self._served: dict[int, Servable] = {}
         self._status: dict[int, VersionStatus] = {}
         self._lock = threading.Lock()  # one poll at a time
+        self.list_error: str | None = None  # why the base path could not be read at the last poll
+
+    def _read_versions(self) -> dict[int, str] | None:
+        """The version folders, or None when the base path cannot be read: logged (once until it
+        changes or clears); the versions already served stay, and the next poll tries again."""
+        try:
+            folders = version_dirs(self.spec.base_path)
+        except OSError as err:
+            if str(err) != self.list_error:
+                log.error("model %s: %s; serving the versions already loaded and polling on",
+                          self.spec.name, err)
+            self.list_error = str(err)
+            return None
+        if self.list_error is not None:
+            log.info("model %s: base path %s is readable again", self.spec.name, self.spec.base_path)
+            self.list_error = None
+        return folders
 
     def poll(self):
         with self._lock:
-            folders = version_dirs(self.spec.base_path)
+            folders = self._read_versions()
+            if folders is None:
+                return
             wanted = self.spec.policy.select(list(folders))
             served = dict(self._served)
             for version in sorted(wanted - set(served), reverse=True):

@@ -34,6 +34,9 @@ PAPER_ACCURACY = {"ckplus": ("CK+", 96.26, 98.57), "afew": ("AFEW", 52.63, 55.01
 # The per-fold figures averaged in the summary: (level, metric).
 FOLD_METRICS = tuple((level, key) for level in ("clip", "video")
                      for key in ("accuracy", "uar", "macro_f1"))
+# The figures of the confusion matrices summed over folds, per level.
+POOLED_METRICS = ("num_samples", "accuracy", "uar", "macro_precision", "macro_recall", "macro_f1",
+                  "weighted_f1", "absent_classes")
 
 
 class CrossvalError(ValueError):
@@ -66,7 +69,9 @@ def fold_summary(report: dict) -> dict:
 
 def summarize(fold_reports: list[dict], classes: list[str]) -> dict:
     """Per-fold figures, their mean and standard deviation (over folds, ddof=0), and the confusion
-    matrices summed over folds with the per-class P/R/F1 they give."""
+    matrices summed over folds with the per-class P/R/F1 they give and, under `pooled` (`clip`,
+    `video`), their accuracy, UAR and macro figures, averaged over the classes present in the
+    pooled labels (vtcaps_tf.evaluation.metrics' conventions)."""
     folds = []
     for k, rep in enumerate(fold_reports):
         if [str(c) for c in rep["classes"]] != [str(c) for c in classes]:
@@ -81,13 +86,14 @@ def summarize(fold_reports: list[dict], classes: list[str]) -> dict:
            "classes": list(classes),
            "num_videos": int(sum(f["num_videos"] for f in folds)),
            "num_clips": int(sum(f["num_clips"] for f in folds))}
-    for name, pick in (("confusion_matrix", lambda r: r), ("video_confusion_matrix", lambda r: r["video"])):
+    out["pooled"] = {}
+    for level, name, pick in (("clip", "confusion_matrix", lambda r: r),
+                              ("video", "video_confusion_matrix", lambda r: r["video"])):
         cm = np.sum([np.asarray(pick(r)["confusion_matrix"], np.int64) for r in fold_reports], axis=0)
-        precision, recall, f1, support = metrics.precision_recall_f1(cm)
-        out[name] = cm.tolist()
-        out[name.replace("confusion_matrix", "per_class")] = {
-            c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for c, p, r, f, s in zip(classes, precision, recall, f1, support)}
+        pooled = metrics.summary_from_confusion(cm, classes)
+        out[name] = pooled["confusion_matrix"]
+        out[name.replace("confusion_matrix", "per_class")] = pooled["per_class"]
+        out["pooled"][level] = {key: pooled[key] for key in POOLED_METRICS}
     return out
 
 

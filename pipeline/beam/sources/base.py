@@ -10,13 +10,15 @@ import logging
 import math
 import os
 
+from vtcaps_tf.config.preprocess import normalized_split_ratios, split_ratios_from_text
 from vtcaps_tf.data.features import SPLITS
+from vtcaps_tf.errors import UsageError
 
 _LOG = logging.getLogger(__name__)
 
 
-class SourceError(ValueError):
-    """The input directory does not hold a dataset of the expected layout."""
+class SourceError(UsageError):
+    """The input directory does not hold a dataset of the expected layout (bad input: exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,21 +74,8 @@ def require_dir(path: str, what: str) -> str:
 def parse_ratios(text_or_seq) -> tuple[float, ...]:
     """'0.7,0.15,0.15' (or a sequence) -> three non-negative ratios summing to 1."""
     if isinstance(text_or_seq, str):
-        try:
-            # "0.7,0.15,0.15", and also a list as a config file would print it: "[0.7, 0.15, 0.15]"
-            values = tuple(float(v) for v in text_or_seq.strip().strip("[]()").split(","))
-        except ValueError:
-            raise ValueError(f"split ratios must be numbers like 0.7,0.15,0.15, got {text_or_seq!r}")
-    else:
-        values = tuple(float(v) for v in text_or_seq)
-    if len(values) != len(SPLITS):
-        raise ValueError(f"need {len(SPLITS)} split ratios ({'/'.join(SPLITS)}), got {values}")
-    if any(v < 0 or not math.isfinite(v) for v in values) or sum(values) <= 0:
-        raise ValueError(f"split ratios must be >= 0 with a positive sum, got {values}")
-    if values[0] <= 0:
-        raise ValueError("the train ratio must be positive")
-    total = sum(values)
-    return tuple(v / total for v in values)
+        return normalized_split_ratios(split_ratios_from_text(text_or_seq))
+    return normalized_split_ratios(text_or_seq)
 
 
 def subject_key(subject: str, seed: int) -> str:
