@@ -10,7 +10,7 @@ clip by clip or, with `evaluate.level: "video"`, video by video),
 like TFX's Evaluator blessing.
 
 The steps call the stages' typed Python entry points (`Stages`: preprocess.generate_examples,
-training.run_fn, evaluate.evaluate_model, export.export_trained, crossval.crossval) and hand the
+fit.run_fn, evaluate.evaluate_model, export.export_trained, crossval.crossval) and hand the
 artefacts they return (the examples directory, the model file, the version directory) to the
 steps after them; a test passes its own `Stages`. Validate applies one set of thresholds
 (`ValidationThresholds`) to the statistics; the schema checks already ran inside ExampleGen.
@@ -40,6 +40,8 @@ import time
 from typing import Callable
 
 from vtcaps_tf.config.flags import DEFAULT_PRESET
+from vtcaps_tf.config.options import config_keys, from_mapping, to_mapping
+from vtcaps_tf.config.train_options import CrossvalOptions, TrainConfig
 
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
@@ -127,9 +129,9 @@ def _generate_examples(output: str, **kwargs) -> str:
 
 
 def _run_fn(fn_args):
-    from vtcaps_tf.train import fit as training
+    from vtcaps_tf.train import fit
 
-    return training.run_fn(fn_args)
+    return fit.run_fn(fn_args)
 
 
 def _evaluate_model(model_path: str, data_dir: str, split: str, output: str) -> dict:
@@ -145,11 +147,10 @@ def _export_trained(model_path: str, base_path: str, version: int | None = None)
     return export.export_trained(model_path, base_path, version)
 
 
-def _crossval(data_dir: str, output: str, **kwargs) -> dict:
+def _crossval(options: CrossvalOptions) -> dict:
     from vtcaps_tf.train import crossval
 
-    return crossval.crossval(data_dir, output, log=lambda m: print(m, file=sys.stderr, flush=True),
-                             **kwargs)
+    return crossval.crossval(options, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +159,10 @@ class Stages:
     runs). Each returns the artefact the next steps read."""
 
     generate_examples: Callable[..., str] = _generate_examples  # (output, source=, input_dir=, ...) -> dir
-    run_fn: Callable = _run_fn  # (training.FnArgs) -> TrainResult with .model_path
+    run_fn: Callable = _run_fn  # (fit.FnArgs) -> TrainResult with .model_path
     evaluate: Callable[..., dict] = _evaluate_model  # (model_path, data_dir, split, output) -> report
     export: Callable[..., str] = _export_trained  # (model_path, base_path, version) -> version dir
-    crossval: Callable[..., dict] = _crossval  # (data_dir, output, **options) -> summary
+    crossval: Callable[..., dict] = _crossval  # (CrossvalOptions) -> summary
 
 
 class Pipeline:
@@ -285,16 +286,20 @@ def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
 EXAMPLE_GEN_KEYS = ("source", "input", "preset", "clip_frames", "long_frames", "image_size",
                     "split_ratios", "seed", "folds", "short_policy", "clip_labels", "jpeg_quality",
                     "clips_per_record", "max_frames", "no_progress", "stall_timeout", "beam_args")
-# TrainConfig fields a config may set (`model_overrides`: ModelConfig fields over the preset's;
-# `augment`: false, true or a dict of AugmentConfig fields, see `_augment`).
-TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
-              "flow", "fusion", "use_tpn", "model_overrides", "steps_per_epoch", "shuffle_buffer",
-              "mixed_precision", "jit_compile", "verbose", "summary_freq", "validation_freq",
-              "checkpoint_every", "augment")
 EVALUATE_KEYS = ("split", "accuracy_threshold", "level")
 PUSH_KEYS = ("base_path", "version")
-CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "val_folds", "seed",
-                 "steps_per_epoch", "verbose", "augment")
+# Sections that are a command's typed options (vtcaps_tf/config/train_options.py): their keys,
+# types and rules are the options', checked by `from_mapping` when the config is loaded; the
+# paths in them are the pipeline's (`PIPELINE_PATHS`).
+OPTION_SECTIONS = {"train": TrainConfig, "crossval": CrossvalOptions}
+PIPELINE_PATHS = {"train": ("data_dir", "run_dir"), "crossval": ("data_dir", "output")}
+
+
+def section_options(name: str, section, **paths):
+    """The typed options of section `name` (OptionError naming the key when one is unknown or
+    ill-typed); `paths`: the paths the pipeline gives it, placeholders when only checking."""
+    paths = {key: paths.get(key, "") for key in PIPELINE_PATHS[name]}
+    return from_mapping(OPTION_SECTIONS[name], {} if section is None else section, name, **paths)
 
 
 def run_example_gen(ctx: StepContext) -> dict:
@@ -382,32 +387,15 @@ def run_validate(ctx: StepContext) -> dict:
     return {"problems": 0}
 
 
-def _augment(options: dict) -> None:
-    """A config's `augment` -> TrainConfig's: false (none), true (the defaults) or a dict of
-    `AugmentConfig` fields (the others at their defaults)."""
-    from vtcaps_tf.data.dataset import AugmentConfig
-
-    value = options.pop("augment", True)
-    if value is False:
-        options["augment"] = AugmentConfig.none()
-    elif isinstance(value, dict):
-        options["augment"] = AugmentConfig.from_dict(value)
-    elif value is not True:
-        raise ValueError(f"train: augment must be true, false or a dict of {AugmentConfig.__name__} "
-                         f"fields, got {value!r}")
-
-
 def run_train(ctx: StepContext) -> dict:
     from vtcaps_tf.data import features
     from vtcaps_tf.train.fit import FnArgs
 
-    custom = _options(ctx.config, "train", TRAIN_KEYS)
     examples = ctx.results["ExampleGen"]["examples"]
-    custom.setdefault("preset", DEFAULT_PRESET)
-    _augment(custom)
+    config = section_options("train", ctx.config, data_dir=examples, run_dir=ctx.output)
     fn_args = FnArgs(train_files=features.split_files(examples, "train"),
                      eval_files=features.split_files(examples, "val"), model_run_dir=ctx.output,
-                     custom_config={"data_dir": examples, **custom})
+                     custom_config={"data_dir": examples, **to_mapping(config)})
     result = ctx.stages.run_fn(fn_args)
     if not os.path.exists(result.model_path):
         raise FileNotFoundError(f"training wrote no {result.model_path}")
@@ -438,9 +426,9 @@ def run_evaluate(ctx: StepContext) -> dict:
 
 def run_crossval(ctx: StepContext) -> dict:
     """K-fold cross-validation on ExampleGen's folds (`vtcaps crossval`); resumes its folds."""
-    options = _options(ctx.config, "crossval", CROSSVAL_KEYS)
-    _augment(options)
-    summary = ctx.stages.crossval(ctx.results["ExampleGen"]["examples"], ctx.output, **options)
+    options = section_options("crossval", ctx.config, data_dir=ctx.results["ExampleGen"]["examples"],
+                              output=ctx.output)
+    summary = ctx.stages.crossval(options)
     return {"folds": len(summary["folds"]), "mean": summary["mean"], "std": summary["std"],
             "report": os.path.join(ctx.output, "report.json")}
 
@@ -497,11 +485,14 @@ def load_config(path: str) -> dict:
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
     for section, keys in section_keys().items():  # a typo fails here, before any step runs
-        if isinstance(config.get(section), dict):
-            try:
+        try:
+            if section in OPTION_SECTIONS:
+                if section in config:
+                    section_options(section, config[section])
+            elif isinstance(config.get(section), dict):
                 _options(config[section], section, keys)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     return config
 
 
@@ -509,8 +500,8 @@ def section_keys() -> dict[str, tuple[str, ...]]:
     """The keys each step's config section may hold."""
     return {"example_gen": EXAMPLE_GEN_KEYS, "statistics": (),
             "validate": tuple(f.name for f in dataclasses.fields(ValidationThresholds)),
-            "train": TRAIN_KEYS, "evaluate": EVALUATE_KEYS, "push": PUSH_KEYS,
-            "crossval": CROSSVAL_KEYS}
+            "train": config_keys(TrainConfig), "evaluate": EVALUATE_KEYS, "push": PUSH_KEYS,
+            "crossval": config_keys(CrossvalOptions)}
 
 
 def summary_table(results: list[StepResult]) -> str:
