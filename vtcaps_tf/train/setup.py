@@ -181,7 +181,7 @@ def compiled_model(config: TrainConfig, meta: dict, steps_per_epoch: int):
 
 
 def create_variables(model) -> None:
-    """Every variable of the model and its optimizer, made now (in the strategy's scope): a
+    """Every variable of the model and its optimizer, made by this call (in the strategy's scope): a
     checkpoint restores into them, and made inside the first traced step they trace it twice."""
     model({k: tf.zeros(spec.shape, spec.dtype) for k, spec in model.input_specs(1).items()},
           training=False)
