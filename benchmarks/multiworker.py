@@ -73,7 +73,8 @@ def _train(data, workers, preset, steps, epochs, batch):
             "--batch-size", str(batch), "--steps-per-epoch", str(steps), "--no-augment"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     start = time.perf_counter()
-    code = local_cluster.launch("vtcaps_tf.train.fit", argv, workers, env=env, out=out, err=err)
+    code = local_cluster.launch("vtcaps_tf.cli.main", ["train", *argv], workers, env=env, out=out,
+                                err=err)
     wall = time.perf_counter() - start
     if code:
         raise RuntimeError(f"{workers} worker(s) failed:\n{err.getvalue()[-3000:]}")

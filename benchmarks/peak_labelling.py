@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from vtcaps_pipeline.synth import render as synth
+    from vtcaps_tf.cli import crossval as crossval_cli
     from vtcaps_tf.cli import preprocess
-    from vtcaps_tf.train import crossval
     from vtcaps_tf.config.presets import get_preset
 
     gflops = matmul_gflops()
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                                          "--no-progress"])
         prep_s = time.perf_counter() - start
         start = time.perf_counter()
-        _quiet(crossval.cli_main, ["--data", data, "--output", os.path.join(args.work_dir, f"cv_{choice}"),
+        _quiet(crossval_cli.main, ["--data", data, "--output", os.path.join(args.work_dir, f"cv_{choice}"),
                                    "--preset", args.preset, "--epochs", str(args.epochs),
                                    "--batch-size", str(args.batch_size),
                                    "--learning-rate", str(args.learning_rate), "--no-augment",

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from vtcaps_pipeline.synth import render as synth
     from vtcaps_tf.cli import evaluate
     from vtcaps_tf.cli import preprocess
-    from vtcaps_tf.train import fit as training
+    from vtcaps_tf.cli import train as train_cli
 
     with contextlib.ExitStack() as stack:
         work = args.work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="tempo_ablation_"))
@@ -71,12 +71,12 @@ def main(argv=None) -> int:
             for name, extra in (("vt3dcapsnet", []), ("capsnet3d", ["--no-tpn"])):
                 run_dir = os.path.join(work, f"{name}_seed{seed}")
                 t0 = time.monotonic()
-                _quiet_call(training.cli_main, ["--data", data, "--run-dir", run_dir, "--preset", args.preset,
-                                                "--epochs", str(args.epochs), "--batch-size",
-                                                str(args.batch_size), "--learning-rate",
-                                                str(args.learning_rate), "--seed", str(seed),
-                                                "--verbose", "0"] + extra
-                                               + ([] if args.augment else ["--no-augment"]))
+                _quiet_call(train_cli.main, ["--data", data, "--run-dir", run_dir, "--preset", args.preset,
+                                             "--epochs", str(args.epochs), "--batch-size",
+                                             str(args.batch_size), "--learning-rate",
+                                             str(args.learning_rate), "--seed", str(seed),
+                                             "--verbose", "0"] + extra
+                                            + ([] if args.augment else ["--no-augment"]))
                 seconds[name] += time.monotonic() - t0
                 report_dir = os.path.join(run_dir, "eval")
                 _quiet_call(evaluate.main, ["--model", os.path.join(run_dir, "model.keras"), "--data", data,

@@ -5,6 +5,7 @@ is tested exactly once, a killed run resumes, the mean is the mean of the folds.
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -12,12 +13,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vtcaps_pipeline.beam.sources.base import assign_folds
 from tests.data.fixtures import synthetic_clip
-from vtcaps_tf.train import crossval
+from vtcaps_pipeline.beam.sources.base import assign_folds
+from vtcaps_tf.cli import crossval as crossval_cli
+from vtcaps_tf.config.augment import AugmentConfig
+from vtcaps_tf.config.options import from_args
+from vtcaps_tf.config.train_options import CrossvalOptions
+from vtcaps_tf.data import features
+from vtcaps_tf.errors import UsageError
 from vtcaps_tf.evaluation import evaluate
-from vtcaps_tf.train import fit as training
-from vtcaps_tf.data import dataset, features
+from vtcaps_tf.train import crossval, setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,9 +128,9 @@ def write_fold_dataset(root: str) -> dict:
     return fold_of
 
 
-def _crossval_cmd(data, out):
-    return [sys.executable, "-m", "vtcaps_tf.cli.main", "crossval", "--data", data, "--output", out,
-            "--preset", "tiny", "--epochs", "1", "--batch-size", "2", "--no-augment", "--verbose", "0"]
+def _crossval_argv(data, out):
+    return ["crossval", "--data", data, "--output", out, "--preset", "tiny", "--epochs", "1",
+            "--batch-size", "2", "--no-augment", "--verbose", "0"]
 
 
 @pytest.mark.slow
@@ -135,15 +140,17 @@ def test_crossval_partitions_tests_each_video_once_and_resumes(tmp_path):
     assert sorted(set(fold_of.values())) == [0, 1, 2]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
 
-    # Killed right after fold 0's first epoch was checkpointed, before its report.
-    first = subprocess.run(_crossval_cmd(data, out), cwd=REPO, capture_output=True, text=True,
-                           env=dict(env, **{training.EXIT_AFTER_EPOCH_ENV: "1"}), timeout=900)
-    assert first.returncode == 75, first.stderr[-3000:]
+    # Killed (SIGKILL, by the test's wrapper) right after fold 0's first epoch was checkpointed,
+    # before its report.
+    first = subprocess.run([sys.executable, "-m", "tests.crashing_vtcaps", "--after-epoch", "1",
+                            *_crossval_argv(data, out)], cwd=REPO, capture_output=True, text=True,
+                           env=env, timeout=900)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     assert glob.glob(os.path.join(out, "fold00", "run", "checkpoints", "*"))
     assert not os.path.exists(os.path.join(out, "fold00", "report.json"))
 
-    second = subprocess.run(_crossval_cmd(data, out), cwd=REPO, capture_output=True, text=True,
-                            env=env, timeout=900)
+    second = subprocess.run([sys.executable, "-m", "vtcaps_tf.cli.main", *_crossval_argv(data, out)],
+                            cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     # Fold 0 resumed from its checkpoint: its single epoch is not trained again.
     with open(os.path.join(out, "fold00", "run", "logs", "history.csv")) as f:
@@ -179,31 +186,41 @@ def test_crossval_partitions_tests_each_video_once_and_resumes(tmp_path):
 
     # A rerun (in this process: nothing to train) skips the finished folds and reports the same.
     said = []
-    again = crossval.crossval(data, out, preset="tiny", epochs=1, batch_size=2,
-                              learning_rate=1e-3, augment=dataset.AugmentConfig.none(),
-                              steps_per_epoch=None, seed=0, log=said.append)
+    options = CrossvalOptions(data_dir=data, output=out, preset="tiny", epochs=1, batch_size=2,
+                              learning_rate=1e-3, augment=AugmentConfig.none(), seed=0)
+    again = crossval.crossval(options, log=said.append)
     assert sum("finished earlier, skipped" in line for line in said) == K
     assert again["mean"] == report["mean"]
-    with pytest.raises(crossval.CrossvalError, match="other settings"):
-        crossval.crossval(data, out, preset="tiny", epochs=2, batch_size=2, learning_rate=1e-3,
-                          augment=dataset.AugmentConfig.none(), steps_per_epoch=None, seed=0)
+    with pytest.raises(crossval.CrossvalError, match=r"other settings \(epochs\)"):
+        crossval.crossval(CrossvalOptions(data_dir=data, output=out, preset="tiny", epochs=2,
+                                          batch_size=2, augment=False))
+
+
+def _options(*flags):
+    return from_args(CrossvalOptions, crossval_cli.build_parser().parse_args(
+        ["--data", "d", "--output", "o", *flags]))
 
 
 def test_crossval_ablation_flags_reach_the_fold_config():
     from tests.test_training import ABLATION_FLAGS
 
-    args = crossval.build_parser().parse_args(["--data", "d", "--output", "o", "--preset", "tiny",
-                                               "--no-tpn"] + ABLATION_FLAGS)
-    kwargs = crossval.model_arguments(args)
-    config = training.TrainConfig(data_dir="d", run_dir="r", preset="tiny", **kwargs)
-    model = training._build_and_compile(config, {"classes": ["a", "b"]}, steps_per_epoch=1)
+    config = _options("--preset", "tiny", "--no-tpn", *ABLATION_FLAGS).fold_config("r")
+    model = setup.compiled_model(config, {"classes": ["a", "b"]}, steps_per_epoch=1)
     c = model.config
     assert (c.use_tpn, c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False, False)
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
     assert c.tpn_pool == "mean"
-    # Without flags nothing is added to the fold settings (earlier runs' settings still match).
-    plain = crossval.build_parser().parse_args(["--data", "d", "--output", "o"])
-    assert crossval.model_arguments(plain) == {}
+    # Without flags nothing changes the preset's model.
+    assert _options().fold_config("r").model_settings() == {}
+
+
+def test_crossval_of_a_data_dir_without_folds_is_bad_input(tmp_path):
+    from tests.data.fixtures import write_dataset
+
+    data = write_dataset(str(tmp_path / "d"), counts={"train": 1})
+    with pytest.raises(crossval.CrossvalError, match="not folds") as err:
+        crossval.crossval(CrossvalOptions(data_dir=data, output=str(tmp_path / "cv"), preset="tiny"))
+    assert isinstance(err.value, UsageError)  # exit status 2
 
 
 def test_settings_left_at_their_defaults_do_not_block_a_resume():

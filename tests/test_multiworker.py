@@ -5,7 +5,6 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -13,11 +12,14 @@ import pytest
 import tensorflow as tf
 
 from tests.data.fixtures import write_dataset
-from tests.test_training import _read_events
-from vtcaps_tf.train import local_cluster
-from vtcaps_tf.train import multiworker
+from tests.test_training import _read_events, finished_epochs
+from vtcaps_tf.cli import main as vtcaps
+from vtcaps_tf.config.augment import AugmentConfig
+from vtcaps_tf.config.options import OptionError
+from vtcaps_tf.config.train_options import TrainConfig
+from vtcaps_tf.errors import UsageError
 from vtcaps_tf.train import fit as training
-from vtcaps_tf.data import dataset as data_lib
+from vtcaps_tf.train import local_cluster, multiworker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,10 +35,10 @@ def test_cluster_spec_from_tf_config(monkeypatch):
     assert multiworker.cluster_spec() == (2, 3)
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"], "ps": ["b:2"]},
                                                 "task": {"type": "worker", "index": 0}}))
-    with pytest.raises(ValueError, match="worker"):
+    with pytest.raises(UsageError, match="worker"):
         multiworker.cluster_spec()
     monkeypatch.setenv("TF_CONFIG", local_cluster.tf_config(["a:1"], 1))
-    with pytest.raises(ValueError, match="index 1"):
+    with pytest.raises(UsageError, match="index 1"):
         multiworker.cluster_spec()
 
 
@@ -53,13 +55,13 @@ def test_shard_policy_is_by_file_when_every_worker_gets_a_shard():
     assert multiworker.shard_policy("auto", 4, 2) == policy.FILE
     assert multiworker.shard_policy("auto", 1, 2) == policy.DATA
     assert multiworker.shard_policy("data", 4, 2) == policy.DATA
-    with pytest.raises(ValueError, match="one training shard per worker"):
+    with pytest.raises(UsageError, match="one training shard per worker"):
         multiworker.shard_policy("file", 1, 2)
 
 
 def test_launcher_strips_its_own_flag():
-    argv = ["--data", "d", "--local-workers", "2", "--epochs", "3", "--local-workers=4"]
-    assert local_cluster.strip_launcher_args(argv) == ["--data", "d", "--epochs", "3"]
+    argv = ["train", "--data", "d", "--local-workers", "2", "--epochs", "3", "--local-workers=4"]
+    assert local_cluster.strip_launcher_args(argv) == ["train", "--data", "d", "--epochs", "3"]
 
 
 def test_watchdog_stops_the_others_when_one_worker_dies(tmp_path):
@@ -89,13 +91,23 @@ def test_watchdog_returns_zero_when_every_worker_succeeds(tmp_path):
     assert local_cluster.launch("ok", [], 3, env=env, out=io.StringIO(), err=io.StringIO()) == 0
 
 
-def test_cli_refuses_cpu_replicas_with_multi_worker(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    data = write_dataset(str(tmp_path / "data"), counts={"train": 4})
-    config = training.TrainConfig(data_dir=data, run_dir=str(tmp_path / "run"), preset="tiny",
-                                  cpu_replicas=2)
-    with pytest.raises(training.SetupError, match="cpu-replicas"):
-        multiworker._train(config, None, 0, 1, "auto", None, None)
+def test_a_worker_that_refuses_its_input_makes_the_launcher_exit_2(tmp_path):
+    (tmp_path / "refuses.py").write_text("import sys; sys.exit(2)\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    err = io.StringIO()
+    assert local_cluster.launch("refuses", [], 2, env=env, out=io.StringIO(), err=err) == 2
+    assert "refused" in err.getvalue()
+    assert local_cluster.launch("refuses", [], 0, env=env, out=io.StringIO(), err=err) == 2
+
+
+def test_cli_refuses_cpu_replicas_with_multi_worker_before_starting_workers(tmp_path, capsys):
+    with pytest.raises(OptionError, match="cpu-replicas"):
+        TrainConfig(data_dir="d", run_dir="r", cpu_replicas=2, multi_worker=True)
+    start = time.monotonic()
+    assert vtcaps.main(["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+                        "--local-workers", "2", "--cpu-replicas", "2"]) == 2
+    assert "--cpu-replicas does not combine" in capsys.readouterr().err
+    assert time.monotonic() - start < 5  # refused here, no worker started
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,12 +120,14 @@ TRAIN_ARGS = ["--preset", "tiny", "--epochs", "2", "--batch-size", "16", "--step
 # however many iterators over the dataset) reads them.
 
 
-def _launch(data, run_dir, *extra, env_extra=None):
+def _launch(data, run_dir, *extra, crash=()):
+    """`vtcaps train --local-workers 2 ...`'s launcher; `crash`: the test wrapper's options to kill
+    a worker (tests/crashing_vtcaps.py)."""
     out, err = io.StringIO(), io.StringIO()
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
-    argv = ["--data", data, "--run-dir", run_dir, *TRAIN_ARGS, *extra]
-    code = local_cluster.launch("vtcaps_tf.train.fit", argv, 2, env=env, out=out, err=err,
-                                timeout_s=900)
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    argv = ["train", "--data", data, "--run-dir", run_dir, *TRAIN_ARGS, *extra]
+    module = "tests.crashing_vtcaps" if crash else "vtcaps_tf.cli.main"
+    code = local_cluster.launch(module, [*crash, *argv], 2, env=env, out=out, err=err, timeout_s=900)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -122,14 +136,14 @@ def test_two_workers_match_fit_survive_a_killed_worker_and_resume(tmp_path):
     data = write_dataset(str(tmp_path / "data"), counts={"train": 32, "val": 8}, shards=2)
     run_dir = str(tmp_path / "run")
 
-    # 1. Worker 1 dies at global step 3 (the first step of epoch 2): the run stops, with a message.
+    # 1. Worker 1 dies (SIGKILL) before global step 3, the first of epoch 2: the run stops, with
+    #    a message; the chief's checkpoint holds epoch 1.
     start = time.monotonic()
-    code, out, err = _launch(data, run_dir, env_extra={multiworker.KILL_AT_STEP_ENV: "1:3"})
+    code, out, err = _launch(data, run_dir, crash=("--before-epoch", "2", "--worker", "1"))
     assert code == 1, err[-3000:]
-    assert "worker 1 exited with code 75" in err and "--resume" in err
+    assert "worker 1 was killed by SIGKILL" in err and "--resume" in err
     assert time.monotonic() - start < 600
-    with open(os.path.join(run_dir, "checkpoints", "training_metadata.json")) as f:
-        assert json.load(f)["epoch"] == 1
+    assert finished_epochs(run_dir) == 1
     assert not os.path.exists(os.path.join(run_dir, "model.keras"))
 
     # 2. Both workers restarted with --resume: epoch 2 only, the optimizer step continues.
@@ -168,9 +182,9 @@ def test_two_workers_match_fit_survive_a_killed_worker_and_resume(tmp_path):
     first_step = dict((s, v) for s, _, v in train_tags["batch_loss"])[1]
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.fail("tests/conftest.py should have made 2 logical CPU devices")
-    ref = training.train(training.TrainConfig(
+    ref = training.train(TrainConfig(
         data_dir=data, run_dir=str(tmp_path / "fit"), preset="tiny", epochs=1, batch_size=16,
-        steps_per_epoch=1, cpu_replicas=2, seed=3, augment=data_lib.AugmentConfig.none(),
+        steps_per_epoch=1, cpu_replicas=2, seed=3, augment=AugmentConfig.none(),
         shuffle_buffer=1, verbose=0))
     # Same maths; oneDNN's float32 sums run in an order that depends on the process' threads
     # (about 3e-5 apart, relative).

@@ -91,11 +91,11 @@ def test_a_version_1_data_dir_says_how_to_regenerate(tmp_path):
 
 def test_a_version_1_data_dir_stops_training_with_that_message(tmp_path, capsys):
     from tests.data.fixtures import write_dataset
-    from vtcaps_tf.train import fit as training
+    from vtcaps_tf.cli import main as vtcaps
 
     root = write_dataset(str(tmp_path / "old"), counts={"train": 1}, schema_version=1)
-    assert training.cli_main(["--data", root, "--run-dir", str(tmp_path / "run"),
-                              "--preset", "tiny", "--epochs", "1"]) == 2
+    assert vtcaps.main(["train", "--data", root, "--run-dir", str(tmp_path / "run"),
+                        "--preset", "tiny", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "older version" in err and "vtcaps preprocess" in err
 

@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -13,8 +14,13 @@ import pytest
 import tensorflow as tf
 
 from tests.data.fixtures import write_dataset
-from vtcaps_tf.train import fit as training
+from vtcaps_tf.cli import main as vtcaps
+from vtcaps_tf.cli import train as train_cli
+from vtcaps_tf.config.options import OptionError, from_args
+from vtcaps_tf.config.train_options import TrainConfig
 from vtcaps_tf.data import features
+from vtcaps_tf.train import fit as training
+from vtcaps_tf.train import setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS_TERMS = ("loss", "margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching_loss",
@@ -104,12 +110,16 @@ def test_tensorboard_event_files_hold_scalars_and_the_confusion_matrix(trained):
             assert all(0.0 <= v <= 1.0 for _, _, v in values)
 
 
-def _train_cmd(data, run_dir, *extra):
-    # One replica: resuming does not depend on the replica count (the `trained` fixture covers two),
-    # and each process traces its steps once instead of per replica.
-    return [sys.executable, "-m", "vtcaps_tf.train.fit", "--data", data, "--run-dir", run_dir,
-            "--preset", "tiny", "--epochs", "2", "--batch-size", "4", "--steps-per-epoch", "3",
-            "--cpu-replicas", "1", "--no-augment", "--verbose", "2", *extra]
+TRAIN_ARGS = ["--preset", "tiny", "--epochs", "2", "--batch-size", "4", "--steps-per-epoch", "3",
+              "--cpu-replicas", "1", "--no-augment", "--verbose", "2"]
+# One replica: resuming does not depend on the replica count (the `trained` fixture covers two),
+# and each process traces its steps once instead of per replica.
+
+
+def finished_epochs(run_dir):
+    """The epoch count stored in the run's latest checkpoint, read with TensorFlow's own reader."""
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    return None if latest is None else int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 @pytest.mark.slow
@@ -117,26 +127,28 @@ def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_p
     data = write_dataset(str(tmp_path / "data"), counts={"train": 12, "val": 4})
     run_dir = str(tmp_path / "run")
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    argv = ["train", "--data", data, "--run-dir", run_dir, *TRAIN_ARGS]
     every_2nd = ("--validation-freq", "2")  # epoch 1 is not validated, epoch 2 is
 
-    # First process: dies hard (os._exit) right after epoch 1's checkpoint.
-    first = subprocess.run(_train_cmd(data, run_dir, *every_2nd), cwd=REPO, capture_output=True,
-                           text=True, env=dict(env, **{training.EXIT_AFTER_EPOCH_ENV: "1"}), timeout=600)
-    assert first.returncode == 75, first.stderr[-3000:]
+    # First process: killed (SIGKILL, by the test's wrapper) right after epoch 1's checkpoint.
+    first = subprocess.run([sys.executable, "-m", "tests.crashing_vtcaps", "--after-epoch", "1",
+                            *argv, *every_2nd], cwd=REPO, capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     assert "tensorboard --logdir" in first.stdout
-    with open(os.path.join(run_dir, "checkpoints", "training_metadata.json")) as f:
-        assert json.load(f)["epoch"] == 1
+    assert finished_epochs(run_dir) == 1
     assert not os.path.exists(os.path.join(run_dir, "model.keras"))
 
     # Without --resume the run directory is refused rather than overwritten.
-    assert training.cli_main(_train_cmd(data, run_dir)[3:]) == 2
+    assert vtcaps.main(argv) == 2
     assert "--resume" in capsys.readouterr().err
 
-    second = subprocess.run(_train_cmd(data, run_dir, "--resume", *every_2nd), cwd=REPO,
-                            capture_output=True, text=True, env=env, timeout=600)
+    second = subprocess.run([sys.executable, "-m", "vtcaps_tf.cli.main", *argv, "--resume", *every_2nd],
+                            cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
     assert "val_loss" in second.stdout
+    assert finished_epochs(run_dir) == 2
 
     with open(os.path.join(run_dir, "logs", "history.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -156,6 +168,10 @@ def test_killed_run_resumes_with_same_epochs_and_continued_optimizer_steps(tmp_p
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
 
+    # A resume with another model is refused, naming what changed.
+    assert vtcaps.main([*argv, "--resume", "--head", "softmax"]) == 2
+    assert "different use_capsules" in capsys.readouterr().err
+
 
 def test_two_trainings_in_one_process_each_get_their_own_collective_keys():
     # Two plain MirroredStrategy objects over the same devices share collective keys, and the
@@ -174,32 +190,39 @@ def test_two_trainings_in_one_process_each_get_their_own_collective_keys():
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
-    rc = training.cli_main(["--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+    rc = vtcaps.main(["train", "--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
 def test_empty_data_dir_is_a_clear_error(tmp_path, capsys):
     data = write_dataset(str(tmp_path / "d"), counts={"val": 1})  # metadata, but no train shards
-    rc = training.cli_main(["--data", data, "--run-dir", str(tmp_path / "r"), "--preset", "tiny"])
+    rc = vtcaps.main(["train", "--data", data, "--run-dir", str(tmp_path / "r"), "--preset", "tiny"])
     assert rc == 2 and "no training clips" in capsys.readouterr().err
-    rc = training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r")])
+    rc = vtcaps.main(["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r")])
     assert rc == 2 and "metadata.json" in capsys.readouterr().err
 
 
 def test_other_schema_version_is_a_clear_error(tmp_path, capsys):
     data = write_dataset(str(tmp_path / "d"), counts={"train": 1},
                          schema_version=features.SCHEMA_VERSION + 1)
-    rc = training.cli_main(["--data", data, "--run-dir", str(tmp_path / "r"), "--preset", "tiny"])
+    rc = vtcaps.main(["train", "--data", data, "--run-dir", str(tmp_path / "r"), "--preset", "tiny"])
     assert rc == 2 and "schema version" in capsys.readouterr().err
 
 
 def test_bad_config_values_are_refused(tmp_path, capsys):
-    with pytest.raises(training.SetupError, match="preset"):
-        training.TrainConfig(data_dir="d", run_dir="r", preset="huge")
-    with pytest.raises(training.SetupError, match="epochs"):
-        training.TrainConfig(data_dir="d", run_dir="r", epochs=0)
-    assert training.cli_main(["--data", "d", "--run-dir", "r", "--batch-size", "0"]) == 2
-    assert "batch_size" in capsys.readouterr().err
+    with pytest.raises(OptionError, match="train.preset: 'huge' is not one of"):
+        TrainConfig(data_dir="d", run_dir="r", preset="huge")
+    with pytest.raises(OptionError, match="train.epochs: must be at least 1, got 0"):
+        TrainConfig(data_dir="d", run_dir="r", epochs=0)
+    with pytest.raises(OptionError, match="train.learning_rate: must be > 0"):
+        TrainConfig(data_dir="d", run_dir="r", learning_rate=0.0)
+    assert vtcaps.main(["train", "--data", "d", "--run-dir", "r", "--batch-size", "0"]) == 2
+    assert "--batch-size: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _config(*flags):
+    return from_args(TrainConfig, train_cli.build_parser().parse_args(
+        ["--data", "d", "--run-dir", "r", "--preset", "tiny", *flags]))
 
 
 ABLATION_FLAGS = ["--no-au-attention", "--no-nonlocal", "--head", "softmax", "--flow", "cascade",
@@ -208,11 +231,10 @@ ABLATION_FLAGS = ["--no-au-attention", "--no-nonlocal", "--head", "softmax", "--
 
 
 def test_ablation_flags_default_to_the_preset():
-    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny"])
-    config = training.config_from_args(args)
-    assert config.model_overrides == {} and config.flow is None and config.fusion is None
+    config = _config()
+    assert config.model_settings() == {} and config.flow is None and config.fusion is None
     assert config.use_tpn is True
-    help_text = training.build_parser().format_help()
+    help_text = train_cli.build_parser().format_help()
     # The defaults shown are ModelConfig's own, not spelled out again.
     from vtcaps_tf.config.presets import ModelConfig
     d = ModelConfig(name="x", clip_frames=8, long_frames=16, image_size=32, depth=18, width=0.125,
@@ -221,10 +243,8 @@ def test_ablation_flags_default_to_the_preset():
 
 
 def test_ablation_flags_reach_the_built_model():
-    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny"]
-                                              + ABLATION_FLAGS)
-    config = training.config_from_args(args)
-    model = training._build_and_compile(config, {"classes": ["a", "b", "c"]}, steps_per_epoch=1)
+    config = _config(*ABLATION_FLAGS)
+    model = setup.compiled_model(config, {"classes": ["a", "b", "c"]}, steps_per_epoch=1)
     c = model.config
     assert (c.use_au_attention, c.use_nonlocal, c.use_capsules) == (False, False, False)
     assert (c.flow, c.fusion, c.tpn_levels, c.matching_weight) == ("cascade", "softmax", (2, 3, 4), 0.25)
@@ -232,10 +252,8 @@ def test_ablation_flags_reach_the_built_model():
     assert c.tpn_pool == "mean" and model.pyramid.pool == "mean"
     assert c.tpn_frame_stride == 2 and model.tpn_backbone.inputs[0].shape[1] == c.long_frames // 2
     assert not hasattr(model, "digit_caps")
-    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", "--preset", "tiny",
-                                               "--no-tpn", "--au-attention", "--head", "capsules"])
-    model = training._build_and_compile(training.config_from_args(args), {"classes": ["a", "b"]},
-                                        steps_per_epoch=1)
+    model = setup.compiled_model(_config("--no-tpn", "--au-attention", "--head", "capsules"),
+                                 {"classes": ["a", "b"]}, steps_per_epoch=1)
     assert (model.config.use_tpn, model.config.use_au_attention, model.config.use_capsules) == \
         (False, True, True)
     assert model.name == "capsnet3d" and not hasattr(model, "pyramid")
@@ -245,15 +263,20 @@ def test_bad_ablation_flags_are_rejected(capsys):
     for bad in (["--flow", "sideways"], ["--tpn-levels", "two"], ["--head", "mlp"],
                 ["--tpn-pool", "median"]):
         with pytest.raises(SystemExit):
-            training.build_parser().parse_args(["--data", "d", "--run-dir", "r"] + bad)
+            train_cli.build_parser().parse_args(["--data", "d", "--run-dir", "r"] + bad)
+    # A value the flag's type accepts but the preset's model does not: refused before TensorFlow.
+    with pytest.raises(OptionError, match="tpn_frame_stride must be >= 1 and divide long_frames"):
+        _config("--tpn-frame-stride", "3")  # tiny's long window has 16 frames
+    with pytest.raises(OptionError, match="tpn_levels must name backbone stages 1..4"):
+        _config("--tpn-levels", "2,5")
 
 
 def test_train_config_is_never_seen_half_written(tmp_path):
     """Workers of one run read RUN_DIR/train_config.json while the chief writes it."""
     import threading
 
-    config = training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path))
-    training.write_train_config(config, str(tmp_path))
+    config = TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path))
+    setup.write_train_config(config, str(tmp_path))
     path = tmp_path / "train_config.json"
     stop, seen, errors = threading.Event(), [], []
 
@@ -268,7 +291,7 @@ def test_train_config_is_never_seen_half_written(tmp_path):
     reader.start()
     try:
         for _ in range(300):
-            training.write_train_config(config, str(tmp_path))
+            setup.write_train_config(config, str(tmp_path))
     finally:
         stop.set()
         reader.join()
@@ -278,22 +301,20 @@ def test_train_config_is_never_seen_half_written(tmp_path):
 
 
 def test_cosine_schedule_decays_over_the_whole_run(tmp_path):
-    config = training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), epochs=4,
-                                  learning_rate=0.004, lr_schedule="cosine")
-    schedule = training.learning_rate(config, steps_per_epoch=25)  # 100 steps in all
+    config = TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), epochs=4,
+                         learning_rate=0.004, lr_schedule="cosine")
+    schedule = setup.learning_rate(config, steps_per_epoch=25)  # 100 steps in all
     # Hand-worked: lr * (1 + cos(pi * step / 100)) / 2.
     for step, expected in [(0, 0.004), (50, 0.002), (25, 0.004 * (1 + np.cos(np.pi / 4)) / 2), (100, 0.0)]:
         np.testing.assert_allclose(float(schedule(step)), expected, atol=1e-9)
-    constant = training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), learning_rate=0.004)
-    assert training.learning_rate(constant, steps_per_epoch=25) == 0.004
+    constant = TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), learning_rate=0.004)
+    assert setup.learning_rate(constant, steps_per_epoch=25) == 0.004
 
 
 def test_lr_schedule_flag_and_bad_values(tmp_path, capsys):
-    args = training.build_parser().parse_args(
-        ["--data", str(tmp_path), "--run-dir", str(tmp_path), "--lr-schedule", "cosine"])
-    assert training.config_from_args(args).lr_schedule == "cosine"
-    with pytest.raises(training.SetupError, match="lr_schedule"):
-        training.TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), lr_schedule="step")
+    assert _config("--lr-schedule", "cosine").lr_schedule == "cosine"
+    with pytest.raises(OptionError, match="train.lr_schedule: 'step' is not one of constant, cosine"):
+        TrainConfig(data_dir=str(tmp_path), run_dir=str(tmp_path), lr_schedule="step")
 
 
 def test_one_cpu_device_trains_under_the_default_strategy():
@@ -301,48 +322,71 @@ def test_one_cpu_device_trains_under_the_default_strategy():
     assert strategy is tf.distribute.get_strategy() and strategy.num_replicas_in_sync == 1
 
 
-def test_checkpoints_every_n_epochs_and_after_the_last(tmp_path):
-    """EpochBackup(every=2) over 5 epochs saves after epochs 2, 4 and 5 (the metadata a resume
-    reads names the last saved epoch), so a resume repeats at most one epoch."""
+def test_checkpoints_every_n_epochs_and_after_the_last_and_restore_everything(tmp_path):
+    """EpochCheckpoint(every=2) over 5 epochs saves after epochs 2, 4 and 5 (the finished-epoch
+    count a resume reads), so a resume repeats at most one epoch; a new model restores the
+    weights, the batch-norm statistics, the optimizer's slots and its step count."""
     import keras
-    import numpy as np
 
-    from vtcaps_tf.train.callbacks import EpochBackup
+    from vtcaps_tf.train.callbacks import EpochCheckpoint
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
-    backup = EpochBackup(str(tmp_path / "ckpt"), every=2, delete_checkpoint=False)
-    saved = []  # (epochs completed, the optimizer's step count) at each save
+    def make_model():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                                  keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    model = make_model()
+    ckpt_dir = str(tmp_path / "ckpt")
+    checkpoint = setup.RunCheckpoint(model, ckpt_dir)
+    assert checkpoint.restore() == 0  # nothing to restore yet
+    saved = []  # (epoch number stored in the latest checkpoint, the optimizer's steps it holds)
 
     class Spy(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            with open(tmp_path / "ckpt" / "training_metadata.json") as f:
-                meta = json.load(f)["epoch"]
-            if not saved or saved[-1][0] != meta:
-                saved.append((meta, int(keras.ops.convert_to_numpy(model.optimizer.iterations))))
+            latest = tf.train.latest_checkpoint(ckpt_dir)
+            if latest is not None:
+                entry = tuple(int(tf.train.load_variable(latest, f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                              for name in ("epoch", "optimizer/_iterations"))
+                if not saved or saved[-1] != entry:
+                    saved.append(entry)
 
-    (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "training_metadata.json").write_text('{"epoch": 0}')
-    model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[backup, Spy()])
-    assert saved == [(0, 2), (2, 4), (4, 8), (5, 10)]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 1)).astype("float32")
+    model.fit(x, y, batch_size=4, epochs=5, verbose=0,
+              callbacks=[EpochCheckpoint(checkpoint, every=2, epochs=5), Spy()])
+    assert saved == [(2, 4), (4, 8), (5, 10)]  # 2 steps per epoch
+    assert sorted(p for p in os.listdir(ckpt_dir) if p.endswith(".index")) == [
+        "ckpt-4.index", "ckpt-5.index"]  # two kept
+
+    other = make_model()
+    assert setup.RunCheckpoint(other, str(tmp_path / "elsewhere"), restore_from=ckpt_dir).restore() == 5
+    assert int(other.optimizer.iterations.numpy()) == 10
+    for a, b in zip(model.weights + model.optimizer.variables, other.weights + other.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert float(np.abs(np.asarray(model.layers[1].moving_mean)).sum()) > 0  # the statistics moved
     with pytest.raises(ValueError, match="every"):
-        EpochBackup(str(tmp_path / "other"), every=0)
+        EpochCheckpoint(checkpoint, every=0)
 
 
-def test_model_overrides_must_name_model_config_fields():
-    config = training.TrainConfig(data_dir="d", run_dir="r", model_overrides={"tpn_frame_stride": 2})
-    model = training._build_and_compile(config, {"classes": ["a", "b"]}, steps_per_epoch=1)
-    assert model.config.tpn_frame_stride == 2
-    with pytest.raises(training.SetupError, match=r"unknown ModelConfig fields \['tpn_stride'\]"):
-        training.TrainConfig(data_dir="d", run_dir="r", model_overrides={"tpn_stride": 2})
+def test_model_overrides_must_name_model_config_fields_and_agree_with_the_switches():
+    config = TrainConfig(data_dir="d", run_dir="r", preset="tiny", model_overrides={"tpn_dropout": 0.25})
+    model = setup.compiled_model(config, {"classes": ["a", "b"]}, steps_per_epoch=1)
+    assert model.config.tpn_dropout == 0.25
+    with pytest.raises(OptionError, match=r"unknown ModelConfig fields \['tpn_stride'\]"):
+        TrainConfig(data_dir="d", run_dir="r", model_overrides={"tpn_stride": 2})
+    with pytest.raises(OptionError, match="flow='cascade' disagrees with the switch"):
+        TrainConfig(data_dir="d", run_dir="r", flow="parallel", model_overrides={"flow": "cascade"})
+    # The same setting both ways is one model: `head` and use_capsules.
+    assert TrainConfig(data_dir="d", run_dir="r", head="softmax",
+                       model_overrides={"use_capsules": False}).model_settings() == {"use_capsules": False}
 
 
 @pytest.mark.parametrize("flag", ["--checkpoint-every", "--validation-freq"])
 def test_every_n_epochs_flags_reach_the_config_and_bad_values_are_refused(flag, tmp_path, capsys):
     field = flag[2:].replace("-", "_")
-    args = training.build_parser().parse_args(["--data", "d", "--run-dir", "r", flag, "5"])
-    assert getattr(training.config_from_args(args), field) == 5
-    assert getattr(training.build_parser().parse_args(["--data", "d", "--run-dir", "r"]), field) == 1
-    assert training.cli_main(["--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), flag, "0"]) == 2
-    assert field in capsys.readouterr().err
+    assert getattr(_config(flag, "5"), field) == 5
+    assert getattr(_config(), field) == 1
+    assert vtcaps.main(["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), flag, "0"]) == 2
+    assert f"{flag}: must be at least 1, got 0" in capsys.readouterr().err

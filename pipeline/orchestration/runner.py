@@ -10,7 +10,7 @@ clip by clip or, with `evaluate.level: "video"`, video by video),
 like TFX's Evaluator blessing.
 
 The steps call the stages' typed Python entry points (`Stages`: preprocess.generate_examples,
-training.run_fn, evaluate.evaluate_model, export.export_trained, crossval.crossval) and hand the
+fit.run_fn, evaluate.evaluate_model, export.export_trained, crossval.crossval) and hand the
 artefacts they return (the examples directory, the model file, the version directory) to the
 steps after them; a test passes its own `Stages`. Validate applies one set of thresholds
 (`ValidationThresholds`) to the statistics; the schema checks already ran inside ExampleGen.
@@ -46,9 +46,10 @@ import time
 from typing import Callable
 
 from vtcaps_tf.config.evaluate import EvaluateStepOptions
-from vtcaps_tf.config.flags import DEFAULT_PRESET
+from vtcaps_tf.config.presets import DEFAULT_PRESET
 from vtcaps_tf.config.options import OptionError, from_mapping, option, to_mapping
 from vtcaps_tf.config.preprocess import PreprocessOptions
+from vtcaps_tf.config.train_options import CrossvalOptions, TrainConfig
 from vtcaps_tf.errors import UsageError
 
 EXECUTION_FILE = "execution.json"
@@ -137,9 +138,9 @@ def _generate_examples(output: str, options: PreprocessOptions, beam_args=()) ->
 
 
 def _run_fn(fn_args):
-    from vtcaps_tf.train import fit as training
+    from vtcaps_tf.train import fit
 
-    return training.run_fn(fn_args)
+    return fit.run_fn(fn_args)
 
 
 def _evaluate_model(model_path: str, data_dir: str, split: str, output: str) -> dict:
@@ -155,11 +156,10 @@ def _export_trained(model_path: str, base_path: str, version: int | None = None)
     return export.export_trained(model_path, base_path, version)
 
 
-def _crossval(data_dir: str, output: str, **kwargs) -> dict:
+def _crossval(options: CrossvalOptions) -> dict:
     from vtcaps_tf.train import crossval
 
-    return crossval.crossval(data_dir, output, log=lambda m: print(m, file=sys.stderr, flush=True),
-                             **kwargs)
+    return crossval.crossval(options, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +168,10 @@ class Stages:
     runs). Each returns the artefact the next steps read."""
 
     generate_examples: Callable[..., str] = _generate_examples  # (output, PreprocessOptions, beam_args) -> dir
-    run_fn: Callable = _run_fn  # (training.FnArgs) -> TrainResult with .model_path
+    run_fn: Callable = _run_fn  # (fit.FnArgs) -> TrainResult with .model_path
     evaluate: Callable[..., dict] = _evaluate_model  # (model_path, data_dir, split, output) -> report
     export: Callable[..., str] = _export_trained  # (model_path, base_path, version) -> version dir
-    crossval: Callable[..., dict] = _crossval  # (data_dir, output, **options) -> summary
+    crossval: Callable[..., dict] = _crossval  # (CrossvalOptions) -> summary
 
 
 class Pipeline:
@@ -315,49 +315,24 @@ class PushOptions:
             raise ValueError("base_path must name a folder (e.g. saved_models/vtcaps)")
 
 
-@dataclasses.dataclass(frozen=True)
-class KeysOnly:
-    """A section described by its keys alone: unknown keys are refused, values are not checked
-    (the `train` and `crossval` sections, whose steps take the mapping as it is)."""
-
-    keys: tuple[str, ...]
-
-    def check(self, mapping: dict, section: str) -> dict:
-        return _options(mapping, section, self.keys)
+# The paths a section's options hold that the pipeline decides, not the config (placeholders when
+# a config is only checked).
+PIPELINE_PATHS = {"train": ("data_dir", "run_dir"), "crossval": ("data_dir", "output")}
 
 
-def section_options(section: str, mapping):
-    """The options of one config section (`SECTIONS`), checked: an instance of its dataclass, or
-    the mapping for a section given as keys. A missing section (None) holds the defaults.
-    Raises OptionError (a UsageError) naming `section.key`."""
-    spec = SECTIONS[section]
+def section_options(section: str, mapping, **paths):
+    """The options of one config section (`SECTIONS`), checked: an instance of its dataclass. A
+    missing section (None) holds the defaults. `paths`: the paths the pipeline gives the section
+    (`PIPELINE_PATHS`), placeholders when only checking. Raises OptionError (a UsageError) naming
+    `section.key`."""
     mapping = {} if mapping is None else mapping
     if not isinstance(mapping, dict):
         raise OptionError(f"{section}: expected a mapping of options, got {mapping!r}")
-    if isinstance(spec, KeysOnly):
-        return spec.check(mapping, section)
-    return from_mapping(spec, mapping, section)
+    fixed = {key: paths.get(key, "") for key in PIPELINE_PATHS.get(section, ())}
+    return from_mapping(SECTIONS[section], mapping, section, **fixed)
 
 
 # ---- the six TFX-style steps over the vtcaps stages -----------------------------------------------
-
-def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
-    """The section's keys, checked against the ones the step knows (a typo is an error)."""
-    unknown = sorted(set(section) - set(known))
-    if unknown:
-        raise ValueError(f"{step}: unknown keys {unknown}; known: {sorted(known)}")
-    return {k: v for k, v in section.items() if v is not None}
-
-
-# TrainConfig fields a config may set (`model_overrides`: ModelConfig fields over the preset's;
-# `augment`: false, true or a dict of AugmentConfig fields, see `_augment`).
-TRAIN_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "cpu_replicas", "seed",
-              "flow", "fusion", "use_tpn", "model_overrides", "steps_per_epoch", "shuffle_buffer",
-              "mixed_precision", "jit_compile", "verbose", "summary_freq", "validation_freq",
-              "checkpoint_every", "augment")
-CROSSVAL_KEYS = ("preset", "epochs", "batch_size", "learning_rate", "lr_schedule", "val_folds", "seed",
-                 "steps_per_epoch", "verbose", "augment")
-
 
 def run_example_gen(ctx: StepContext) -> dict:
     section = section_options("example_gen", ctx.config)
@@ -451,32 +426,15 @@ def run_validate(ctx: StepContext) -> dict:
     return {"problems": 0}
 
 
-def _augment(options: dict) -> None:
-    """A config's `augment` -> TrainConfig's: false (none), true (the defaults) or a dict of
-    `AugmentConfig` fields (the others at their defaults)."""
-    from vtcaps_tf.data.dataset import AugmentConfig
-
-    value = options.pop("augment", True)
-    if value is False:
-        options["augment"] = AugmentConfig.none()
-    elif isinstance(value, dict):
-        options["augment"] = AugmentConfig.from_dict(value)
-    elif value is not True:
-        raise ValueError(f"train: augment must be true, false or a dict of {AugmentConfig.__name__} "
-                         f"fields, got {value!r}")
-
-
 def run_train(ctx: StepContext) -> dict:
     from vtcaps_tf.data import features
     from vtcaps_tf.train.fit import FnArgs
 
-    custom = _options(ctx.config, "train", TRAIN_KEYS)
     examples = ctx.results["ExampleGen"]["examples"]
-    custom.setdefault("preset", DEFAULT_PRESET)
-    _augment(custom)
+    config = section_options("train", ctx.config, data_dir=examples, run_dir=ctx.output)
     fn_args = FnArgs(train_files=features.split_files(examples, "train"),
                      eval_files=features.split_files(examples, "val"), model_run_dir=ctx.output,
-                     custom_config={"data_dir": examples, **custom})
+                     custom_config={"data_dir": examples, **to_mapping(config)})
     result = ctx.stages.run_fn(fn_args)
     if not os.path.exists(result.model_path):
         raise FileNotFoundError(f"training wrote no {result.model_path}")
@@ -503,9 +461,9 @@ def run_evaluate(ctx: StepContext) -> dict:
 
 def run_crossval(ctx: StepContext) -> dict:
     """K-fold cross-validation on ExampleGen's folds (`vtcaps crossval`); resumes its folds."""
-    options = _options(ctx.config, "crossval", CROSSVAL_KEYS)
-    _augment(options)
-    summary = ctx.stages.crossval(ctx.results["ExampleGen"]["examples"], ctx.output, **options)
+    options = section_options("crossval", ctx.config, data_dir=ctx.results["ExampleGen"]["examples"],
+                              output=ctx.output)
+    summary = ctx.stages.crossval(options)
     return {"folds": len(summary["folds"]), "mean": summary["mean"], "std": summary["std"],
             "report": os.path.join(ctx.output, "report.json")}
 
@@ -571,21 +529,20 @@ def load_config(path: str) -> dict:
         if section in config:
             try:
                 section_options(section, config[section])
-            except ValueError as err:  # OptionError, or a key check of a section given as keys
+            except ValueError as err:  # OptionError
                 raise UsageError(f"{path}: {err}") from None
     return config
 
 
-# Config section -> what it holds: an options dataclass, or (KeysOnly) the keys of a section whose
-# step takes the mapping as it is.
-SECTIONS: dict[str, type | KeysOnly] = {
+# Config section -> the options dataclass its keys, types and rules come from.
+SECTIONS: dict[str, type] = {
     "example_gen": ExampleGenOptions,
     "statistics": StatisticsOptions,
     "validate": ValidationThresholds,
-    "train": KeysOnly(TRAIN_KEYS),
+    "train": TrainConfig,
     "evaluate": EvaluateStepOptions,
     "push": PushOptions,
-    "crossval": KeysOnly(CROSSVAL_KEYS),
+    "crossval": CrossvalOptions,
 }
 # Sections no step reads: the root folder, the settings of `vtcaps demo`'s synthetic set, notes.
 OTHER_SECTIONS = ("pipeline_root", "synth", "about")

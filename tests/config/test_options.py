@@ -111,3 +111,56 @@ def test_check_refuses_an_instance_built_in_python_with_a_wrong_type():
     check(Sample(data="d"), "train")
     with pytest.raises(OptionError, match="train.epochs: expected an integer"):
         check(Sample(data="d", epochs="3"), "train")
+
+
+@dataclasses.dataclass
+class Switches:
+    attention: bool | None = option(None, help="on, off, or the preset's value", group="model")
+    tpn: bool = option(True, flag="--no-tpn", help="turn the pyramid off", group="model")
+    augment: Inner | bool = option(True, flag="--no-augment", help="augment, or not")
+
+
+def _switches():
+    p = argparse.ArgumentParser()
+    add_arguments(p, Switches)
+    return p
+
+
+def test_a_three_state_switch_and_a_switch_that_turns_an_option_off():
+    assert from_args(Switches, _switches().parse_args([])) == Switches(None, True, True)
+    assert from_args(Switches, _switches().parse_args(["--attention"])).attention is True
+    opts = from_args(Switches, _switches().parse_args(["--no-attention", "--no-tpn", "--no-augment"]))
+    assert opts == Switches(False, False, False)
+    for flag in ("--tpn", "--augment"):  # only the switch that turns the option off exists
+        with pytest.raises(SystemExit):
+            _switches().parse_args([flag])
+
+
+def test_a_field_group_lists_its_flags_under_that_title():
+    p = _switches()
+    titled = {g.title: [a.option_strings[0] for a in g._group_actions] for g in p._action_groups}
+    assert titled["model"] == ["--attention", "--no-tpn"]
+    assert "--no-augment" in [a for g in p._action_groups if g.title != "model"
+                              for action in g._group_actions for a in action.option_strings]
+
+
+def test_a_mapping_for_a_nested_option_in_a_union_keeps_its_own_error():
+    assert from_mapping(Switches, {"augment": False}, "s").augment is False
+    assert from_mapping(Switches, {"augment": {"scale": 0.25}}, "s").augment == Inner(0.25)
+    with pytest.raises(OptionError, match=r"^s.augment: unknown key 'scal'; known: scale"):
+        from_mapping(Switches, {"augment": {"scal": 1}}, "s")
+    with pytest.raises(OptionError, match=r"^s.augment: expected a mapping of Inner fields or true or "
+                                          r"false, got 'yes'"):
+        from_mapping(Switches, {"augment": "yes"}, "s")
+
+
+def test_required_flags_come_first_then_the_ungrouped_then_the_groups():
+    @dataclasses.dataclass(kw_only=True)
+    class Ordered(Switches):
+        path: str = option(help="required")
+        rate: float = option(0.1, help="a number")
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, Ordered)
+    flags = [a.option_strings[0] for a in p._actions if a.option_strings and a.dest != "help"]
+    assert flags == ["--path", "--no-augment", "--rate", "--attention", "--no-tpn"]

@@ -166,7 +166,8 @@ def _ctx(tmp_path, config, results=None, **stages):
 
 
 def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_path):
-    from vtcaps_tf.data.dataset import AugmentConfig
+    from vtcaps_tf.config.options import from_mapping
+    from vtcaps_tf.config.train_options import TrainConfig
     from vtcaps_tf.data.features import SHARD_SUFFIX
     from vtcaps_tf.train.fit import FnArgs
 
@@ -212,8 +213,15 @@ def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_
     assert [os.path.basename(f) for f in fn_args.train_files] == [
         "train-00000-of-00002" + SHARD_SUFFIX, "train-00001-of-00002" + SHARD_SUFFIX]
     assert [os.path.basename(f) for f in fn_args.eval_files] == ["val-00000-of-00001" + SHARD_SUFFIX]
-    assert fn_args.custom_config == {"data_dir": str(examples), "preset": "tiny", "epochs": 4,
-                                     "batch_size": 8, "use_tpn": False, "augment": AugmentConfig.none()}
+    # Every key of the section, the given ones with their values and the rest at their defaults,
+    # as run_fn reads them back (TFX passes custom_config as plain JSON values).
+    custom = dict(fn_args.custom_config)
+    assert custom.pop("data_dir") == str(examples)
+    json.dumps(custom)
+    assert from_mapping(TrainConfig, custom, "t", data_dir="d", run_dir="r") == TrainConfig(
+        data_dir="d", run_dir="r", preset="tiny", epochs=4, batch_size=8, use_tpn=False, augment=False)
+    assert custom["augment"] == {"crop_scale": 1.0, "flip": False, "brightness": 0.0, "contrast": 0.0,
+                                 "temporal_jitter": 0}
 
     def no_model(fn_args):
         return type("Result", (), {"model_path": str(tmp_path / "nothing.keras")})()
@@ -223,23 +231,43 @@ def test_example_gen_and_train_call_the_entry_points_and_pass_the_artefacts(tmp_
         runner.run_train(ctx)
 
 
-def test_augment_takes_false_true_or_a_dict_of_its_fields():
-    from vtcaps_tf.data.dataset import AugmentConfig
-
-    for value, want in [(False, AugmentConfig.none()), (True, None),
-                        ({"flip": False, "temporal_jitter": 0}, AugmentConfig(flip=False, temporal_jitter=0))]:
-        options = {"augment": value}
-        runner._augment(options)
-        assert options.get("augment") == want
-    for bad, match in [({"flipp": True}, r"unknown augment keys \['flipp'\]"), ("yes", "true, false or a dict")]:
-        with pytest.raises(ValueError, match=match):
-            runner._augment({"augment": bad})
-
-
 def test_unknown_keys_of_a_section_are_an_error(tmp_path):
-    ctx = _ctx(tmp_path, {"preset": "tiny", "epochs": 2, "args": ["--no-augment"]})
-    with pytest.raises(ValueError, match=r"train: unknown keys \['args'\]"):
+    ctx = _ctx(tmp_path, {"preset": "tiny", "epochs": 2, "args": ["--no-augment"]},
+               results={"ExampleGen": {"examples": "ex"}})
+    with pytest.raises(ValueError, match=r"^train: unknown key 'args'; known: "):
         runner.run_train(ctx)
+
+
+@pytest.mark.parametrize("section, body, message", [
+    ("train", {"epochs": "ten"}, "train.epochs: expected an integer, got 'ten'"),
+    ("train", {"epochz": 3}, "train: unknown key 'epochz'"),
+    ("train", {"augment": {"flipp": True}}, "train.augment: unknown key 'flipp'"),
+    ("train", {"model_overrides": {"tpn_stride": 2}},
+     "train.model_overrides: unknown ModelConfig fields ['tpn_stride']"),
+    ("train", {"run_dir": "elsewhere"}, "train: unknown key 'run_dir'"),  # the pipeline's own path
+    ("crossval", {"val_folds": 1.5}, "crossval.val_folds: expected an integer, got 1.5"),
+    ("crossval", {"flow": "sideways"}, "crossval.flow: 'sideways' is not one of isolation"),
+    ("crossval", {"local_workers": 2}, "crossval: unknown key 'local_workers'"),
+    ("crossval", [1], "crossval: expected a mapping of options, got [1]"),
+])
+def test_a_wrong_type_or_key_in_train_or_crossval_fails_when_the_config_loads(tmp_path, capsys, section,
+                                                                            body, message):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"pipeline_root": str(tmp_path / "root"), section: body}))
+    with pytest.raises(ValueError) as err:
+        runner.load_config(str(path))
+    assert str(err.value).startswith(f"{path}: {message}")
+    assert runner.cli_main(["run", "--config", str(path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()  # refused before any step ran
+
+
+def test_the_options_sections_and_their_keys_come_from_the_options_classes():
+    from vtcaps_tf.config.options import config_keys
+    from vtcaps_tf.config.train_options import CrossvalOptions, TrainConfig
+
+    assert runner.SECTIONS["train"] is TrainConfig and runner.SECTIONS["crossval"] is CrossvalOptions
+    assert config_keys(TrainConfig) and config_keys(CrossvalOptions)  # what load_config checks against
 
 
 def _evaluate_returning(report, seen):
@@ -462,13 +490,16 @@ def test_crossval_config_chains_folds_into_crossval_and_resumes_after_a_kill(tmp
         runner.default_steps(dict(config, train={}))
     seen = []
 
-    def crossval(data_dir, output, **options):
-        seen.append((data_dir, output, options))
+    def crossval(options):
+        seen.append(options)
         return {"folds": [{}, {}], "mean": {"video_accuracy": 0.5}, "std": {"video_accuracy": 0.1}}
 
     ctx = _ctx(tmp_path, config["crossval"], {"ExampleGen": {"examples": "ex"}}, crossval=crossval)
     result = runner.run_crossval(ctx)
-    assert seen == [("ex", ctx.output, {"preset": "paper", "epochs": 500, "batch_size": 16})]
+    from vtcaps_tf.config.train_options import CrossvalOptions
+
+    assert seen == [CrossvalOptions(data_dir="ex", output=ctx.output, preset="paper", epochs=500,
+                                    batch_size=16)]
     assert result["folds"] == 2 and result["mean"] == {"video_accuracy": 0.5}
 
     # A resumable step killed mid-run keeps its output for the next run; another step does not.
@@ -492,13 +523,13 @@ def test_crossval_config_chains_folds_into_crossval_and_resumes_after_a_kill(tmp
 
 
 @pytest.mark.parametrize("name", ["demo", "ckplus", "ckplus_cpu", "afew", "afew_cpu"])
-def test_shipped_configs_load_and_their_train_keys_are_config_fields(name):
-    import dataclasses
-
-    from vtcaps_tf.train.fit import TrainConfig
-
+def test_shipped_configs_load_and_build_their_typed_options(name):
     path = os.path.join(os.path.dirname(runner.__file__), "configs", f"{name}.json")
     config = runner.load_config(path)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert set(config.get("train", {})) <= fields
-    assert set(runner.TRAIN_KEYS) <= fields
+    section = "crossval" if "crossval" in config else "train"
+    options = runner.section_options(section, config[section], data_dir="d", run_dir="r", output="o")
+    for key, value in config[section].items():
+        if key != "augment":
+            assert getattr(options, key) == value, key
+    if config[section].get("augment") is False:
+        assert options.augment.flip is False and options.augment.crop_scale == 1.0

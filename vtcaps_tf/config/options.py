@@ -18,6 +18,11 @@ text is converted and which values a config mapping may hold:
 Supported annotations: bool, int, float, str, `X | None`, `tuple[X, ...]`, `dict`, a nested options
 dataclass (given as a mapping in a config), and unions of these (`int | str`). Imports only the
 standard library.
+
+Boolean flags: a field defaulting to False is a switch (`--x`); one defaulting to True or None gets
+`--x/--no-x` (None: not given, e.g. "the preset's value"); a field defaulting to True whose flag is
+spelled `--no-x` is a switch that turns it off (its type may be a union holding bool, such as
+`AugmentConfig | bool`). `group=`: the title of the argument group the flag is listed under.
 """
 
 from __future__ import annotations
@@ -48,14 +53,17 @@ class OptionSpec:
     cli: bool = True  # a command-line flag (False: config key only)
     config: bool = True  # a config key (False: command-line flag only)
     parse: typing.Callable[[str], object] | None = None  # flag text -> value, when not by type
+    group: str | None = None  # title of the argument group listing the flag
 
 
 def option(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING,
            flag: str | None = None, choices=None, minimum: float | None = None,
-           metavar: str | None = None, cli: bool = True, config: bool = True, parse=None):
+           metavar: str | None = None, cli: bool = True, config: bool = True, parse=None,
+           group: str | None = None):
     """A dataclass field that is an option (see the module docstring)."""
     spec = OptionSpec(help=help, flag=flag, choices=tuple(choices) if choices is not None else None,
-                      minimum=minimum, metavar=metavar, cli=cli, config=config, parse=parse)
+                      minimum=minimum, metavar=metavar, cli=cli, config=config, parse=parse,
+                      group=group)
     return dataclasses.field(default=default, default_factory=default_factory,
                              metadata={_META: spec})
 
@@ -130,6 +138,8 @@ def _convert(value, tp, where: str):
             try:
                 return _convert(value, member, where)
             except OptionError:
+                if dataclasses.is_dataclass(member) and isinstance(value, dict):
+                    raise  # a mapping meant for the nested options: its own error names the key
                 continue
         raise OptionError(f"{where}: expected {describe(tp)}, got {value!r}")
     if tp is bool:
@@ -281,29 +291,52 @@ def _default_text(value) -> str:
     return str(value)
 
 
+def _is_switch(tp, spec: OptionSpec) -> bool:
+    """A boolean field whose flag takes no value."""
+    if spec.parse is not None:
+        return False
+    if tp is bool:
+        return True
+    return _is_union(tp) and bool in _args(tp)
+
+
 def add_arguments(parser, cls, *, exclude=(), required=(), title: str | None = None) -> None:
     """One flag per option field of `cls` (those with `cli=True`), `dest` the field name, the
     default the field's. `required`: fields that must be given (paths without a default).
-    `title`: put the flags in an argument group of that name."""
-    target = parser.add_argument_group(title) if title else parser
-    for field, spec, tp in _fields(cls):
+    `title`: put the flags in an argument group of that name (a field's own `group` wins).
+    Required flags come first, then the ungrouped ones, then the groups, each in field order."""
+    groups = {}
+
+    def target(name):
+        if not name:
+            return parser
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name)
+        return groups[name]
+
+    def is_required(field):
+        return field.name in required or _default(field) is dataclasses.MISSING
+
+    fields = sorted(_fields(cls), key=lambda f: (not is_required(f[0]), f[1].group is not None))
+    for field, spec, tp in fields:
         if not spec.cli or field.name in exclude:
             continue
         flag = spec.flag or "--" + field.name.replace("_", "-")
         default = _default(field)
         kwargs = {"dest": field.name, "help": spec.help}
-        if field.name in required or default is dataclasses.MISSING:
+        if is_required(field):
             kwargs["required"] = True
         else:
             kwargs["default"] = default
-        base = tp
-        if _is_union(tp) and len([a for a in _args(tp) if a is not type(None)]) == 1:
-            base = next(a for a in _args(tp) if a is not type(None))
-        if base is bool and spec.parse is None:
-            if default is True:
+        if _is_switch(tp, spec):
+            if default is True and flag.startswith("--no-"):
+                kwargs["action"] = "store_false"
+            elif default is True or default is None:
                 kwargs["action"] = argparse.BooleanOptionalAction
-            else:
+            elif default is False:
                 kwargs["action"] = "store_true"
+            else:
+                raise TypeError(f"{flag}: a switch defaults to False, True or None, not {default!r}")
         else:
             kwargs["type"] = _flag_type(tp, spec, flag)
             if spec.choices is not None:
@@ -313,7 +346,7 @@ def add_arguments(parser, cls, *, exclude=(), required=(), title: str | None = N
             if default not in (dataclasses.MISSING, None, "") and "%(default)" not in spec.help \
                     and "default" not in spec.help:
                 kwargs["help"] = f"{spec.help} (default {_default_text(default)})"
-        target.add_argument(flag, **kwargs)
+        target(spec.group or title).add_argument(flag, **kwargs)
 
 
 def from_args(cls, args: argparse.Namespace, section: str | None = None, **fixed):

@@ -14,7 +14,7 @@ import argparse
 import dataclasses
 import math
 
-from vtcaps_tf.config.flags import DEFAULT_PRESET
+from vtcaps_tf.config.presets import DEFAULT_PRESET
 from vtcaps_tf.config.options import OptionError, check, option
 from vtcaps_tf.config.presets import PRESETS, get_preset
 

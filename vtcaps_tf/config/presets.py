@@ -148,6 +148,13 @@ PRESETS.update({f"{base}3": dataclasses.replace(PRESETS[base], name=f"{base}3", 
                 for base in ("tiny", "small")})
 
 
+DEFAULT_PRESET = "small"  # of `vtcaps train`, `crossval`, `preprocess` and `pipeline run`
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
 def get_preset(name: str, **overrides) -> ModelConfig:
     """The named preset, with any field overridden (`get_preset("tiny", num_classes=3)`)."""
     if name not in PRESETS:

@@ -3,17 +3,19 @@ make a model's inputs, and their shapes: `contract.InputContract`).
 
 `read_split` gives the plain decoded clips (evaluation, export checks); `make_dataset` is the
 training/validation pipeline: parallel reads, parse, cache of the compact parsed records, shuffle,
-parallel decode with augmentation, batch, prefetch.
+parallel decode with augmentation (settings: `vtcaps_tf.config.augment.AugmentConfig`), batch,
+prefetch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 import tensorflow as tf
 
+from vtcaps_tf.config.augment import AugmentConfig
+from vtcaps_tf.config.train_options import DEFAULT_SHUFFLE_BUFFER
 from vtcaps_tf.data import features
 from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.face.au import AU_MAP_SIZE
@@ -59,37 +61,6 @@ def _require_files(data_dir, split):
     if not files:
         raise features.SchemaError(f"no {split}-*{features.SHARD_SUFFIX} shards in {data_dir!r}")
     return files
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentations. Each clip draws one set of parameters, shared by all its frames,
-    its long window and (for the geometric ones) its landmarks, so they stay aligned."""
-
-    crop_scale: float = 0.85  # random square crop of at least this fraction of the side, resized back
-    flip: bool = True  # horizontal flip with probability 1/2 (frames and landmarks together)
-    brightness: float = 0.15  # max additive change, as a fraction of the 0..255 range
-    contrast: float = 0.2  # contrast factor drawn from [1 - c, 1 + c]
-    temporal_jitter: int = 2  # the clip's centre moves by up to this many frames
-
-    def __post_init__(self):
-        if not 0.0 < self.crop_scale <= 1.0:
-            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
-        if self.brightness < 0 or self.contrast < 0 or self.temporal_jitter < 0:
-            raise ValueError("brightness, contrast and temporal_jitter must be >= 0")
-
-    @classmethod
-    def none(cls) -> "AugmentConfig":
-        return cls(crop_scale=1.0, flip=False, brightness=0.0, contrast=0.0, temporal_jitter=0)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "AugmentConfig":
-        """Some fields by name (a config file's or train_config.json's), the others at their
-        defaults; an unknown name is refused."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - known:
-            raise ValueError(f"unknown augment keys {sorted(set(values) - known)}; known: {sorted(known)}")
-        return cls(**values)
 
 
 def _seeds(seed, n):
@@ -202,7 +173,7 @@ def count_clips(files) -> int:
 
 def make_dataset(files, contract: InputContract, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
-                 shuffle_buffer: int = 512, cache: str | bool = "auto",
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: str | bool = "auto",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
                  drop_remainder: bool | None = None) -> tf.data.Dataset:
     """Batched (inputs dict, label) pairs of the clips in TFRecord shards, decoded by `contract`

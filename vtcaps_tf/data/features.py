@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from vtcaps_tf.data import storage
+from vtcaps_tf.errors import UsageError
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
 SCHEMA_VERSION = 3
@@ -207,8 +208,8 @@ def encode_jpeg(rgb: np.ndarray, quality: int = storage.DEFAULT_JPEG_QUALITY) ->
     return buf.tobytes()
 
 
-class SchemaError(ValueError):
-    """The data directory cannot be read with this version of the schema."""
+class SchemaError(UsageError):
+    """The data directory cannot be read with this version of the schema (bad input: status 2)."""
 
 
 def schema_mismatch(data_dir: str, version) -> str:

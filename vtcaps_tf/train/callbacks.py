@@ -1,4 +1,4 @@
-"""Checkpoints every N epochs (`EpochBackup`), the epoch history (`HistoryCSV`), and TensorBoard
+"""Checkpoints every N epochs (`EpochCheckpoint`), the epoch history (`HistoryCSV`), and TensorBoard
 extras beside keras.callbacks.TensorBoard (which already writes every logged loss term, the
 accuracies and `learning_rate` each epoch): per-class F1, UAR and a confusion-matrix image on the
 validation split, and the fusion weights of the adaptive TPN flow.
@@ -155,33 +155,19 @@ class OptimizerStepLogger(keras.callbacks.Callback):
             logs["optimizer_step"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
 
-class EpochBackup(keras.callbacks.BackupAndRestore):
-    """keras' BackupAndRestore (same files, same resume) saving every `every` epochs and after the
-    last one. Each save writes every weight and optimizer slot through Keras' saver (about 1.5 s
-    for `tiny`, whose epochs take 8-10 s); a resumed run repeats at most `every - 1` epochs."""
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves `checkpoint` (a `vtcaps_tf.train.setup.RunCheckpoint`) every `every` epochs and after
+    the last of `epochs`, recording the number of finished epochs; a resumed run repeats at most
+    `every - 1` epochs."""
 
-    def __init__(self, backup_dir, every: int = 1, **kwargs):
-        super().__init__(backup_dir, save_freq="epoch", **kwargs)
+    def __init__(self, checkpoint, every: int = 1, epochs: int | None = None):
+        super().__init__()
         if int(every) < 1:
             raise ValueError(f"every must be >= 1, got {every}")
+        self.checkpoint = checkpoint
         self.every = int(every)
+        self.epochs = epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
-        self._last_batch_seen = 0
-        if (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs"):
-            self._save_model()
-
-
-class HardExitAfterEpoch(keras.callbacks.Callback):
-    """Fault injection for resume tests: ends the process with os._exit right after epoch
-    `epoch` (1-based) has been checkpointed, as a crash or a preemption would."""
-
-    def __init__(self, epoch, exit_code=75):
-        super().__init__()
-        self.epoch = int(epoch)
-        self.exit_code = int(exit_code)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            os._exit(self.exit_code)
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            self.checkpoint.save(epoch + 1)

@@ -1,10 +1,11 @@
 """A local cluster: N worker processes on 127.0.0.1, each with its generated TF_CONFIG.
 
 `vtcaps train --local-workers N ...` (and `vtcaps crossval --local-workers N ...`) call `launch`,
-which starts `python -m <module> ... --multi-worker` N times and watches them: when one exits with
-an error, the others are stopped at once (they would otherwise wait on it until their collective
-timeout) and the launcher says which worker failed and how. Worker output is passed through with a
-`[worker i]` prefix.
+which starts `python -m <module> ... --multi-worker` N times (the module: the `vtcaps` command,
+`vtcaps_tf.cli.main`) and watches them: when one exits with an error, the others are stopped at
+once (they would otherwise wait on it until their collective timeout) and the launcher says which
+worker failed and how. Worker output is passed through with a `[worker i]` prefix. The launcher
+imports nothing of the trainer: the workers are separate processes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import sys
 import threading
 import time
 
-from vtcaps_tf.train.multiworker import THREADS_ENV
+from vtcaps_tf.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
+# TensorFlow threads per worker process (the cores shared by the workers), read by each worker
+# (vtcaps_tf.train.multiworker.configure_threads).
+THREADS_ENV = "VTCAPS_WORKER_THREADS"
 POLL_S = 0.5
 STOP_GRACE_S = 10.0  # SIGTERM first, SIGKILL after this
-EXIT_WORKER_FAILED = 1
 
 
 def free_ports(n: int) -> list[int]:
@@ -85,13 +88,14 @@ def launch(module: str, argv: list[str], num_workers: int, env: dict | None = No
            out=None, err=None, timeout_s: float | None = None) -> int:
     """Run `python -m module argv --multi-worker` as `num_workers` local workers; 0 when all succeed.
 
-    A worker that fails (or `timeout_s` passing) stops the others; the return code is then 1.
+    A worker that fails (or `timeout_s` passing) stops the others; the return code is then 1, or
+    2 when the worker refused its input (status 2: every worker would) or `num_workers` is < 1.
     """
     out = out or sys.stdout
     err = err or sys.stderr
     if num_workers < 1:
         print(f"--local-workers must be >= 1, got {num_workers}", file=err)
-        return 2
+        return EXIT_USAGE
     addresses = [f"127.0.0.1:{p}" for p in free_ports(num_workers)]
     base_env = dict(os.environ if env is None else env)
     base_env.setdefault(THREADS_ENV, str(threads_per_worker(num_workers)))
@@ -117,17 +121,19 @@ def launch(module: str, argv: list[str], num_workers: int, env: dict | None = No
             if failed:
                 i, code = failed[0]
                 running = [j for j, c in enumerate(codes) if c is None]
+                refused = code == EXIT_USAGE  # its input or flags: fix them, not a rerun
                 print(f"local cluster: worker {i} {_describe(code)}; stopping "
                       f"{'workers ' + ', '.join(map(str, running)) if running else 'nothing else'}. "
-                      "The run stopped; start it again with --resume to continue from its last "
-                      "checkpoint.", file=err, flush=True)
-                return EXIT_WORKER_FAILED
+                      + ("The worker refused the command's input (see its message)." if refused else
+                         "The run stopped; start it again with --resume to continue from its last "
+                         "checkpoint."), file=err, flush=True)
+                return EXIT_USAGE if refused else EXIT_FAILURE
             if all(c == 0 for c in codes):
-                return 0
+                return EXIT_OK
             if timeout_s is not None and time.monotonic() - start > timeout_s:
                 print(f"local cluster: the workers ran longer than {timeout_s:.0f}s; stopping them",
                       file=err, flush=True)
-                return EXIT_WORKER_FAILED
+                return EXIT_FAILURE
             time.sleep(POLL_S)
     finally:
         _stop(procs)
