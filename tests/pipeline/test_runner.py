@@ -439,7 +439,7 @@ def test_a_field_added_to_a_section_is_a_key_the_config_may_set(tmp_path, monkey
     ("validate", {"min_test_subjects": 1.5}, "validate.min_test_subjects: expected an integer, got 1.5"),
     ("validate", {"max_dead_letter_fraction": -0.1}, "validate.max_dead_letter_fraction: must be at least 0"),
     ("statistics", {"x": 1}, "statistics: unknown key 'x'"),
-    ("train", {"epochz": 1}, "train: unknown keys ['epochz']"),
+    ("train", {"epochz": 1}, "train: unknown key 'epochz'"),
 ])
 def test_a_wrong_type_or_key_is_refused_naming_it_before_any_step_runs(tmp_path, section, value, message):
     from vtcaps_tf.cli import main as vtcaps
