@@ -1,5 +1,5 @@
-"""`vtcaps pipeline run --config FILE`: the TFX-style chain
-ExampleGen -> Statistics -> Validate -> Train -> Evaluate -> Push.
+"""The TFX-style chain ExampleGen -> Statistics -> Validate -> Train -> Evaluate -> Push
+(`vtcaps pipeline run --config FILE`; its flags are in `vtcaps_tf.cli.pipeline`).
 
 Every step writes its artefacts to `<pipeline_root>/<Step>/output/` and a record of the run to
 `<pipeline_root>/<Step>/execution.json`. A step is skipped (cached, as TFX's MLMD cache does) when
@@ -15,6 +15,9 @@ artefacts they return (the examples directory, the model file, the version direc
 steps after them; a test passes its own `Stages`. Validate applies one set of thresholds
 (`ValidationThresholds`) to the statistics; the schema checks already ran inside ExampleGen.
 
+A config that cannot be used (`load_config`: unreadable, unknown sections or keys), a missing
+input, or a step that raises UsageError raise UsageError; any other step failure, PipelineError.
+
 Config (JSON, or YAML when the file ends in .yaml/.yml):
     {"pipeline_root": "demo_out/pipeline",
      "example_gen": {"source": "synthetic", "input": "demo_out/synth", "preset": "tiny",
@@ -29,7 +32,6 @@ Relative paths are relative to the current directory.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -40,6 +42,7 @@ import time
 from typing import Callable
 
 from vtcaps_tf.config.flags import DEFAULT_PRESET
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
@@ -206,7 +209,10 @@ class Pipeline:
         section = self.config.get(step.config_key) or {}
         external = []
         if step.external_inputs is not None:
-            external = [(p, fingerprint_path(p, content=False)) for p in step.external_inputs(section)]
+            for p in step.external_inputs(section):
+                if not os.path.exists(p):
+                    raise InputNotFoundError(f"{step.name}: no such input {p!r}")
+                external.append((p, fingerprint_path(p, content=False)))
         deps = {d: upstream[d]["output_fingerprint"] for d in step.inputs}
         if step.requires_blessing:
             deps[step.requires_blessing] = upstream[step.requires_blessing]["output_fingerprint"]
@@ -257,6 +263,8 @@ class Pipeline:
                 self._write_execution(step.name, {"step": step.name, "status": "failed", "fingerprint": fp,
                                                   "error": f"{type(err).__name__}: {err}",
                                                   "started": started, "seconds": round(seconds, 2)})
+                if isinstance(err, UsageError):  # the step's config or input, not its work
+                    raise UsageError(f"step {step.name}: {err}") from err
                 raise PipelineError(f"step {step.name} failed after {seconds:.1f} s: "
                                     f"{type(err).__name__}: {err}") from err
             seconds = time.monotonic() - start
@@ -278,7 +286,7 @@ def _options(section: dict, step: str, known: tuple[str, ...]) -> dict:
     """The section's keys, checked against the ones the step knows (a typo is an error)."""
     unknown = sorted(set(section) - set(known))
     if unknown:
-        raise ValueError(f"{step}: unknown keys {unknown}; known: {sorted(known)}")
+        raise UsageError(f"{step}: unknown keys {unknown}; known: {sorted(known)}")
     return {k: v for k, v in section.items() if v is not None}
 
 
@@ -301,7 +309,7 @@ def run_example_gen(ctx: StepContext) -> dict:
     c = _options(ctx.config, "example_gen", EXAMPLE_GEN_KEYS)
     for key in ("source", "input"):
         if key not in c:
-            raise ValueError(f"example_gen needs {key!r}")
+            raise UsageError(f"example_gen needs {key!r}")
     source, input_dir = c.pop("source"), c.pop("input")
     examples = ctx.stages.generate_examples(ctx.output, source=source, input_dir=input_dir,
                                             preset=c.pop("preset", DEFAULT_PRESET),
@@ -393,7 +401,7 @@ def _augment(options: dict) -> None:
     elif isinstance(value, dict):
         options["augment"] = AugmentConfig.from_dict(value)
     elif value is not True:
-        raise ValueError(f"train: augment must be true, false or a dict of {AugmentConfig.__name__} "
+        raise UsageError(f"train: augment must be true, false or a dict of {AugmentConfig.__name__} "
                          f"fields, got {value!r}")
 
 
@@ -420,7 +428,7 @@ def run_evaluate(ctx: StepContext) -> dict:
     threshold = float(c.get("accuracy_threshold", 0.0))
     level = c.get("level", "clip")
     if level not in ("clip", "video"):
-        raise ValueError(f"evaluate.level must be 'clip' or 'video', got {level!r}")
+        raise UsageError(f"evaluate.level must be 'clip' or 'video', got {level!r}")
     report = ctx.stages.evaluate(ctx.results["Train"]["model"], ctx.results["ExampleGen"]["examples"],
                                  split, ctx.output)
     video = report.get("video") or {}
@@ -450,7 +458,7 @@ def run_push(ctx: StepContext) -> dict:
     c = _options(ctx.config, "push", PUSH_KEYS)
     base = c.get("base_path")
     if not base:
-        raise ValueError("push needs `base_path` (e.g. saved_models/vtcaps)")
+        raise UsageError("push needs `base_path` (e.g. saved_models/vtcaps)")
     version_dir = ctx.stages.export(ctx.results["Train"]["model"], base, c.get("version"))
     print(version_dir)
     record = {"pushed": version_dir, "base_path": os.path.abspath(base)}
@@ -464,7 +472,7 @@ def default_steps(config: dict | None = None) -> list[Step]:
     config has a `crossval` section (ExampleGen then writes folds)."""
     if config and "crossval" in config:
         if "train" in config or "evaluate" in config or "push" in config:
-            raise ValueError("a config with `crossval` has no train/evaluate/push sections")
+            raise UsageError("a config with `crossval` has no train/evaluate/push sections")
         return default_steps()[:3] + [
             Step("CrossVal", run_crossval, "crossval", inputs=("ExampleGen", "Validate"),
                  resumable=True)]
@@ -480,28 +488,36 @@ def default_steps(config: dict | None = None) -> list[Step]:
 
 
 def load_config(path: str) -> dict:
+    """The config in `path` (JSON, or YAML by its extension), its sections and keys checked;
+    UsageError (InputNotFoundError when it is missing) names what cannot be used."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no pipeline config at {path!r}")
+        raise InputNotFoundError(f"no pipeline config at {path!r}")
     with open(path) as f:
         if path.endswith((".yaml", ".yml")):
             import yaml  # comes with apache-beam
 
-            config = yaml.safe_load(f)
+            try:
+                config = yaml.safe_load(f)
+            except yaml.YAMLError as err:
+                raise UsageError(f"{path}: not YAML: {err}") from None
         else:
-            config = json.load(f)
+            try:
+                config = json.load(f)
+            except ValueError as err:
+                raise UsageError(f"{path}: not JSON: {err}") from None
     if not isinstance(config, dict) or "pipeline_root" not in config:
-        raise ValueError(f"{path}: a pipeline config is a mapping with at least `pipeline_root`")
+        raise UsageError(f"{path}: a pipeline config is a mapping with at least `pipeline_root`")
     known = {"pipeline_root", "synth", "example_gen", "statistics", "validate", "train", "evaluate",
              "push", "crossval", "about"}
     unknown = set(config) - known
     if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
+        raise UsageError(f"{path}: unknown sections {sorted(unknown)}; known: {sorted(known)}")
     for section, keys in section_keys().items():  # a typo fails here, before any step runs
         if isinstance(config.get(section), dict):
             try:
                 _options(config[section], section, keys)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+            except UsageError as err:
+                raise UsageError(f"{path}: {err}") from None
     return config
 
 
@@ -519,40 +535,11 @@ def summary_table(results: list[StepResult]) -> str:
     return "\n".join(rows)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps pipeline",
-                                description="TFX-style chain ExampleGen -> Statistics -> Validate -> "
-                                            "Train -> Evaluate -> Push, with step caching.")
-    sub = p.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="run the chain from a config file (JSON or YAML)")
-    run.add_argument("--config", required=True, help="pipeline config file")
-    run.add_argument("--force", action="store_true", help="run every step, ignoring the cache")
-    run.add_argument("--pipeline-root", help="override the config's pipeline_root")
-    return p
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-        steps = default_steps(config)
-    except (OSError, ValueError) as err:  # bad input (vtcaps_tf.errors)
-        print(f"vtcaps pipeline: error: {err}", file=sys.stderr)
-        return 2
-    root = args.pipeline_root or config["pipeline_root"]
-    try:
-        results = Pipeline(root, steps, config).run(force=args.force)
-    except (PipelineError, ValueError) as err:
-        print(f"vtcaps pipeline: {err}", file=sys.stderr)
-        return 1
-    print(summary_table(results))
+def evaluation_line(results: list[StepResult]) -> str | None:
+    """Evaluate's accuracy, threshold and blessing in one line; None when it did not run."""
     evaluation = next((r.result for r in results if r.name == "Evaluate"), {})
-    if evaluation:
-        print(f"test accuracy ({evaluation.get('level', 'clip')} level) "
-              f"{100 * evaluation['accuracy']:.2f}% (threshold {100 * evaluation['threshold']:.2f}%): "
-              f"{'blessed' if evaluation['blessed'] else 'not blessed'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())
+    if not evaluation:
+        return None
+    return (f"test accuracy ({evaluation.get('level', 'clip')} level) "
+            f"{100 * evaluation['accuracy']:.2f}% (threshold {100 * evaluation['threshold']:.2f}%): "
+            f"{'blessed' if evaluation['blessed'] else 'not blessed'}")
