@@ -83,9 +83,8 @@ def main(argv=None) -> int:
     gflops = matmul_gflops()
     synth_dir = os.path.join(args.work_dir, "synth")
     if not os.path.exists(os.path.join(synth_dir, "manifest.json")):
-        _quiet(synth.cli_main, ["--output", synth_dir, "--per-class", str(args.per_class),
-                                "--subjects", str(args.subjects), "--frames", str(args.frames),
-                                "--seed", str(args.seed)])
+        synth.generate(synth.SynthConfig(output=synth_dir, per_class=args.per_class,
+                                         subjects=args.subjects, frames=args.frames, seed=args.seed))
     with open(os.path.join(synth_dir, "manifest.json")) as f:
         manifest = json.load(f)
     preset = get_preset(args.preset)

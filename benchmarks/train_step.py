@@ -16,7 +16,7 @@ this tree with TPN-ERM reading every K-th frame of its window (`ModelConfig.tpn_
 
 oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; TensorFlow enables them by default only on CPUs with
 AVX-512/AMX): by default (`--onednn shipped`) each side runs with the settings its own `vtcaps`
-commands use: this tree with `vtcaps_tf.cli.main.TENSORFLOW_DEFAULTS` (oneDNN on), the baseline with
+commands use: this tree with `vtcaps_tf.cli.tensorflow_setup.TENSORFLOW_DEFAULTS` (oneDNN on), the baseline with
 TensorFlow's default, unless TF_ENABLE_ONEDNN_OPTS is set in the environment (then both get it).
 `--onednn 0|1` sets it for both sides, to separate the code's gain from the kernels'.
 """
@@ -111,7 +111,7 @@ def run_side(tree: str, args, jit: bool, baseline: bool = False, tpn_frame_strid
     if args.onednn != "shipped":
         env["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
     elif not baseline:
-        from vtcaps_tf.cli.main import TENSORFLOW_DEFAULTS  # imports no TensorFlow
+        from vtcaps_tf.cli.tensorflow_setup import TENSORFLOW_DEFAULTS  # imports no TensorFlow
 
         for key, value in TENSORFLOW_DEFAULTS.items():
             env.setdefault(key, value)

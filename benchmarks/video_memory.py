@@ -111,7 +111,8 @@ def child(mode: str, video: str, saved_model: str) -> dict:
                 "clips": outcome["clips"], "records": num_outputs - len(tagged),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     from vtcaps_tf.face import FaceAnalyzer
-    from vtcaps_tf.apps.predict import DEFAULT_MAX_FACES, IN_PROCESS_BATCH, InProcessModel, predict_video
+    from vtcaps_tf.apps.options import DEFAULT_MAX_FACES, IN_PROCESS_BATCH
+    from vtcaps_tf.apps.predict import InProcessModel, predict_video
 
     model = InProcessModel(saved_model)
     load_s = time.perf_counter() - start

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The tests run TensorFlow with the settings of the `vtcaps` commands (oneDNN kernels on).
-from vtcaps_tf.cli.main import tensorflow_defaults  # noqa: E402  (imports no TensorFlow)
+from vtcaps_tf.cli.tensorflow_setup import tensorflow_defaults  # noqa: E402  (imports no TensorFlow)
 
 tensorflow_defaults()
 

@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from tests.data.fixtures import synthetic_clip
 from tests.models.helpers import random_inputs
+from vtcaps_tf.cli.main import main as vtcaps
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 from vtcaps_tf.export import saved_model as export
 
 CLASSES = ["anger", "happy", "sad"]
@@ -123,8 +125,9 @@ def test_versions_are_integers_never_overwritten_and_appear_whole(model, exporte
     assert os.path.basename(exported[1]) == "1"
     base = str(tmp_path / "fer")  # a copy: the shared export stays as other tests read it
     shutil.copytree(exported[1], os.path.join(base, "1"))
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError) as caught:
         export.export_model(model, base, version=1)
+    assert isinstance(caught.value, UsageError)  # the version asked for is taken: bad input
 
     # While the SavedModel is being written, no integer version directory exists yet.
     seen = []
@@ -148,11 +151,12 @@ def test_export_cli(model, tmp_path, capsys):
     model_path = str(tmp_path / "model.keras")
     model.save(model_path)
     base = str(tmp_path / "models" / "fer")
-    assert export.cli_main(["--model", model_path, "--base-path", base, "--version", "7"]) == 0
+    assert vtcaps(["export", "--model", model_path, "--base-path", base, "--version", "7"]) == 0
     assert capsys.readouterr().out.strip() == os.path.join(os.path.abspath(base), "7")
-    assert export.cli_main(["--model", model_path, "--base-path", base, "--version", "7"]) == 1
+    # The version asked for exists: bad usage, refused before anything is written.
+    assert vtcaps(["export", "--model", model_path, "--base-path", base, "--version", "7"]) == 2
     assert "never overwritten" in capsys.readouterr().err
-    assert export.cli_main(["--model", model_path, "--base-path", base, "--with-teacher"]) == 0
+    assert vtcaps(["export", "--model", model_path, "--base-path", base, "--with-teacher"]) == 0
     path = capsys.readouterr().out.strip()
     assert path.endswith("8")
     sig = tf.saved_model.load(path).signatures["serving_default"]
@@ -160,9 +164,17 @@ def test_export_cli(model, tmp_path, capsys):
 
 
 def test_export_cli_missing_model(tmp_path, capsys):
-    assert export.cli_main(["--model", str(tmp_path / "none.keras"), "--base-path", str(tmp_path)]) == 2
-    assert "no model file" in capsys.readouterr().err
+    missing = str(tmp_path / "none.keras")
+    assert vtcaps(["export", "--model", missing, "--base-path", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"vtcaps export: error: no model file {missing!r}\n"
     text = tmp_path / "notes.keras"
     text.write_text("not a model")
-    assert export.cli_main(["--model", str(text), "--base-path", str(tmp_path)]) == 2
+    assert vtcaps(["export", "--model", str(text), "--base-path", str(tmp_path)]) == 2
     assert "cannot load" in capsys.readouterr().err
+    # The library's own errors: bad input, and for a missing file still a FileNotFoundError.
+    with pytest.raises(InputNotFoundError) as caught:
+        export.export_trained(missing, str(tmp_path / "served"))
+    assert isinstance(caught.value, FileNotFoundError)
+    with pytest.raises(UsageError, match="cannot load"):
+        export.export_trained(str(text), str(tmp_path / "served"))
+    assert not os.path.exists(tmp_path / "served")  # nothing written for a model that is not there

@@ -78,10 +78,10 @@ def test_card_without_a_run_says_so(model):
 @pytest.mark.slow
 def test_predict_warns_about_a_synthetic_only_model(exported, tmp_path, capsys):
     from tests.face import fixtures as fx
-    from vtcaps_tf.apps.predict import cli_main
+    from vtcaps_tf.cli.predict import main as predict_command
 
     video = fx.write_face_video(str(tmp_path / "v.avi"), n=8)
-    rc = cli_main([video, "--saved-model", exported, "--format", "json", "--quiet"])
+    rc = predict_command([video, "--saved-model", exported, "--format", "json", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 0
     warnings = [line for line in err.splitlines() if "trained only on synthetic faces" in line]

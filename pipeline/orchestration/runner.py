@@ -1,5 +1,5 @@
-"""`vtcaps pipeline run --config FILE`: the TFX-style chain
-ExampleGen -> Statistics -> Validate -> Train -> Evaluate -> Push.
+"""The TFX-style chain ExampleGen -> Statistics -> Validate -> Train -> Evaluate -> Push
+(`vtcaps pipeline run --config FILE`; its flags are in `vtcaps_tf.cli.pipeline`).
 
 Every step writes its artefacts to `<pipeline_root>/<Step>/output/` and a record of the run to
 `<pipeline_root>/<Step>/execution.json`. A step is skipped (cached, as TFX's MLMD cache does) when
@@ -21,6 +21,9 @@ Each config section is the mapping form of an options dataclass (`SECTIONS`: `ex
 `load_config` checks every section against its class before any step runs: an unknown key, a
 value of the wrong type or a missing required key is refused with `section.key` named.
 
+A config that cannot be used, a missing input, or a step that raises UsageError raise UsageError;
+any other step failure, PipelineError.
+
 Config (JSON, or YAML when the file ends in .yaml/.yml):
     {"pipeline_root": "demo_out/pipeline",
      "example_gen": {"source": "synthetic", "input": "demo_out/synth", "preset": "tiny",
@@ -35,7 +38,6 @@ Relative paths are relative to the current directory.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -50,7 +52,7 @@ from vtcaps_tf.config.presets import DEFAULT_PRESET
 from vtcaps_tf.config.options import OptionError, from_mapping, option, to_mapping
 from vtcaps_tf.config.preprocess import PreprocessOptions
 from vtcaps_tf.config.train_options import CrossvalOptions, TrainConfig
-from vtcaps_tf.errors import UsageError
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
@@ -216,7 +218,10 @@ class Pipeline:
         section = self.config.get(step.config_key) or {}
         external = []
         if step.external_inputs is not None:
-            external = [(p, fingerprint_path(p, content=False)) for p in step.external_inputs(section)]
+            for p in step.external_inputs(section):
+                if not os.path.exists(p):
+                    raise InputNotFoundError(f"{step.name}: no such input {p!r}")
+                external.append((p, fingerprint_path(p, content=False)))
         deps = {d: upstream[d]["output_fingerprint"] for d in step.inputs}
         if step.requires_blessing:
             deps[step.requires_blessing] = upstream[step.requires_blessing]["output_fingerprint"]
@@ -267,6 +272,8 @@ class Pipeline:
                 self._write_execution(step.name, {"step": step.name, "status": "failed", "fingerprint": fp,
                                                   "error": f"{type(err).__name__}: {err}",
                                                   "started": started, "seconds": round(seconds, 2)})
+                if isinstance(err, UsageError):  # the step's config or input, not its work
+                    raise UsageError(f"step {step.name}: {err}") from err
                 raise PipelineError(f"step {step.name} failed after {seconds:.1f} s: "
                                     f"{type(err).__name__}: {err}") from err
             seconds = time.monotonic() - start
@@ -505,7 +512,7 @@ def load_config(path: str) -> dict:
     its options (`SECTIONS`) before any step runs. Raises UsageError naming the file and, for a
     refused value, `section.key`."""
     if not os.path.exists(path):
-        raise UsageError(f"no pipeline config at {path!r}")
+        raise InputNotFoundError(f"no pipeline config at {path!r}")
     with open(path) as f:
         if path.endswith((".yaml", ".yml")):
             import yaml  # comes with apache-beam
@@ -554,40 +561,11 @@ def summary_table(results: list[StepResult]) -> str:
     return "\n".join(rows)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps pipeline",
-                                description="TFX-style chain ExampleGen -> Statistics -> Validate -> "
-                                            "Train -> Evaluate -> Push, with step caching.")
-    sub = p.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="run the chain from a config file (JSON or YAML)")
-    run.add_argument("--config", required=True, help="pipeline config file")
-    run.add_argument("--force", action="store_true", help="run every step, ignoring the cache")
-    run.add_argument("--pipeline-root", help="override the config's pipeline_root")
-    return p
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-        steps = default_steps(config)
-    except (OSError, ValueError) as err:  # bad input (vtcaps_tf.errors)
-        print(f"vtcaps pipeline: error: {err}", file=sys.stderr)
-        return 2
-    root = args.pipeline_root or config["pipeline_root"]
-    try:
-        results = Pipeline(root, steps, config).run(force=args.force)
-    except (PipelineError, ValueError) as err:
-        print(f"vtcaps pipeline: {err}", file=sys.stderr)
-        return 1
-    print(summary_table(results))
+def evaluation_line(results: list[StepResult]) -> str | None:
+    """Evaluate's accuracy, threshold and blessing in one line; None when it did not run."""
     evaluation = next((r.result for r in results if r.name == "Evaluate"), {})
-    if evaluation:
-        print(f"test accuracy ({evaluation.get('level', 'clip')} level) "
-              f"{100 * evaluation['accuracy']:.2f}% (threshold {100 * evaluation['threshold']:.2f}%): "
-              f"{'blessed' if evaluation['blessed'] else 'not blessed'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())
+    if not evaluation:
+        return None
+    return (f"test accuracy ({evaluation.get('level', 'clip')} level) "
+            f"{100 * evaluation['accuracy']:.2f}% (threshold {100 * evaluation['threshold']:.2f}%): "
+            f"{'blessed' if evaluation['blessed'] else 'not blessed'}")

@@ -1,4 +1,4 @@
-"""`vtcaps synth`: a synthetic facial-expression video set made from one real face photo.
+"""A synthetic facial-expression video set made from one real face photo (`vtcaps synth`).
 
 MediaPipe finds the photo's 468 mesh points once. Each class moves them by the FACS action units of
 its expression (`synth_au.py`), from neutral to apex along a smoothstep that starts at a per-clip
@@ -6,7 +6,9 @@ onset and reaches the apex after a class-dependent number of frames; a piecewise
 the mesh carries the pixels along (`synth_warp.py`). Subjects are the face under a fixed random
 identity transform (proportions, shear, face shape, colour tint); every clip adds its own head pose,
 slow pose drift, scale, brightness and sensor noise. Output: the `folder` layout
-`DIR/<class>/<subject>_<k>.avi` (MJPG) and `DIR/manifest.json`, deterministic for a seed.
+`DIR/<class>/<subject>_<k>.avi` (MJPG) and `DIR/manifest.json`, deterministic for a seed; the
+manifest records the settings that made the set (`set_settings`), so that `matches` tells whether
+an existing set is the one a config would make.
 
 `--layout ckplus` writes the CK+ layout instead (grey PNG sequences from neutral to the apex frame,
 which ends the sequence as CK+'s peak does, and Emotion/ files), `--layout afew` the AFEW one
@@ -16,7 +18,6 @@ place of contempt): small stand-ins for the real datasets, to try their configs 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -29,6 +30,7 @@ import numpy as np
 
 from vtcaps_pipeline.synth import au as synth_au
 from vtcaps_pipeline.synth.warp import PiecewiseAffineField
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 
 MAX_ONSET = 3  # the expression starts within the first frames, so every clip of a video shows it
 LAYOUTS = ("folder", "ckplus", "afew")
@@ -41,6 +43,10 @@ DEFAULT_FACE = "grace_hopper.jpg (matplotlib sample data)"
 # frames: a worker renders at least this many, so that small sets stay in one process.
 MIN_VIDEOS_PER_WORKER = 24
 SYNTH_CHUNK = 8  # videos per task handed to a worker (the progress line moves by chunks)
+MANIFEST_FILE = "manifest.json"
+# SynthConfig fields that do not change the videos written: where they go, and how many processes
+# render them.
+NOT_SETTINGS = ("output", "workers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,21 +64,22 @@ class SynthConfig:
     workers: int = 0  # rendering processes; 0: one per core, for sets large enough to gain
 
     def __post_init__(self):
+        """Settings no set can be made with raise UsageError."""
         if self.layout not in LAYOUTS:
-            raise ValueError(f"--layout must be one of {LAYOUTS}, got {self.layout!r}")
+            raise UsageError(f"--layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.layout != "folder" and self.tempo_only:
-            raise ValueError("--tempo-only writes the folder layout only")
+            raise UsageError("--tempo-only writes the folder layout only")
         if self.per_class < 1 or self.subjects < 1:
-            raise ValueError("--per-class and --subjects must be at least 1")
+            raise UsageError("--per-class and --subjects must be at least 1")
         if self.size < 48:
-            raise ValueError(f"--size must be at least 48 px (MediaPipe needs a visible face), got {self.size}")
+            raise UsageError(f"--size must be at least 48 px (MediaPipe needs a visible face), got {self.size}")
         if self.fps <= 0:
-            raise ValueError("--fps must be positive")
+            raise UsageError("--fps must be positive")
         if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+            raise UsageError(f"--workers must be >= 0, got {self.workers}")
         need = MAX_ONSET + max(hi for _, hi in self.rise_frames().values()) + 1
         if self.frames < need:
-            raise ValueError(f"--frames must be at least {need} so that every class reaches its apex "
+            raise UsageError(f"--frames must be at least {need} so that every class reaches its apex "
                              f"(onset up to {MAX_ONSET} + the slowest rise), got {self.frames}")
 
     def expressions(self) -> dict[str, tuple[str, ...]]:
@@ -141,9 +148,11 @@ def load_face_image(path: str | None = None) -> np.ndarray:
         import matplotlib.cbook
 
         path = str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    elif not os.path.isfile(path):
+        raise InputNotFoundError(f"no face photo {path!r}")
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"cannot read a face image from {path!r}")
+        raise UsageError(f"cannot read a face image from {path!r}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -156,7 +165,7 @@ def prepare_face(rgb: np.ndarray, size: int) -> BaseFace:
     with FaceMesh(video=False) as mesh:
         points = mesh.detect(rgb)
     if points is None:
-        raise ValueError("MediaPipe finds no face in the face image; use a frontal face photo (--face)")
+        raise UsageError("MediaPipe finds no face in the face image; use a frontal face photo (--face)")
     lo, hi = points.min(0), points.max(0)
     centre = (lo + hi) / 2
     side = 1.9 * float((hi - lo).max())
@@ -361,7 +370,9 @@ def generate(config: SynthConfig, progress=True) -> dict:
     """Write the whole set; returns the manifest (also written to `output/manifest.json`).
 
     The videos are rendered by `worker_count` processes, in chunks; the output does not depend on
-    their number."""
+    their number. The output folder is made first, so that one that cannot be made fails the run
+    before the face is analysed."""
+    os.makedirs(config.output, exist_ok=True)
     base = prepare_face(load_face_image(config.face), config.size)
     subjects = [draw_subject(base, subject_name(i), np.random.default_rng([config.seed, 1, i]))
                 for i in range(config.subjects)]
@@ -400,54 +411,28 @@ def generate(config: SynthConfig, progress=True) -> dict:
     manifest = {"classes": config.classes, "fps": config.fps, "frames": config.frames,
                 "size": config.size, "tempo_only": config.tempo_only, "seed": config.seed,
                 "face": config.face or DEFAULT_FACE, "subjects": [s.name for s in subjects],
-                "layout": config.layout,
+                "layout": config.layout, "settings": set_settings(config),
                 "rise_frames": {k: list(v) for k, v in rises.items()}, "videos": videos}
-    with open(os.path.join(config.output, "manifest.json"), "w") as f:
+    with open(os.path.join(config.output, MANIFEST_FILE), "w") as f:
         json.dump(manifest, f, indent=1)
     return manifest
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vtcaps synth",
-        description="Generate synthetic facial-expression videos (folder layout + manifest.json) by "
-                    "animating a face photo with FACS action units.")
-    d = SynthConfig(output="")
-    p.add_argument("--output", required=True, help="output directory")
-    p.add_argument("--per-class", type=int, default=d.per_class, help="videos per class (default %(default)s)")
-    p.add_argument("--subjects", type=int, default=d.subjects,
-                   help="synthetic subjects; video k of a class belongs to subject k %% K (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
-    p.add_argument("--tempo-only", action="store_true",
-                   help="two classes with the same apex (surprise) reached in 3-5 vs 14-18 frames")
-    p.add_argument("--face", default=None, help="a frontal face photo (default: matplotlib's grace_hopper.jpg)")
-    p.add_argument("--frames", type=int, default=d.frames, help="frames per video (default %(default)s)")
-    p.add_argument("--size", type=int, default=d.size, help="video width = height in px (default %(default)s)")
-    p.add_argument("--fps", type=float, default=d.fps, help="frame rate written to the videos (default %(default)s)")
-    p.add_argument("--layout", choices=LAYOUTS, default=d.layout,
-                   help="folder (default; the `synthetic` source), ckplus (grey PNG sequences ending "
-                        "at the apex, Emotion/ files) or afew (Train_AFEW/Val_AFEW, AFEW's classes)")
-    p.add_argument("--workers", type=int, default=d.workers,
-                   help=f"rendering processes; 0 (default): one per core, each with at least "
-                        f"{MIN_VIDEOS_PER_WORKER} videos")
-    return p
+def set_settings(config: SynthConfig) -> dict:
+    """The settings that decide which videos `generate(config)` writes (all but NOT_SETTINGS)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_SETTINGS}
 
 
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def read_manifest(output: str) -> dict | None:
+    """The manifest of the set in `output`; None where there is none or it is unreadable."""
     try:
-        config = SynthConfig(output=args.output, per_class=args.per_class, subjects=args.subjects,
-                             seed=args.seed, tempo_only=args.tempo_only, face=args.face,
-                             frames=args.frames, size=args.size, fps=args.fps, layout=args.layout,
-                             workers=args.workers)
-        manifest = generate(config)
-    except ValueError as err:
-        print(f"vtcaps synth: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(manifest['videos'])} videos of {len(manifest['classes'])} classes, "
-          f"{len(manifest['subjects'])} subjects to {config.output}")
-    return 0
+        with open(os.path.join(output, MANIFEST_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
-if __name__ == "__main__":
-    sys.exit(cli_main())
+def matches(config: SynthConfig, manifest: dict | None) -> bool:
+    """Whether `manifest` describes the set `generate(config)` would write (a manifest without
+    recorded settings matches nothing)."""
+    return manifest is not None and manifest.get("settings") == set_settings(config)

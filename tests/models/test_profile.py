@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vtcaps_tf.models.profile import PAPER_TABLE3, cli_main, count_flops, format_table
+from vtcaps_tf.cli.profile import main as profile_command
+from vtcaps_tf.models.profile import PAPER_TABLE3, count_flops, format_table
 
 
 def test_count_flops_dense():
@@ -35,7 +36,7 @@ def test_format_table_shows_the_paper():
 def test_cli_json_for_tiny(capsys):
     from vtcaps_tf.models import build_model
 
-    assert cli_main(["--preset", "tiny", "--json"]) == 0
+    assert profile_command(["--preset", "tiny", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["paper_table3"] == PAPER_TABLE3
     assert result["vt3dcapsnet"]["params"] == build_model("tiny").count_params()

@@ -257,7 +257,9 @@ def test_a_wrong_type_or_key_in_train_or_crossval_fails_when_the_config_loads(tm
     with pytest.raises(ValueError) as err:
         runner.load_config(str(path))
     assert str(err.value).startswith(f"{path}: {message}")
-    assert runner.cli_main(["run", "--config", str(path)]) == 2
+    from vtcaps_tf.cli.main import main as vtcaps
+
+    assert vtcaps(["pipeline", "run", "--config", str(path)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "root").exists()  # refused before any step ran
 
@@ -455,18 +457,49 @@ def test_a_wrong_type_or_key_is_refused_naming_it_before_any_step_runs(tmp_path,
 
 
 def test_config_errors(tmp_path, capsys):
+    from vtcaps_tf.cli.main import main as vtcaps
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pipeline_root": "r", "trian": {}}))
-    assert runner.cli_main(["run", "--config", str(bad)]) == 2
+    assert vtcaps(["pipeline", "run", "--config", str(bad)]) == 2
     assert "unknown sections ['trian']" in capsys.readouterr().err
-    assert runner.cli_main(["run", "--config", str(tmp_path / "none.json")]) == 2
+    assert vtcaps(["pipeline", "run", "--config", str(tmp_path / "none.json")]) == 2
+    assert "no pipeline config at" in capsys.readouterr().err
     typo = tmp_path / "typo.json"
     typo.write_text(json.dumps({"pipeline_root": "r", "validate": {"max_dead_letters": 0.1}}))
-    assert runner.cli_main(["run", "--config", str(typo)]) == 2
+    assert vtcaps(["pipeline", "run", "--config", str(typo)]) == 2
     assert "validate: unknown key 'max_dead_letters'" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"pipeline_root": "r",')
+    assert vtcaps(["pipeline", "run", "--config", str(broken)]) == 2
+    assert f"{broken}: not valid JSON" in capsys.readouterr().err
     good = tmp_path / "c.yaml"
     good.write_text("pipeline_root: r\ntrain:\n  epochs: 2\n")
     assert runner.load_config(str(good)) == {"pipeline_root": "r", "train": {"epochs": 2}}
+
+
+def test_bad_input_is_a_usage_error_and_a_failing_step_a_pipeline_error(setup):
+    from vtcaps_tf.errors import UsageError
+
+    config, calls, data = setup
+    # A missing input of the chain: nothing runs.
+    missing = dict(config, gen={"input": str(data) + "-missing"})
+    with pytest.raises(UsageError, match="Gen: no such input .*data-missing"):
+        Pipeline(missing["pipeline_root"], _fake_steps(calls), missing, log=lambda _: None).run()
+    assert calls == []
+    # A step that finds its input unusable: a UsageError naming the step; any other failure of a
+    # step: a PipelineError.
+    for error, raised in [(UsageError("no clip in the data"), UsageError),
+                          (OSError("disk full"), runner.PipelineError)]:
+        steps = _fake_steps(calls)
+
+        def broken(ctx, error=error):
+            raise error
+
+        steps[1] = Step("Train", broken, "train", inputs=("Gen",))
+        with pytest.raises(raised, match=f"step Train.*{error}") as caught:
+            Pipeline(config["pipeline_root"], steps, config, log=lambda _: None).run()
+        assert caught.type is raised and caught.value.__cause__ is error
 
 
 def test_demo_scores_rest_predictions_against_the_manifest():

@@ -88,8 +88,14 @@ def test_field_rejects_wrong_shape():
 
 
 def test_cli_rejects_too_few_frames(tmp_path, capsys):
-    assert synth.cli_main(["--output", str(tmp_path), "--frames", "5"]) == 2
-    assert "--frames must be at least" in capsys.readouterr().err
+    from vtcaps_tf.cli.main import main as vtcaps
+    from vtcaps_tf.errors import UsageError
+
+    assert vtcaps(["synth", "--output", str(tmp_path), "--frames", "5"]) == 2
+    # 20 = an onset of up to 3 frames + sadness's rise of up to 16 frames + the apex frame
+    assert "--frames must be at least 20" in capsys.readouterr().err
+    with pytest.raises(UsageError):  # bad input, raised by the library itself
+        synth.SynthConfig(output=str(tmp_path), frames=5)
 
 
 # ---- the AU model on the real face ----------------------------------------------------------------
@@ -150,6 +156,22 @@ def test_manifest_lists_every_video(generated):
         assert v["apex"] < manifest["frames"]
     video = _read_video(os.path.join(config.output, manifest["videos"][0]["path"]))
     assert video.shape == (20, SIZE, SIZE, 3)
+    # The settings that made the set: the fixture's, and SynthConfig's defaults for the rest.
+    assert manifest["settings"] == {"per_class": 2, "subjects": 2, "seed": 3, "tempo_only": False,
+                                    "face": None, "frames": 20, "size": SIZE, "fps": 25.0,
+                                    "layout": "folder"}
+
+
+def test_a_set_matches_only_the_settings_that_made_it(generated, tmp_path):
+    config, manifest = generated
+    assert synth.matches(config, synth.read_manifest(config.output))
+    # Where the set goes and how many processes render it do not change its videos.
+    assert synth.matches(dataclasses.replace(config, output=str(tmp_path / "elsewhere"), workers=2),
+                         manifest)
+    for change in ({"per_class": 3}, {"subjects": 1}, {"seed": 4}, {"frames": 24}, {"size": 96}):
+        assert not synth.matches(dataclasses.replace(config, **change), manifest), change
+    assert not synth.matches(config, {k: v for k, v in manifest.items() if k != "settings"})
+    assert synth.read_manifest(str(tmp_path)) is None and not synth.matches(config, None)
 
 
 def test_mediapipe_finds_the_face_in_every_frame(generated):

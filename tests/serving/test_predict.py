@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import toy_model
 
-from vtcaps_tf.apps.predict import cli_main
+from vtcaps_tf.cli.main import main as vtcaps
 
 FPS = 10.0
 FRAMES = 10  # two clips of N=4 (the remainder of 2 frames is dropped)
@@ -43,7 +43,7 @@ def videos(tmp_path_factory):
 
 
 def _run(args, capsys):
-    rc = cli_main(args)
+    rc = vtcaps(["predict", *args])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -141,8 +141,25 @@ def test_clear_errors_for_a_bad_model_location(videos, tmp_path, capsys):
     rc, _, err = _run([video, "--server", "http://127.0.0.1:9", "--model-name", "toy"], capsys)
     assert rc == 1 and "cannot use model 'toy'" in err
     with pytest.raises(SystemExit):
-        cli_main([video])  # neither --server nor --saved-model
+        vtcaps(["predict", video])  # neither --server nor --saved-model
     assert os.path.exists(video)
+
+
+def test_the_library_refuses_what_it_cannot_predict(tmp_path):
+    from vtcaps_tf.apps.options import ModelSource, PredictOptions
+    from vtcaps_tf.apps.predict import predict_paths
+    from vtcaps_tf.errors import UsageError
+
+    options = PredictOptions(ModelSource(saved_model=str(tmp_path)))
+    missing = str(tmp_path / "missing.mp4")
+    with pytest.raises(UsageError, match=f"nothing to predict: {missing}: no such file or folder"):
+        predict_paths([missing], options)
+    with pytest.raises(UsageError, match="exactly one of"):
+        ModelSource()
+    with pytest.raises(UsageError, match="batch size must be at least 1"):
+        PredictOptions(ModelSource(server="http://127.0.0.1:9"), batch_size=0)
+    with pytest.raises(UsageError, match=r"\.png"):
+        PredictOptions(ModelSource(server="http://127.0.0.1:9"), plot="timeline.jpg")
 
 
 def test_base_path_with_a_zero_padded_version_folder(toy_base_path, tmp_path):

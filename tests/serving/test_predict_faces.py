@@ -11,7 +11,7 @@ import pytest
 import toy_model
 
 from tests.face import fixtures as fx
-from vtcaps_tf.apps.predict import cli_main
+from vtcaps_tf.cli.main import main as vtcaps
 
 FPS = 10.0
 
@@ -31,7 +31,7 @@ def face():
 
 
 def _run(args, capsys):
-    rc = cli_main(args)
+    rc = vtcaps(["predict", *args])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -185,5 +185,5 @@ def test_annotated_video_shows_boxes_and_no_face(face, toy_base_path, tmp_path, 
     assert near(drawn.frames[18][:40, :120], red).sum() > 30
     assert near(drawn.frames[4][:40, :120], red).sum() < 5
     # --annotate takes exactly one video.
-    with pytest.raises(SystemExit):
-        cli_main([video, video, "--saved-model", toy_base_path, "--annotate", str(out)])
+    assert vtcaps(["predict", video, video, "--saved-model", toy_base_path, "--annotate", str(out)]) == 2
+    assert "annotating needs exactly one video" in capsys.readouterr().err

@@ -122,7 +122,7 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys, mo
 
     from vtcaps_tf.data.features import encode_jpeg
     from vtcaps_tf.data.storage import REQUEST_JPEG_QUALITY
-    from vtcaps_tf.apps.predict import cli_main
+    from vtcaps_tf.cli.predict import main as predict_command
     from vtcaps_tf.apps.predict_models import InProcessModel
 
     model, base = tiny
@@ -134,7 +134,7 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys, mo
     for t in range(2 * n + 3):
         writer.write(np.roll(bgr, (t % 3, (2 * t) % 3), axis=(0, 1)))
     writer.release()
-    rc = cli_main([str(video), "--server", server.rest_url, "--model-name", "vtcaps", "--format", "json"])
+    rc = predict_command([str(video), "--server", server.rest_url, "--model-name", "vtcaps", "--format", "json"])
     remote = json.loads(capsys.readouterr().out)
     assert rc == 0
 
@@ -151,7 +151,7 @@ def test_predict_command_against_served_model(tiny, server, tmp_path, capsys, mo
             landmarks=w.landmarks, offset=w.offset) for w in windows])
 
     monkeypatch.setattr(InProcessModel, "predict_windows", jpeg_round_trip)
-    rc = cli_main([str(video), "--saved-model", os.path.join(base, "1"), "--format", "json"])
+    rc = predict_command([str(video), "--saved-model", os.path.join(base, "1"), "--format", "json"])
     local = json.loads(capsys.readouterr().out)
     assert rc == 0
     (a,), (b,) = remote, local

@@ -12,7 +12,10 @@ import time
 import pytest
 import requests
 
-from vtcaps_tf.serving.server import build_parser, specs_from_args
+from vtcaps_tf.cli.main import main as vtcaps
+from vtcaps_tf.cli.serve import build_parser, server_config
+from vtcaps_tf.errors import UsageError
+from vtcaps_tf.serving.server import ServerConfig, check_config, model_specs
 
 
 def test_tf_serving_flag_spellings_are_accepted():
@@ -21,41 +24,51 @@ def test_tf_serving_flag_spellings_are_accepted():
                                       "--file_system_poll_wait_seconds", "5"])
     assert (args.model_name, args.model_base_path, args.rest_port, args.grpc_port,
             args.poll_wait_seconds) == ("m", "/models/m", 0, 9000, 5.0)
-    (spec,) = specs_from_args(args, build_parser())
+    (spec,) = model_specs(args.model_base_path, args.model_config_file, args.model_name)
     assert spec.name == "m" and spec.base_path == "/models/m"
 
 
 def test_grpc_channel_arguments_must_be_key_value(capsys):
-    from vtcaps_tf.serving.server import cli_main
-
-    with pytest.raises(SystemExit):
-        cli_main(["--model-base-path", "m", "--grpc_channel_arguments", "grpc.keepalive_time_ms"])
+    assert vtcaps(["serve", "--model-base-path", "m", "--grpc_channel_arguments",
+                   "grpc.keepalive_time_ms"]) == 2
     assert "is not key=value" in capsys.readouterr().err
+    args = build_parser().parse_args(["--model-base-path", "m", "--grpc_channel_arguments",
+                                      "grpc.max_connection_age_ms=2000,grpc.lb_policy_name=x"])
+    assert server_config(args).grpc_channel_arguments == (("grpc.max_connection_age_ms", 2000),
+                                                          ("grpc.lb_policy_name", "x"))
 
 
 def test_config_file_poll_flag_needs_a_config_file(capsys):
     args = build_parser().parse_args(["--model_config_file", "m.config",
                                       "--model_config_file_poll_wait_seconds", "30"])
     assert args.config_poll_wait_seconds == 30.0
-    from vtcaps_tf.serving.server import cli_main
+    assert vtcaps(["serve", "--model-base-path", "m", "--model-config-file-poll-wait-seconds", "5"]) == 2
+    assert "needs a model_config_file" in capsys.readouterr().err
 
-    with pytest.raises(SystemExit):
-        cli_main(["--model-base-path", "m", "--model-config-file-poll-wait-seconds", "5"])
-    assert "needs --model-config-file" in capsys.readouterr().err
+
+def test_a_configuration_no_server_can_run_is_refused():
+    for config, words in [(ServerConfig(rest_port=None, grpc_port=None), "nothing to serve"),
+                          (ServerConfig(max_request_bytes=0), "max_request_bytes must be positive"),
+                          (ServerConfig(config_poll_wait_seconds=1.0), "needs a model_config_file")]:
+        with pytest.raises(UsageError, match=words):
+            check_config(config)
+    check_config(ServerConfig(rest_port=None))  # gRPC alone serves
 
 
 def test_defaults_are_tf_serving_ports_and_the_folder_name():
-    parser = build_parser()
-    args = parser.parse_args(["--model-base-path", "saved_models/vtcaps/"])
+    args = build_parser().parse_args(["--model-base-path", "saved_models/vtcaps/"])
     assert (args.rest_port, args.grpc_port, args.poll_wait_seconds) == (8501, 8500, 1.0)
-    assert specs_from_args(args, parser)[0].name == "vtcaps"
+    config = server_config(args)
+    assert (config.rest_port, config.grpc_port) == (8501, 8500)
+    assert model_specs(args.model_base_path)[0].name == "vtcaps"
+    # -1 turns an API off
+    off = server_config(build_parser().parse_args(["--model-base-path", "m", "--rest-port", "-1"]))
+    assert (off.rest_port, off.grpc_port) == (None, 8500)
 
 
 @pytest.mark.parametrize("argv", [[], ["--model-base-path", "a", "--model-config-file", "b"]])
 def test_exactly_one_model_source(argv, capsys):
-    parser = build_parser()
-    with pytest.raises(SystemExit):
-        specs_from_args(parser.parse_args(argv), parser)
+    assert vtcaps(["serve", *argv]) == 2
     assert "exactly one of" in capsys.readouterr().err
 
 

@@ -10,7 +10,8 @@ import pytest
 import toy_model
 
 from tests.face import fixtures as fx
-from vtcaps_tf.apps.stream import FrameReader, cli_main
+from vtcaps_tf.apps.stream import FrameReader
+from vtcaps_tf.cli.stream import main as stream_command
 
 FPS = 10.0
 
@@ -38,7 +39,7 @@ def _summary(err):
 def test_file_source_gives_json_lines_per_face(video, toy_base_path, tmp_path, capsys):
     out = tmp_path / "preds.jsonl"
     annotated = tmp_path / "live.mp4"
-    rc = cli_main([video, "--saved-model", toy_base_path, "--output", str(out), "--annotate", str(annotated)])
+    rc = stream_command([video, "--saved-model", toy_base_path, "--output", str(out), "--annotate", str(annotated)])
     err = capsys.readouterr().err
     assert rc == 0, err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -61,7 +62,7 @@ def test_file_source_gives_json_lines_per_face(video, toy_base_path, tmp_path, c
 
 def test_realtime_file_is_paced_at_its_frame_rate(video, toy_base_path, capsys):
     start = time.perf_counter()
-    rc = cli_main([video, "--saved-model", toy_base_path, "--realtime", "--max-frames", "20"])
+    rc = stream_command([video, "--saved-model", toy_base_path, "--realtime", "--max-frames", "20"])
     elapsed = time.perf_counter() - start
     captured = capsys.readouterr()
     assert rc == 0

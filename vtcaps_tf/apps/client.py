@@ -9,6 +9,8 @@ import urllib.parse
 
 import numpy as np
 
+from vtcaps_tf.errors import UsageError
+
 
 class ServingClientError(RuntimeError):
     """The server answered with an error (or could not be reached: status 0)."""
@@ -52,10 +54,14 @@ class ServingClient:
                  label: str | None = None, timeout: float = 300.0):
         url = urllib.parse.urlsplit(server if "://" in server else f"http://{server}")
         if url.scheme != "http":
-            raise ValueError(f"only http:// servers are supported, got {server!r}")
+            raise UsageError(f"only http:// servers are supported, got {server!r}")
         if not url.hostname:
-            raise ValueError(f"no host in server address {server!r}")
-        self.host, self.port = url.hostname, url.port or 80
+            raise UsageError(f"no host in server address {server!r}")
+        try:
+            port = url.port
+        except ValueError:  # a port that is not a number from 0 to 65535
+            raise UsageError(f"no valid port in server address {server!r}") from None
+        self.host, self.port = url.hostname, port or 80
         self.model_name = model_name
         self.timeout = timeout
         self.base = f"/v1/models/{urllib.parse.quote(model_name, safe='')}"

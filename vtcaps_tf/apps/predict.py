@@ -1,7 +1,4 @@
-"""`vtcaps predict`: which emotion each face of a video (or photo) shows, clip by clip.
-
-    vtcaps predict clip.avi videos/ --server http://localhost:8501 --model-name vtcaps
-    vtcaps predict clip.mp4 group.jpg --saved-model saved_models/vtcaps --format json --plot timeline.png
+"""Which emotion each face of a video (or photo) shows, clip by clip (`vtcaps predict`).
 
 A video is read one frame at a time (`vtcaps_tf.face.video.open_frames`): every face in a frame is
 found, followed from frame to frame by box overlap, aligned and cropped, and the frame let go; each
@@ -10,32 +7,28 @@ the model's serving signature) as they complete, and each clip goes to the model
 process) in batches. Memory does not grow with the video's length. A clip where most frames lack
 the face is `no_face` and gets no emotion. A photo is a static clip per face.
 
-Here: the predict loop and the command. The videos and photos to read are listed by
-`predict_inputs`, the model is called through `predict_models`, and the results are written by
-`predict_report`.
+Here: the predict loop and its entry point, `predict_paths` (`vtcaps_tf.cli.predict` holds the
+command's flags). The videos and photos to read are listed by `predict_inputs`, the model is
+called through `predict_models`, the results are written by `predict_report`, and the options are
+`options.PredictOptions`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
+from typing import Callable
 
 import numpy as np
 
+from vtcaps_tf.apps.options import PredictOptions
 from vtcaps_tf.apps.predict_inputs import find_videos, is_photo
 from vtcaps_tf.apps.predict_models import (  # noqa: F401 - the command's public names
-    SIGNATURE, ClipShape, InProcessModel, RestModel, clip_shape_from_inputs)
+    SIGNATURE, ClipShape, InProcessModel, RestModel, clip_shape_from_inputs, open_model)
 from vtcaps_tf.apps.predict_report import (  # noqa: F401
     FORMATS, MAX_PLOT_PANELS, NO_FACE, OK, ClipPrediction, VideoPrediction, format_csv, format_json,
     format_table, plot_timelines)
-
-FACES = ("all", "largest")
-DEFAULT_MAX_FACES = 4  # faces looked for in one frame
-# Clips per model call. In process, the model's activations dominate peak memory (small preset,
-# measured: 1.39 GB resident at 1 clip a call, 1.65 GB at 4) and a larger batch is not faster on
-# a CPU; over REST the server does that work and fewer, larger requests save round trips.
-IN_PROCESS_BATCH, REST_BATCH = 1, 4
+from vtcaps_tf.errors import UsageError
 
 
 class ClipBatcher:
@@ -169,111 +162,61 @@ def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int
             for face, k in enumerate(order)]
 
 
-# ---------------------------------------------------------------------------------------------
-# command line
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="vtcaps predict",
-        description="Say which emotion each face of each video or photo shows, with a per-clip timeline.")
-    p.add_argument("paths", nargs="+", metavar="VIDEO_OR_DIR",
-                   help="video files, photos, frame folders, or folders searched for videos")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--server", help="REST address of TF Serving or `vtcaps serve`, e.g. http://localhost:8501")
-    where.add_argument("--saved-model", help="SavedModel folder (a version, or a base path: its newest)")
-    p.add_argument("--model-name", default="vtcaps", help="served model name (default: vtcaps)")
-    p.add_argument("--model-version", type=int, default=None, help="served version (default: newest)")
-    p.add_argument("--format", choices=sorted(FORMATS), default="table", help="output format (default: table)")
-    p.add_argument("--output", help="write the results to this file instead of stdout")
-    p.add_argument("--plot", help="PNG file for the per-clip probabilities over time")
-    p.add_argument("--faces", choices=FACES, default="all",
-                   help="every face (each its own timeline), or the largest of each frame (default: all)")
-    p.add_argument("--max-faces", type=int, default=DEFAULT_MAX_FACES,
-                   help=f"faces looked for in one frame (default {DEFAULT_MAX_FACES})")
-    p.add_argument("--max-frames", type=int, default=None,
-                   help="refuse videos longer than this many frames, with an error (default: no limit)")
-    p.add_argument("--annotate", metavar="OUT.mp4",
-                   help="write the video with each face's box, emotion and probability bar (one video only)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"clips per model call (default {REST_BATCH} over REST, {IN_PROCESS_BATCH} in process)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    return p
+def predict_paths(paths: list[str], options: PredictOptions, say: Callable[[str], None] | None = None,
+                  warn: Callable[[str], None] = _to_stderr) -> list[VideoPrediction]:
+    """Every video, frame folder and photo named or found under `paths` -> one `VideoPrediction`
+    per face (or per path that gave none, with its error), in order.
 
-
-def cli_main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    if args.max_faces < 1:
-        parser.error("--max-faces must be at least 1")
-    if args.max_frames is not None and args.max_frames < 1:
-        parser.error("--max-frames must be at least 1")
-    if args.plot and not args.plot.lower().endswith(".png"):
-        parser.error("--plot needs a .png file name")
-
-    def say(text):
-        if not args.quiet:
-            print(text, file=sys.stderr, flush=True)
-
-    videos, results = find_videos(args.paths)
+    `say` gets the progress lines (None: none), `warn` the model card's warning about a model
+    trained on synthetic faces only. Raises UsageError when the paths hold nothing to predict or
+    the model named is missing or unusable; a server that does not answer raises
+    ServingClientError. One video that fails is its own error result, never raised."""
+    say = say or (lambda text: None)
+    videos, results = find_videos(paths)
+    if not videos:
+        raise UsageError("nothing to predict: " + "; ".join(f"{r.video}: {r.error}" for r in results))
     for r in results:
         say(f"{r.video}: {r.error}")
-    if not videos:
-        print("vtcaps predict: nothing to predict", file=sys.stderr)
-        return 2  # bad input (vtcaps_tf.errors)
-    if args.annotate and (len(videos) != 1 or is_photo(videos[0])):
-        parser.error("--annotate needs exactly one video")
-    try:
-        if args.server:
-            from vtcaps_tf.apps.client import ServingClientError
-
-            try:
-                model = RestModel(args.server, args.model_name, args.model_version)
-            except ServingClientError as err:
-                print(f"vtcaps predict: cannot use model {args.model_name!r} at {args.server}: "
-                      f"{err.message}", file=sys.stderr)
-                return 1
-        else:
-            model = InProcessModel(args.saved_model)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"vtcaps predict: {err}", file=sys.stderr)
-        return 2  # the model named is missing or unusable (vtcaps_tf.errors)
-    batch_size = args.batch_size or (REST_BATCH if args.server else IN_PROCESS_BATCH)
+    if options.annotate and (len(videos) != 1 or is_photo(videos[0])):
+        raise UsageError(f"annotating needs exactly one video, got {len(videos)} videos and photos")
+    model = open_model(options.model)
     s = model.shape
     say(f"model: {model.describe()} (clips of {s.clip_frames} frames, TPN window {s.long_frames}, "
         f"{s.image_size}px crops)")
     from vtcaps_tf.export.model_card import describe, synthetic_warning
 
-    if model.card is not None or not args.server:
+    if model.card is not None or not options.model.server:
         say(f"model card: {describe(model.card)}")
     warning = synthetic_warning(model.card)
     if warning:
-        print(warning, file=sys.stderr, flush=True)  # even with --quiet
+        warn(warning)
 
     from vtcaps_tf.face import FaceAnalyzer
 
-    # --faces largest still looks for --max-faces faces: MediaPipe's first face is not the largest.
-    analyzer = FaceAnalyzer(crop_size=s.image_size, video=True, max_num_faces=args.max_faces)
+    # faces="largest" still looks for max_faces faces: MediaPipe's first face is not the largest.
+    analyzer = FaceAnalyzer(crop_size=s.image_size, video=True, max_num_faces=options.max_faces)
     photo_analyzer = None
     try:
         for i, path in enumerate(videos, 1):
             if photo_analyzer is None and is_photo(path):
                 photo_analyzer = FaceAnalyzer(crop_size=s.image_size, video=False,
-                                              max_num_faces=args.max_faces)
-            got = {} if args.annotate else None
+                                              max_num_faces=options.max_faces)
+            got = {} if options.annotate else None
             try:
-                found = predict_video(path, model, analyzer, batch_size, args.faces,
-                                      args.max_frames, photo_analyzer, timelines_out=got)
+                found = predict_video(path, model, analyzer, options.batch, options.faces,
+                                      options.max_frames, photo_analyzer, timelines_out=got)
             except Exception as err:  # noqa: BLE001 - one bad video must not stop the others
                 found = [VideoPrediction(path, error=f"{type(err).__name__}: {err}")]
             if got and "timelines" in got:
                 from vtcaps_tf.apps.annotate import annotate_video
 
-                written = annotate_video(path, args.annotate, found, got["timelines"], s.clip_frames,
-                                         args.max_frames)
-                say(f"wrote {args.annotate} ({written} frames)")
+                written = annotate_video(path, options.annotate, found, got["timelines"], s.clip_frames,
+                                         options.max_frames)
+                say(f"wrote {options.annotate} ({written} frames)")
             results += found
             for r in found:
                 if r.ok:
@@ -288,20 +231,24 @@ def cli_main(argv=None) -> int:
         analyzer.close()
         if photo_analyzer is not None:
             photo_analyzer.close()
+    return results
 
-    text = FORMATS[args.format](results)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as f:
+
+def write_results(results: list[VideoPrediction], options: PredictOptions,
+                  say: Callable[[str], None] | None = None) -> None:
+    """The results in `options.format` to `options.output` (None: stdout), and the timeline plot
+    to `options.plot` when set; `say` gets a line per file written."""
+    say = say or (lambda text: None)
+    text = FORMATS[options.format](results)
+    if options.output:
+        with open(options.output, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        say(f"wrote {args.output}")
+        say(f"wrote {options.output}")
     else:
         sys.stdout.write(text)
-    predicted = sum(r.ok for r in results)
-    if args.plot:
-        panels = plot_timelines(results, args.plot)
+    if options.plot:
+        predicted = sum(r.ok for r in results)
+        panels = plot_timelines(results, options.plot)
         if panels:
-            say(f"wrote {args.plot}" + (f" (the first {panels} of {predicted} faces)"
-                                        if panels < predicted else ""))
-    say(f"{predicted} of {len(results)} faces and videos predicted")
-    return 0 if predicted else 1
-
+            say(f"wrote {options.plot}" + (f" (the first {panels} of {predicted} faces)"
+                                           if panels < predicted else ""))

@@ -19,7 +19,9 @@ import os
 
 import numpy as np
 
+from vtcaps_tf.apps.options import ModelSource
 from vtcaps_tf.data.contract import InputContract
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 
 SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "serve_examples"
@@ -32,10 +34,11 @@ ClipShape = InputContract
 
 def clip_shape_from_inputs(inputs: dict) -> InputContract:
     """{name: shape tuple} of serving_default's inputs -> the contract (N, M, S; static shapes).
-    Without `long_frames` (a teacher-free export) M is N."""
+    Without `long_frames` (a teacher-free export) M is N. A signature no clip fits raises
+    UsageError (the model is unusable here)."""
     missing = {"frames", "landmarks"} - set(inputs)
     if missing:
-        raise ValueError(f"the model's {SIGNATURE} signature lacks inputs {sorted(missing)}; "
+        raise UsageError(f"the model's {SIGNATURE} signature lacks inputs {sorted(missing)}; "
                          f"it has {sorted(inputs)} (an export older than schema version 2 takes "
                          "au_map: export the model again with this version of vtcaps)")
     for name in ("frames", "long_frames"):
@@ -43,11 +46,11 @@ def clip_shape_from_inputs(inputs: dict) -> InputContract:
         if name not in inputs:
             continue
         if shape is None or len(shape) != 5 or None in shape[1:]:
-            raise ValueError(f"input {name!r} needs a static shape [-1, T, S, S, 3], got {shape}")
+            raise UsageError(f"input {name!r} needs a static shape [-1, T, S, S, 3], got {shape}")
     frames = inputs["frames"]
     long_frames = inputs.get("long_frames", frames)
     if frames[2] != frames[3] or frames[2:] != long_frames[2:]:
-        raise ValueError(f"frames {frames} and long_frames {long_frames} disagree on the crop size")
+        raise UsageError(f"frames {frames} and long_frames {long_frames} disagree on the crop size")
     return InputContract(frames[1], long_frames[1], frames[2])
 
 
@@ -63,12 +66,12 @@ class InProcessModel:
         from vtcaps_tf.export.versions import SAVED_MODEL_FILES, version_dirs
 
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"no SavedModel folder {path!r}")
+            raise InputNotFoundError(f"no SavedModel folder {path!r}")
         if not any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
             folders = version_dirs(path)
             if not folders:
-                raise FileNotFoundError(f"{path!r} is neither a SavedModel nor a base path with "
-                                        "integer version folders")
+                raise UsageError(f"{path!r} is neither a SavedModel nor a base path with "
+                                 "integer version folders")
             path = os.path.join(path, folders[max(folders)])  # the folder's own name: 00000123 stays
         from vtcaps_tf.export.model_card import read_model_card
 
@@ -133,3 +136,17 @@ class RestModel:
 
     def describe(self) -> str:
         return self.client.url
+
+
+def open_model(source: ModelSource) -> InProcessModel | RestModel:
+    """The model `source` names, ready for clips. A missing or unusable model raises UsageError; a
+    server that does not answer raises ServingClientError, naming the model and the server."""
+    if not source.server:
+        return InProcessModel(source.saved_model)
+    from vtcaps_tf.apps.client import ServingClientError
+
+    try:
+        return RestModel(source.server, source.name, source.version)
+    except ServingClientError as err:
+        raise ServingClientError(err.status, f"cannot use model {source.name!r} at {source.server}: "
+                                             f"{err.message}") from None

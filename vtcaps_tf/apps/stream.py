@@ -1,36 +1,35 @@
-"""`vtcaps stream SOURCE`: emotions of every face in a live stream, as they come.
+"""Emotions of every face in a live stream, as they come (`vtcaps stream`; its flags are in
+`vtcaps_tf.cli.stream`, its options `options.StreamOptions`, its entry point `stream_faces`).
 
-    vtcaps stream 0 --saved-model saved_models/vtcaps                 # camera 0
-    vtcaps stream rtsp://camera.local/live --server http://localhost:8501
-    vtcaps stream talk.mp4 --saved-model saved_models/vtcaps --realtime --output preds.jsonl
-
-SOURCE is a camera index, a video file or a URL OpenCV can open (RTSP, HTTP). A reader thread
+The source is a camera index, a video file or a URL OpenCV can open (RTSP, HTTP). A reader thread
 takes frames from it; the main thread finds and tracks the faces (as `vtcaps predict` does) and
-keeps each face's last M aligned crops. Every `--every` frames, each face whose window is full is
+keeps each face's last M aligned crops. Every `every` frames, each face whose window is full is
 asked about: the model sees the window laid out as in training (the N-frame clip centred in the
 M-frame TPN window), so a prediction describes the clip that ends (M - N) / 2 frames before the
 newest frame. One JSON line per (window, face) is printed as it comes, with `latency_ms`: from
 reading the window's newest frame to having its prediction.
 
-A camera or URL, or a file with `--realtime` (paced at its own frame rate), never waits: when the
-analysis falls behind, the reader drops the oldest waiting frame and counts it; the summary line
-at the end says how many were dropped. A file without `--realtime` is read as fast as it is
-analysed, every frame.
+A camera or URL, or a file with `realtime` (paced at its own frame rate), never waits: when the
+analysis falls behind, the reader drops the oldest waiting frame and counts it; the summary says
+how many were dropped. A file without `realtime` is read as fast as it is analysed, every frame.
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
+import os
 import queue
 import sys
 import threading
 import time
+from typing import Callable, TextIO
 
 import numpy as np
 
+from vtcaps_tf.apps.options import StreamOptions
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 from vtcaps_tf.face.streaming import BRIDGE_SECONDS, MIN_FACE_FRACTION, TRACK_LOST_SECONDS
 from vtcaps_tf.face.tracking import FaceTracker, box_area, landmark_box
 
@@ -166,83 +165,70 @@ class LiveFaces:
         return w.box if w is not None and t - w.seen_at <= self.bridge else None
 
 
-def open_capture(source: str):
-    """A camera index ("0"), a file or a URL -> (cv2.VideoCapture, fps, is_live)."""
-    import os
+def is_live(source: str) -> bool:
+    """A camera index or a URL: read as it comes, never waited for."""
+    return source.isdigit() or "://" in source
 
+
+def check_source(source: str) -> None:
+    """Raise InputNotFoundError for a file source that does not exist (before a model loads)."""
+    if not is_live(source) and not os.path.exists(source):
+        raise InputNotFoundError(f"no such file {source!r} (a camera is a number, a stream a URL)")
+
+
+def open_capture(source: str):
+    """A camera index ("0"), a file or a URL -> (cv2.VideoCapture, fps, is_live). A file OpenCV
+    cannot open raises UsageError; a camera or URL that does not open, OSError."""
     import cv2
 
-    live = source.isdigit() or "://" in source
-    if not live and not os.path.exists(source):
-        raise OSError(f"no such file {source!r} (a camera is a number, a stream a URL)")
+    check_source(source)
+    live = is_live(source)
     cap = cv2.VideoCapture(int(source) if source.isdigit() else source)
     if not cap.isOpened():
         cap.release()
-        raise OSError(f"OpenCV cannot open {source!r}")
+        if live:
+            raise OSError(f"OpenCV cannot open {source!r}")
+        raise UsageError(f"OpenCV cannot open {source!r} as a video")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     return cap, (fps if 0.0 < fps < 1000.0 else DEFAULT_FPS), live
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps stream", description=(
-        "Emotions of every face in a camera, a video file or a stream URL, printed as JSON lines "
-        "as they come, with the latency from a window's newest frame to its prediction."))
-    p.add_argument("source", help="camera index (0, 1, ...), video file, or URL (rtsp://, http://)")
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--server", help="REST address of TF Serving or `vtcaps serve`")
-    where.add_argument("--saved-model", help="SavedModel folder (a version, or a base path: its newest)")
-    p.add_argument("--model-name", default="vtcaps", help="served model name (default: vtcaps)")
-    p.add_argument("--model-version", type=int, default=None)
-    p.add_argument("--every", type=int, default=None,
-                   help="frames between two predictions of a face (default: the clip length N)")
-    p.add_argument("--realtime", action="store_true",
-                   help="play a file at its own frame rate, dropping frames when behind")
-    p.add_argument("--faces", choices=("all", "largest"), default="all")
-    p.add_argument("--max-faces", type=int, default=4, help="faces looked for per frame (default 4)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--output", help="write the JSON lines to this file instead of stdout")
-    p.add_argument("--annotate", metavar="OUT.mp4", help="also write the analysed frames, annotated")
-    p.add_argument("-q", "--quiet", action="store_true", help="no summary lines on stderr")
-    return p
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
-def cli_main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.every is not None and args.every < 1:
-        parser.error("--every must be at least 1")
+def stream_faces(options: StreamOptions, out: TextIO, say: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] = _to_stderr) -> dict:
+    """Read `options.source`, write one JSON line per (window, face) to `out` as it comes, and
+    return the summary: frames read, analysed and dropped, predictions, latencies, and whether
+    Ctrl-C ended the stream (`interrupted`; the stream stops cleanly first).
 
-    def say(text):
-        if not args.quiet:
-            print(text, file=sys.stderr, flush=True)
+    `say` gets the start line (None: nothing), `warn` the model card's warning about a model
+    trained on synthetic faces only. A missing source or model raises UsageError; a server that
+    does not answer, ServingClientError."""
+    from vtcaps_tf.apps.predict_models import open_model
 
-    from vtcaps_tf.apps.predict_models import InProcessModel, RestModel
-
-    try:
-        model = (RestModel(args.server, args.model_name, args.model_version) if args.server
-                 else InProcessModel(args.saved_model))
-        cap, fps, live = open_capture(args.source)
-    except Exception as err:  # noqa: BLE001 - any failure to start is one clear line
-        print(f"vtcaps stream: {getattr(err, 'message', None) or err}", file=sys.stderr)
-        return 2  # the model or source named is missing or unusable (vtcaps_tf.errors)
-    from vtcaps_tf.face import FaceAnalyzer
+    say = say or (lambda text: None)
+    check_source(options.source)
+    model = open_model(options.model)
+    cap, fps, live = open_capture(options.source)
     from vtcaps_tf.export.model_card import describe, synthetic_warning
+    from vtcaps_tf.face import FaceAnalyzer
 
     s = model.shape
-    every = args.every or s.clip_frames
-    say(f"model: {model.describe()} ({describe(model.card)}); source {args.source} at {fps:g} fps; "
+    every = options.every or s.clip_frames
+    say(f"model: {model.describe()} ({describe(model.card)}); source {options.source} at {fps:g} fps; "
         f"windows of {s.long_frames} frames, a prediction every {every}")
     warning = synthetic_warning(model.card)
     if warning:
-        print(warning, file=sys.stderr, flush=True)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    reader = FrameReader(cap, drop=live or args.realtime, pace_fps=fps if args.realtime and not live else None,
-                         max_frames=args.max_frames)
+        warn(warning)
+    reader = FrameReader(cap, drop=live or options.realtime,
+                         pace_fps=fps if options.realtime and not live else None,
+                         max_frames=options.max_frames)
     writer = None
-    latencies, classes, processed = [], None, 0
-    analyzer = FaceAnalyzer(s.image_size, video=True,
-                            max_num_faces=args.max_faces)
-    live_faces = LiveFaces(analyzer, fps, s.clip_frames, s.long_frames, every, args.faces)
+    latencies, classes, processed, interrupted = [], None, 0, False
+    analyzer = FaceAnalyzer(s.image_size, video=True, max_num_faces=options.max_faces)
+    live_faces = LiveFaces(analyzer, fps, s.clip_frames, s.long_frames, every, options.faces)
     reader.start()
     try:
         while True:
@@ -276,25 +262,21 @@ def cli_main(argv=None) -> int:
                 live_faces.windows[i].last = record
                 out.write(json.dumps(record) + "\n")
                 out.flush()
-            if args.annotate:
-                writer = _annotate(writer, args.annotate, frame, fps, t, live_faces)
+            if options.annotate:
+                writer = _annotate(writer, options.annotate, frame, fps, t, live_faces)
     except KeyboardInterrupt:
-        say("stopped")
+        interrupted = True
     finally:
         reader.stop()
         analyzer.close()
         if writer is not None:
             writer.release()
-        if out is not sys.stdout:
-            out.close()
     lat = np.array(latencies) if latencies else np.array([np.nan])
-    summary = {"frames_read": reader.read, "frames_analysed": processed, "frames_dropped": reader.dropped,
-               "predictions": len(latencies), "latency_ms_mean": round(float(np.mean(lat)), 1),
-               "latency_ms_p50": round(float(np.median(lat)), 1),
-               "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
-               "latency_ms_max": round(float(np.max(lat)), 1)}
-    say("summary: " + json.dumps(summary))
-    return 0 if processed else 1
+    return {"frames_read": reader.read, "frames_analysed": processed, "frames_dropped": reader.dropped,
+            "predictions": len(latencies), "latency_ms_mean": round(float(np.mean(lat)), 1),
+            "latency_ms_p50": round(float(np.median(lat)), 1),
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
+            "latency_ms_max": round(float(np.max(lat)), 1), "interrupted": interrupted}
 
 
 def _annotate(writer, path: str, frame: np.ndarray, fps: float, t: int, live_faces: LiveFaces):

@@ -47,4 +47,3 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-cli_main = main  # the name vtcaps_tf.cli.main calls

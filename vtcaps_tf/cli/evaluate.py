@@ -34,4 +34,3 @@ def main(argv: list[str]) -> int:
     return EXIT_OK
 
 
-cli_main = main  # what vtcaps_tf.cli.main runs

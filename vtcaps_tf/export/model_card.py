@@ -12,6 +12,8 @@ import datetime
 import json
 import os
 
+from vtcaps_tf.errors import UsageError
+
 CARD_FILE = "model_card.json"
 CARD_VERSION = 1
 SYNTHETIC_SOURCE = "synthetic"
@@ -77,7 +79,7 @@ def build_model_card(model, model_path: str | None = None, evaluation: str | Non
     if evaluation:
         report = _read_json(evaluation)
         if report is None:
-            raise ValueError(f"cannot read the evaluation report {evaluation!r}")
+            raise UsageError(f"cannot read the evaluation report {evaluation!r}")
         card["evaluation"] = _evaluation_summary(report, evaluation)
     return card
 

@@ -27,17 +27,20 @@ renamed into place in one step, so a polling server never sees half a model.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import sys
 import uuid
 
 import tensorflow as tf
 
+from vtcaps_tf.errors import UsageError
 from vtcaps_tf.export.versions import version_dirs
 
 OUTPUT_NAMES = ("probabilities", "capsule_lengths", "tpn_probabilities")
+
+
+class VersionExistsError(UsageError, FileExistsError):
+    """The version asked for exists already: versions are never overwritten (exit status 2)."""
 
 
 def existing_versions(base_path: str) -> list[int]:
@@ -96,7 +99,7 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     if os.path.isdir(path) and not os.listdir(path):
         os.rmdir(path)  # an empty directory prepared by the caller (a TFX Trainer does this)
     if os.path.exists(path):
-        raise FileExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
+        raise VersionExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
     parent, name = os.path.split(path)
     os.makedirs(parent, exist_ok=True)
     serve, serve_examples = serving_fns(model, with_teacher)
@@ -127,17 +130,17 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
 
     with_teacher=True also serves TPN-ERM's `tpn_probabilities` (and takes `long_frames`).
     version=None takes one more than the highest existing version (1 for a new base path).
-    Raises FileExistsError when the version exists already.
+    Raises VersionExistsError (a FileExistsError) when the version exists already.
     """
     base_path = os.path.abspath(base_path)
     os.makedirs(base_path, exist_ok=True)
     if version is None:
         version = (existing_versions(base_path) or [0])[-1] + 1
     if int(version) < 1:
-        raise ValueError(f"version must be a positive integer, got {version}")
+        raise UsageError(f"version must be a positive integer, got {version}")
     target = os.path.join(base_path, str(int(version)))
     if os.path.exists(target):
-        raise FileExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
+        raise VersionExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
 
     save_serving_model(model, target, card, with_teacher)
     return target
@@ -147,42 +150,13 @@ def export_trained(model_path: str, base_path: str, version: int | None = None,
                    evaluation: str | None = None, with_teacher: bool = False) -> str:
     """`vtcaps export` as a function: load the trained `.keras` model, build its model card (with
     the `evaluation` report, default eval/report.json beside the model) and export it (with
-    TPN-ERM's head when `with_teacher`); returns the version directory written."""
+    TPN-ERM's head when `with_teacher`); returns the version directory written.
+
+    Raises UsageError when the model file is missing or not a model of `vtcaps train`, the
+    evaluation report is unreadable, or the version exists."""
     from vtcaps_tf.export.model_card import build_model_card
     from vtcaps_tf.models import load_trained_model
 
     model = load_trained_model(model_path)
     card = build_model_card(model, model_path, evaluation)
     return export_model(model, base_path, version, card, with_teacher)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from vtcaps_tf.config import flags as cli_parsers
-
-    return cli_parsers.export_parser()  # defined without TensorFlow, for a fast `--help`
-
-
-def cli_main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from vtcaps_tf.models import load_trained_model
-
-    try:
-        model = load_trained_model(args.model)
-    except (OSError, ValueError) as err:
-        print(f"vtcaps export: {err}", file=sys.stderr)
-        return 2
-    from vtcaps_tf.export.model_card import build_model_card, describe
-
-    try:
-        card = build_model_card(model, args.model, args.evaluation)
-        path = export_model(model, args.base_path, args.version, card, args.with_teacher)
-    except (FileExistsError, ValueError) as err:
-        print(f"vtcaps export: {err}", file=sys.stderr)
-        return 1
-    print(f"model card: {describe(card)}", file=sys.stderr)
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

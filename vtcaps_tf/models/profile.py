@@ -1,4 +1,4 @@
-"""`vtcaps profile --preset NAME [--json]`: parameters and FLOPs per clip, next to the paper.
+"""Parameters and FLOPs per clip of a preset, next to the paper (`vtcaps profile`).
 
 FLOPs are counted by TensorFlow's profiler on the frozen inference graph of one clip (batch 1):
 every multiply and every add counts as one floating-point operation, so a multiply-accumulate is 2.
@@ -8,7 +8,6 @@ Both the 3D-CapsNet alone (what the paper's Table 3 reports) and the full VT-3DC
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 
 PAPER_TABLE3 = {"params_m": 6.40, "gflops": 445.38}  # 3D-CapsNet, paper Table 3
@@ -77,16 +76,3 @@ def format_table(result: dict) -> str:
             f"{result['clip_frames']} frames (TPN {result['long_frames']}), "
             f"{result['image_size']}x{result['image_size']}; FLOPs count multiply and add separately")
     return head + "\n" + "\n".join(lines)
-
-
-def cli_main(argv=None) -> int:
-    from vtcaps_tf.config import flags as cli_parsers
-
-    args = cli_parsers.profile_parser().parse_args(argv)
-    result = profile_preset(args.preset)
-    print(json.dumps(result) if args.json else format_table(result))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

@@ -38,6 +38,7 @@ from vtcaps_tf.layers.capsules import DigitCaps, PrimaryCaps, ReconstructionDeco
 from vtcaps_tf.layers.temporal_pyramid import TemporalPyramid
 from vtcaps_tf.models.backbone import build_backbone, stage_channels
 from vtcaps_tf.config.presets import ModelConfig, get_preset
+from vtcaps_tf.errors import InputNotFoundError, UsageError
 
 
 def _as_config(config) -> ModelConfig:
@@ -309,15 +310,15 @@ def build_model(config_or_preset_name="tiny", class_names=None, **overrides) -> 
 def load_trained_model(path: str) -> VT3DCapsNet:
     """The model a `vtcaps train` run saved (`RUN_DIR/model.keras`), uncompiled.
 
-    Raises FileNotFoundError when there is no such file and ValueError, naming the file, when it
-    is not a `.keras` archive of a VT3DCapsNet.
+    Bad input, naming the file: InputNotFoundError (a FileNotFoundError) when there is no such
+    file, UsageError (a ValueError) when it is not a `.keras` archive of a VT3DCapsNet.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file {path!r}")
+        raise InputNotFoundError(f"no model file {path!r}")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises ValueError, OSError or zipfile errors by file kind
-        raise ValueError(f"cannot load {path!r} as a .keras model: {err}") from err
+        raise UsageError(f"cannot load {path!r} as a .keras model: {err}") from err
     if not isinstance(model, VT3DCapsNet):
-        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a model of `vtcaps train`")
+        raise UsageError(f"{path!r} holds a {type(model).__name__}, not a model of `vtcaps train`")
     return model

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 
+from vtcaps_tf.errors import UsageError
 from vtcaps_tf.serving.errors import ServingError
 from vtcaps_tf.serving.servables import ModelSpec, VersionPolicy
 
 log = logging.getLogger(__name__)
 
 
-class ConfigFileError(ValueError):
-    """The model config file cannot be used."""
+class ConfigFileError(UsageError):
+    """The model config file cannot be used (bad input: exit status 2)."""
 
 
 def specs_from_proto(config) -> list[ModelSpec]:

@@ -24,7 +24,6 @@ from vtcaps_tf.serving.servables import ModelManager
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 # Bodies over the limit are read and thrown away (in chunks, never held) up to this size, so that
 # the client sees the 413 instead of a reset connection; beyond it the connection is just closed.
 _DRAIN_LIMIT = 1 << 30
@@ -129,7 +128,7 @@ class RestServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, manager: ModelManager, max_request_bytes=DEFAULT_MAX_REQUEST_BYTES):
+    def __init__(self, address, manager: ModelManager, max_request_bytes: int):
         self.manager = manager
         self.max_request_bytes = max_request_bytes
         super().__init__(address, _Handler)

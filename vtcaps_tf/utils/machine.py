@@ -2,7 +2,7 @@
 
 Machines of one kind differ 2-3x between days (a 2048^2 fp32 matmul gave 65-194 GFLOP/s on the
 2-core machines this project is measured on), so every benchmark and `make demo` print the
-same-run figure beside their times, and the demo scales its wall time to the slowest such machine.
+same-run figure beside their times.
 
 The figure is numpy's matmul, so it is OpenBLAS' speed. OpenBLAS picks its kernels by CPU model,
 and on a model it does not know it falls back to generic SSE3 kernels ('Prescott'): on a 2-core
@@ -19,10 +19,6 @@ import os
 import subprocess
 import sys
 import time
-
-# The slowest figure recorded on this project's CPU machines, measured before the fallback
-# check below existed: it may itself be a generic-kernel reading.
-SLOW_MACHINE_GFLOPS = 65.0
 
 # OpenBLAS' x86 kernel sets by the instructions they use; the generic ones are what it falls back
 # to on a CPU model it does not know.
@@ -113,12 +109,6 @@ def describe() -> str:
     if better is not None and "OPENBLAS_CORETYPE" not in os.environ:
         return f"OpenBLAS {better} kernels (numpy's OpenBLAS fell back to {core} on this CPU)"
     return f"OpenBLAS {core} kernels" if core else "numpy's BLAS"
-
-
-def scaled_to_slow_machine(seconds: float, gflops: float) -> float:
-    """`seconds` measured at `gflops`, as it would take on a SLOW_MACHINE_GFLOPS machine
-    (compute-bound work scales with the matmul rate)."""
-    return seconds * gflops / SLOW_MACHINE_GFLOPS
 
 
 if __name__ == "__main__":  # the child process of `matmul_gflops`

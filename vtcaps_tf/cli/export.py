@@ -1,18 +1,13 @@
-"""Argument parsers of the commands whose modules import TensorFlow when they load.
-
-`vtcaps export|profile --help` and their flag errors are answered from here, without TensorFlow
-(a second instead of several); the command modules build their parsers with these functions, so
-each flag and default is defined once. Only the standard library and the preset table are imported.
-"""
+"""`vtcaps export`: a trained `.keras` model -> BASE_PATH/<version>/, a SavedModel for TF Serving
+(`vtcaps_tf.export.saved_model.export_trained`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from vtcaps_tf.config.presets import preset_names
 
-
-def export_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtcaps export", description=(
         "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
         "serving_default and serve_examples signatures). By default only 3D-CapsNet is served; "
@@ -29,10 +24,13 @@ def export_parser() -> argparse.ArgumentParser:
     return p
 
 
-def profile_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vtcaps profile",
-                                description="Parameters and FLOPs per clip of a preset, next to the paper.")
-    p.add_argument("--preset", default="paper", choices=preset_names(),
-                   help="model preset to profile (default: paper)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    return p
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from vtcaps_tf.export.model_card import describe, read_model_card
+    from vtcaps_tf.export.saved_model import export_trained
+
+    path = export_trained(args.model, args.base_path, args.version, args.evaluation,
+                          args.with_teacher)
+    print(f"model card: {describe(read_model_card(path))}", file=sys.stderr)
+    print(path)
+    return 0

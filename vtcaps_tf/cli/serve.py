@@ -1,0 +1,90 @@
+"""`vtcaps serve`: a TF-Serving-compatible model server (REST on 8501, gRPC on 8500).
+
+    vtcaps serve --model-base-path saved_models/vtcaps --model-name vtcaps
+    vtcaps serve --model-config-file models.config
+
+TF Serving's own flag spellings (--model_base_path, --rest_api_port, --port, ...) are accepted too.
+Runs `vtcaps_tf.serving.server.serve_until_stopped` until SIGTERM (status 0) or Ctrl-C (130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from vtcaps_tf.errors import EXIT_OK, UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vtcaps_tf.serving.server import ServerConfig  # the standard library only
+
+    d = ServerConfig()
+    p = argparse.ArgumentParser(
+        prog="vtcaps serve",
+        description="Serve SavedModels over TensorFlow Serving's REST and gRPC APIs. Serves the "
+                    "highest version under the base path and switches when a newer one appears.")
+    p.add_argument("--model-name", "--model_name", dest="model_name", default=None,
+                   help="name in the URLs /v1/models/<name> (default: the base path's folder name, "
+                        "e.g. vtcaps for saved_models/vtcaps)")
+    p.add_argument("--model-base-path", "--model_base_path", dest="model_base_path",
+                   help="folder holding integer version folders, e.g. saved_models/vtcaps")
+    p.add_argument("--model-config-file", "--model_config_file", dest="model_config_file",
+                   help="ModelServerConfig in text format, for several models or version policies")
+    p.add_argument("--model-config-file-poll-wait-seconds", "--model_config_file_poll_wait_seconds",
+                   dest="config_poll_wait_seconds", type=float, default=d.config_poll_wait_seconds,
+                   help="seconds between re-reads of --model-config-file, applying it when it "
+                        "changed (default 0: read once)")
+    p.add_argument("--rest-port", "--rest_api_port", dest="rest_port", type=int, default=d.rest_port,
+                   help=f"REST port (default {d.rest_port}; 0: any free port; -1: no REST)")
+    p.add_argument("--grpc-port", "--port", dest="grpc_port", type=int, default=d.grpc_port,
+                   help=f"gRPC port (default {d.grpc_port}; 0: any free port; -1: no gRPC)")
+    p.add_argument("--grpc-socket-path", "--grpc_socket_path", dest="grpc_socket_path",
+                   help="also serve gRPC on this Unix socket (clients use unix:PATH)")
+    p.add_argument("--grpc-channel-arguments", "--grpc_channel_arguments", dest="grpc_channel_arguments",
+                   default="", help="extra gRPC server options, key=value,key=value "
+                                    "(e.g. grpc.max_connection_age_ms=2000)")
+    p.add_argument("--host", default=d.host,
+                   help=f"address to bind (default {d.host}; 0.0.0.0 to accept other machines)")
+    p.add_argument("--file-system-poll-wait-seconds", "--file_system_poll_wait_seconds",
+                   dest="poll_wait_seconds", type=float, default=d.poll_wait_seconds,
+                   help=f"seconds between looks for new versions (default {d.poll_wait_seconds:g}; "
+                        "0: load once)")
+    p.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes,
+                   help=f"largest request body accepted (default {d.max_request_bytes})")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="do not run one zero batch through each signature after loading")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return p
+
+
+def server_config(args: argparse.Namespace):
+    """The parsed flags as a `ServerConfig` (a negative port turns its API off)."""
+    from vtcaps_tf.serving.grpc_service import parse_channel_arguments
+    from vtcaps_tf.serving.server import ServerConfig
+
+    try:
+        channel_arguments = tuple(parse_channel_arguments(args.grpc_channel_arguments))
+    except ValueError as err:
+        raise UsageError(f"--grpc-channel-arguments: {err}") from None
+    return ServerConfig(
+        host=args.host,
+        rest_port=None if args.rest_port < 0 else args.rest_port,
+        grpc_port=None if args.grpc_port < 0 else args.grpc_port,
+        poll_wait_seconds=args.poll_wait_seconds,
+        max_request_bytes=args.max_request_bytes,
+        warmup=args.warmup,
+        model_config_file=args.model_config_file,
+        config_poll_wait_seconds=args.config_poll_wait_seconds,
+        grpc_channel_arguments=channel_arguments,
+        grpc_socket_path=args.grpc_socket_path)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from vtcaps_tf.serving.server import model_specs, serve_until_stopped
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    specs = model_specs(args.model_base_path, args.model_config_file, args.model_name)
+    serve_until_stopped(specs, server_config(args), say=lambda line: print(line, flush=True))
+    return EXIT_OK
