@@ -240,7 +240,7 @@ def _bad_flag_cases(root) -> list[tuple[list[str], str]]:
         (["preprocess", "--source", "no-such-source", "--input", missing, "--output", str(root / "pp")],
          "invalid choice: 'no-such-source'"),
         (["preprocess", "--source", "folder", "--input", missing, "--output", str(root / "pp"),
-          "--clips-per-record", "0"], "--clips-per-record must be at least 1"),
+          "--clips-per-record", "0"], "--clips-per-record: must be at least 1"),
         (["train", "--data", missing, "--run-dir", str(root / "run"), "--no-such-flag"], "--no-such-flag"),
         (["export", "--model", "m", "--base-path", "b", "--no-such-flag"],
          "unrecognized arguments: --no-such-flag"),
