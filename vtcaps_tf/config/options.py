@@ -216,12 +216,7 @@ def from_mapping(cls, mapping, section: str, **fixed):
         value = _convert(mapping[field.name], tp, where)
         _check_rules(value, spec, where)
         values[field.name] = value
-    try:
-        return cls(**values, **fixed)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, OptionError):
-            raise
-        raise OptionError(f"{section}: {err}") from None
+    return _build(cls, values, fixed, section)
 
 
 def to_mapping(options) -> dict:
@@ -231,14 +226,14 @@ def to_mapping(options) -> dict:
         if spec.config:
             value = getattr(options, field.name)
             out[field.name] = to_mapping(value) if dataclasses.is_dataclass(value) else value
-    return _jsonable(out)
+    return jsonable(out)
 
 
-def _jsonable(value):
+def jsonable(value):
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -360,6 +355,11 @@ def from_args(cls, args: argparse.Namespace, section: str | None = None, **fixed
         value = getattr(args, field.name)
         _check_rules(value, spec, flags[field.name])
         values[field.name] = value
+    return _build(cls, values, fixed, section)
+
+
+def _build(cls, values: dict, fixed: dict, section: str | None):
+    """`cls(**values, **fixed)`, a refusal by its own checks (`__post_init__`) as OptionError."""
     try:
         return cls(**values, **fixed)
     except (TypeError, ValueError) as err:

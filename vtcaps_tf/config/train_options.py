@@ -18,7 +18,7 @@ import dataclasses
 import typing
 
 from vtcaps_tf.config.augment import AugmentConfig
-from vtcaps_tf.config.options import OptionError, check, option
+from vtcaps_tf.config.options import OptionError, check, jsonable, option
 from vtcaps_tf.config.presets import DEFAULT_PRESET, PRESETS, ModelConfig, preset_names
 from vtcaps_tf.config.pyramid_options import FLOWS, FUSIONS, POOLS
 
@@ -214,7 +214,7 @@ class TrainConfig(TrainingOptions):
 
     def to_json(self) -> dict:
         """Every field, JSON-ready (RUN_DIR/train_config.json)."""
-        return _jsonable(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -234,11 +234,3 @@ class CrossvalOptions(TrainingOptions):
         """The training of one fold: the shared options, resumed from its checkpoint."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainingOptions)}
         return TrainConfig(**shared, data_dir=self.data_dir, run_dir=run_dir, resume=True)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

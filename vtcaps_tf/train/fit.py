@@ -109,11 +109,7 @@ def train(config: TrainConfig, train_files=None, eval_files=None) -> TrainResult
 
     with setup.dtype_policy(config.mixed_precision):
         # 2. model in the strategy's scope (its sizes decide how the clips are decoded)
-        steps = setup.steps_per_epoch(config, data)
-        with strategy.scope():
-            model = setup.compiled_model(config, data.meta, steps)
-            setup.create_variables(model)
-        setup.warn_on_size_mismatch(data.meta, model.config)
+        model, steps = setup.model_in_scope(config, data, strategy)
 
         # 3. datasets
         train_ds = setup.train_dataset(config, data, model)

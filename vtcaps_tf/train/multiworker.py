@@ -231,11 +231,7 @@ def _train(config, strategy, task_index, num_workers, train_files, eval_files):
     keras.utils.set_random_seed(config.seed)
     try:
         with setup.dtype_policy(config.mixed_precision):
-            steps = setup.steps_per_epoch(config, data)
-            with strategy.scope():
-                model = setup.compiled_model(config, data.meta, steps)
-                setup.create_variables(model)
-            setup.warn_on_size_mismatch(data.meta, model.config)
+            model, steps = setup.model_in_scope(config, data, strategy)
 
             train_iter = iter(_distributed_training_batches(config, strategy, data, model, policy))
             validation = setup.validation_data(config, data, model, replicas)

@@ -188,6 +188,16 @@ def create_variables(model) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
+def model_in_scope(config, data, strategy):
+    """(the compiled model with every variable made in `strategy`'s scope, steps per epoch)."""
+    steps = steps_per_epoch(config, data)
+    with strategy.scope():
+        model = compiled_model(config, data.meta, steps)
+        create_variables(model)
+    warn_on_size_mismatch(data.meta, model.config)
+    return model, steps
+
+
 @contextlib.contextmanager
 def dtype_policy(mixed_precision: bool):
     """Keras' global dtype policy set for the run (mixed_float16 or unchanged), restored after."""
