@@ -22,7 +22,7 @@ from vtcaps_tf.data import features
 from vtcaps_tf.train import fit as training
 from vtcaps_tf.train import setup
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOSS_TERMS = ("loss", "margin_loss", "reconstruction_loss", "tpn_loss", "aux_loss", "matching_loss",
               "accuracy", "tpn_accuracy")
 

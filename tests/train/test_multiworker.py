@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tests.data.fixtures import write_dataset
-from tests.test_training import _read_events, finished_epochs
+from tests.train.test_training import _read_events, finished_epochs
 from vtcaps_tf.cli import main as vtcaps
 from vtcaps_tf.config.augment import AugmentConfig
 from vtcaps_tf.config.options import OptionError
@@ -21,7 +21,7 @@ from vtcaps_tf.errors import UsageError
 from vtcaps_tf.train import fit as training
 from vtcaps_tf.train import local_cluster, multiworker
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ---------------------------------------------------------------------------------------------

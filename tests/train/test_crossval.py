@@ -24,7 +24,7 @@ from vtcaps_tf.errors import UsageError
 from vtcaps_tf.evaluation import evaluate
 from vtcaps_tf.train import crossval, setup
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_fold_plan_keeps_validation_out_of_the_test_fold():
@@ -202,7 +202,7 @@ def _options(*flags):
 
 
 def test_crossval_ablation_flags_reach_the_fold_config():
-    from tests.test_training import ABLATION_FLAGS
+    from tests.train.test_training import ABLATION_FLAGS
 
     config = _options("--preset", "tiny", "--no-tpn", *ABLATION_FLAGS).fold_config("r")
     model = setup.compiled_model(config, {"classes": ["a", "b"]}, steps_per_epoch=1)

@@ -24,7 +24,7 @@ OWN_FLAG = {"synth": "--per-class", "preprocess": "--clips-per-record", "train":
             "serve": "--model-base-path", "predict": "--saved-model", "stream": "--realtime",
             "profile": "--json", "pipeline": "run", "demo": "--force"}
 HEAVY = ("tensorflow", "keras", "apache_beam", "mediapipe", "cv2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOISE_WORDS = ("cuda", "cudnn", "cufft", "cublas", "absl::initializelog")
 
 

@@ -10,7 +10,7 @@ from vtcaps_tf.cli import main as vtcaps
 from vtcaps_tf.evaluation import evaluate
 
 CLASSES = ["anger", "happy", "sad"]
-# Same ten samples as tests/test_metrics.py: cm = [[3,1,0],[1,1,0],[1,0,3]].
+# Same ten samples as tests/evaluation/test_metrics.py: cm = [[3,1,0],[1,1,0],[1,0,3]].
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
 PRED = np.array([0, 0, 1, 1, 0, 2, 2, 0, 2, 0])
 
