@@ -206,6 +206,24 @@ def test_the_hook_writes_the_model_into_the_version(trained):
 
 
 @pytest.mark.slow
+def test_a_failing_hook_leaves_no_version(trained, tmp_path):
+    from vtcaps_tf.export.saved_model import export_model
+
+    seen = []
+
+    def fail(directory):
+        seen.append((os.path.basename(directory), sorted(os.listdir(directory))))
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        export_model(trained["model"], str(tmp_path / "fer"), after_save=fail)
+    # Called on the hidden directory holding the SavedModel and its card, which is then removed.
+    (name, files), = seen
+    assert name.startswith(".") and "saved_model.pb" in files and "assets" in files
+    assert os.listdir(tmp_path / "fer") == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", tflite.MODES)
 def test_no_select_tf_or_custom_op(trained, mode):
     with open(os.path.join(trained["versions"][mode], TFLITE_FILE), "rb") as f:

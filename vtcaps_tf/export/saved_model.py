@@ -22,7 +22,8 @@ reconstruction decoder is stored.
 
 Versions are integers; an existing version is never overwritten. The SavedModel is written into a
 hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
-renamed into place in one step, so a polling server never sees half a model.
+renamed into place in one step, so a polling server never sees half a model; an `after_save` hook
+adds its files there first (the TFLite model: `vtcaps_tf.export.tflite.tflite_writer`).
 """
 
 from __future__ import annotations
