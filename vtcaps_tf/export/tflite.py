@@ -37,9 +37,8 @@ OUTPUT_NAMES = ("probabilities", "capsule_lengths")
 # Clips the int8 mode calibrates its activation ranges on (fewer when the split holds fewer).
 DEFAULT_CALIBRATION_CLIPS = 200
 # Layers int8 mode keeps float32: the AU map rendering (`VT3DCapsNet.au_render`), whose pixel
-# arithmetic is exact in float32 only, and the dynamic routing (`digit_caps`), whose three softmax
-# iterations compound rounding errors at little compute (it takes a third off the largest
-# probability error on the test fixture).
+# arithmetic is exact in float32 only, and the dynamic routing (`digit_caps`), whose softmax
+# iterations compound rounding errors, for little compute.
 FLOAT_SCOPES = ("au_render", "digit_caps")
 
 
@@ -180,7 +179,7 @@ def convert_saved_model(saved_model_dir: str, mode: str = "fp32", calibration_da
         "classes": classes,
         "inputs": {k: {"shape": [None] + spec.shape.as_list()[1:], "dtype": spec.dtype.name}
                    for k, spec in specs.items()},
-        "outputs": [k for k in OUTPUT_NAMES],
+        "outputs": list(OUTPUT_NAMES),
         "calibration_clips": len(clips) if clips else None,
     }
     return content, info
