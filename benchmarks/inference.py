@@ -12,6 +12,14 @@ Each point: one warm-up call (tracing), then calls until `--min-seconds` have pa
 
     python benchmarks/inference.py [--presets tiny,small,paper] [--batches 1,8]
     python benchmarks/inference.py --bf16   # Keras mixed_bfloat16 vs float32, `small` 3D-CapsNet
+    python benchmarks/inference.py --tflite --presets tiny,small   # SavedModel vs TFLite
+
+--tflite prints one JSON line per row (preset, batch, runtime): the exported SavedModel's
+`serving_default` (fp32, TensorFlow) and its TFLite models (`vtcaps_tf.export.tflite`: fp32,
+dynamic, int8) run by `TFLiteModel` (one interpreter, as many threads as cores; XNNPACK, which no
+environment variable limits to an instruction set, unlike oneDNN's ONEDNN_MAX_CPU_ISA). int8 is
+calibrated on `--calibration-data`, default synthetic fixture clips (`tests.data.fixtures`):
+the timing does not depend on what the clips show.
 """
 
 from __future__ import annotations
@@ -111,6 +119,59 @@ def measure_bf16(preset, batch, min_seconds, min_repeats):
     return result
 
 
+def measure_tflite(preset, batches, min_seconds, min_repeats, calibration_data=None,
+                   calibration_clips=64):
+    """Rows {preset, batch, runtime, clips_per_s, call_s, calls} of the exported SavedModel and
+    its TFLite models (see the module docstring), printed as they are measured."""
+    import shutil
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from vtcaps_tf.export.saved_model import export_model
+    from vtcaps_tf.export.tflite import tflite_writer, write_tflite
+    from vtcaps_tf.export.tflite_runtime import TFLITE_FILE, TFLiteModel
+    from vtcaps_tf.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(preset)
+    workdir = tempfile.mkdtemp(prefix="vtcaps-bench-tflite-")
+    try:
+        path = export_model(model, os.path.join(workdir, "fer"), after_save=tflite_writer("fp32"))
+        if calibration_data is None:
+            from tests.data.fixtures import write_dataset
+
+            c = model.config
+            calibration_data = write_dataset(os.path.join(workdir, "data"), counts={"train": calibration_clips},
+                                             clip_frames=c.clip_frames, long_frames=c.long_frames,
+                                             image_size=c.image_size)
+        versions = {"fp32": path}
+        for mode in ("dynamic", "int8"):
+            versions[mode] = os.path.join(workdir, mode)
+            shutil.copytree(path, versions[mode], ignore=shutil.ignore_patterns(TFLITE_FILE + "*"))
+            write_tflite(versions[mode], mode, calibration_data, calibration_count=calibration_clips)
+        signature = tf.saved_model.load(path).signatures["serving_default"]
+        specs = dict(signature.structured_input_signature[1])
+        runners = {"saved_model_fp32": lambda x: signature(**x)}
+        for mode, folder in versions.items():
+            runners[f"tflite_{mode}"] = TFLiteModel(folder, interpreters=1, num_threads=os.cpu_count()).predict
+        rows = []
+        for batch in batches:
+            inputs = random_inputs(specs, batch)
+            tensors = {k: tf.constant(v) for k, v in inputs.items()}
+            for runtime, run in runners.items():
+                x = tensors if runtime.startswith("saved_model") else inputs
+                median, n = _time_calls(lambda: run(x), min_seconds, min_repeats)
+                rows.append({"preset": preset, "batch": batch, "runtime": runtime,
+                             "clips_per_s": round(batch / median, 3), "call_s": round(median, 4), "calls": n})
+                print(f"{preset} batch {batch} {runtime}: {rows[-1]['clips_per_s']} clips/s", file=sys.stderr,
+                      flush=True)
+        return rows
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="tiny,small,paper")
@@ -121,6 +182,10 @@ def main(argv=None) -> int:
                    help="served (default export), with_teacher, or both (default)")
     p.add_argument("--bf16", action="store_true",
                    help="instead: mixed_bfloat16 vs float32 clips/s of the `small` 3D-CapsNet (first --batches)")
+    p.add_argument("--tflite", action="store_true",
+                   help="instead: SavedModel fp32 vs TFLite fp32/dynamic/int8, one JSON line per row")
+    p.add_argument("--calibration-data", default=None,
+                   help="with --tflite: preprocessing output the int8 models calibrate on (default: synthetic clips)")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b]
     presets = [s for s in args.presets.split(",") if s]
@@ -131,6 +196,18 @@ def main(argv=None) -> int:
 
     gflops = matmul_gflops()
     device = f"cpu:{os.cpu_count()} cores" if not tf.config.list_physical_devices("GPU") else "gpu"
+    if args.tflite:
+        from vtcaps_tf.export.tflite_runtime import runtime_name
+
+        rows = [row for preset in presets for row in measure_tflite(
+            preset, batches, args.min_seconds, args.min_repeats, args.calibration_data)]
+        matmul = round((gflops + matmul_gflops()) / 2, 1)
+        for row in rows:
+            print(json.dumps({"benchmark": "inference", "mode": "tflite", "device": device, **row,
+                              "tflite_runtime": runtime_name(),
+                              "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                              "matmul_gflops": matmul}))
+        return 0
     result = {"benchmark": "inference", "device": device}
     if args.bf16:
         result.update(mode="bf16_vs_fp32", preset="small", model="capsnet3d", batch=batches[0],

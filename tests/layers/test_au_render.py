@@ -95,3 +95,74 @@ def test_bad_input_is_rejected():
         AUMapRender(10)(np.zeros((1, 2, 5, 2), "float32"))
     with pytest.raises(ValueError, match="positive"):
         AUMapRender(0)
+
+
+def _near_rounding_boundaries(n, seed):
+    """(y [n, 20], r [n, 1]) float32 whose y + dy * r falls within a few float32 steps of a
+    half-integer, where float32 arithmetic could round the AU centres' y to another pixel."""
+    from vtcaps_tf.layers.au_render import _table
+
+    _, dy = _table()
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0, 60, (n, 1)).astype(np.float32)
+    column = rng.integers(0, 20, n)
+    y = (rng.integers(0, 100, n) + 0.5 - dy[column] * r[:, 0]).astype(np.float32)
+    steps = rng.integers(-3, 4, n)
+    for s in range(3):
+        y = np.where(steps > s, np.nextafter(y, np.float32(np.inf)), y)
+        y = np.where(steps < -s, np.nextafter(y, np.float32(-np.inf)), y)
+    return np.repeat(y[:, None], 20, axis=1), r, dy
+
+
+def _tflite_run(fn, *args):
+    """Convert a tf.function of fixed input shapes to TFLite builtins; (its ops, its outputs)."""
+    import tensorflow as tf
+
+    from vtcaps_tf.export.tflite_runtime import interpreter_class, op_names
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    content = converter.convert()
+    interpreter = interpreter_class()(model_content=content)
+    interpreter.allocate_tensors()
+    for detail, value in zip(sorted(interpreter.get_input_details(), key=lambda d: d["name"]), args):
+        interpreter.set_tensor(detail["index"], value)
+    interpreter.invoke()
+    return op_names(content), interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_centre_offsets_equal_the_float64_evaluation_near_rounding_boundaries():
+    """The float32 two-term arithmetic of `offset_rounded_once` against numpy's float64
+    evaluation rounded once, eagerly, in a TensorFlow graph (whose optimizer rewrites additions)
+    and in TFLite."""
+    import tensorflow as tf
+
+    from vtcaps_tf.layers.au_render import offset_rounded_once
+
+    y, r, dy = _near_rounding_boundaries(4000, seed=0)
+    want = (y.astype(np.float64) + dy * r.astype(np.float64)).astype(np.float32)
+    naive = y + dy.astype(np.float32) * r
+    assert (naive != want).sum() > 50  # plain float32 arithmetic rounds some of them otherwise
+
+    np.testing.assert_array_equal(offset_rounded_once(tf.constant(y), dy, tf.constant(r)).numpy(), want)
+    graph = tf.function(lambda a, b: offset_rounded_once(a, dy, b),
+                        input_signature=[tf.TensorSpec(y.shape), tf.TensorSpec(r.shape)])
+    np.testing.assert_array_equal(graph(y, r).numpy(), want)
+    # Input names sort as the arguments: a (y), b (r).
+    ops, got = _tflite_run(graph, y, r)
+    assert all(op.isupper() for op in ops), ops
+    np.testing.assert_array_equal(got, want)
+
+
+def test_graph_and_tflite_maps_match_numpy_exactly():
+    import tensorflow as tf
+
+    size = 48
+    lm = face_like_landmarks(24, seed=3).reshape(2, 12, 68, 2)
+    layer = AUMapRender(size)
+    graph = tf.function(layer, input_signature=[tf.TensorSpec(lm.shape, tf.float32)])
+    want = _reference(lm, size)
+    np.testing.assert_array_equal(graph(lm).numpy(), want)
+    ops, got = _tflite_run(graph, lm)
+    assert all(op.isupper() for op in ops), ops  # TFLite builtins: no FlexXxx, no custom op
+    np.testing.assert_array_equal(got, want)

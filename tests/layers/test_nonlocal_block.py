@@ -68,3 +68,16 @@ def test_bad_input_is_rejected():
         NonLocalBlock()(np.zeros((1, 4, 4, 3), "float32"))
     with pytest.raises(ValueError, match="inter_channels"):
         NonLocalBlock(inter_channels=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, 4), (1, 2, 4, 4, 3)])
+def test_pool_equals_keras_max_pooling_3d(shape):
+    """The block's 1x2x2 'same' max-pool (a 2D pool over [B*T, H, W, C]) against the Keras 3D
+    pool it stands for."""
+    import keras
+
+    x = np.random.default_rng(3).normal(size=shape).astype("float32")
+    layer = NonLocalBlock(inter_channels=2)
+    layer(x)
+    want = keras.layers.MaxPooling3D((1, 2, 2), strides=(1, 2, 2), padding="same")(x)
+    np.testing.assert_array_equal(np.asarray(layer.pool(x)), np.asarray(want))

@@ -22,7 +22,8 @@ reconstruction decoder is stored.
 
 Versions are integers; an existing version is never overwritten. The SavedModel is written into a
 hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
-renamed into place in one step, so a polling server never sees half a model.
+renamed into place in one step, so a polling server never sees half a model; an `after_save` hook
+adds its files there first (the TFLite model: `vtcaps_tf.export.tflite.tflite_writer`).
 """
 
 from __future__ import annotations
@@ -88,11 +89,15 @@ def serving_fns(model, with_teacher: bool = False):
     return serve, serve_examples
 
 
-def save_serving_model(model, path: str, card: dict | None = None, with_teacher: bool = False) -> str:
+def save_serving_model(model, path: str, card: dict | None = None, with_teacher: bool = False,
+                       after_save=None) -> str:
     """Write the SavedModel with both signatures at `path` (which must not exist), atomically:
     into a hidden sibling directory first, renamed into place once complete. The model card
     (`vtcaps_tf.export.model_card`; default: built from the model alone) goes to assets/model_card.json.
-    `with_teacher`: keep TPN-ERM's `tpn_probabilities` (and the `long_frames` input)."""
+    `with_teacher`: keep TPN-ERM's `tpn_probabilities` (and the `long_frames` input).
+    `after_save`: called with the hidden directory once the SavedModel and its card are in it,
+    before the rename, to add files the version must hold when it appears (the TFLite model:
+    `vtcaps_tf.export.tflite.tflite_writer`)."""
     from vtcaps_tf.export.model_card import build_model_card, write_model_card
 
     path = os.path.abspath(path)
@@ -116,6 +121,8 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     try:
         tf.saved_model.save(module, tmp, signatures=signatures)
         write_model_card(tmp, card if card is not None else build_model_card(model))
+        if after_save is not None:
+            after_save(tmp)
         # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.
         os.rename(tmp, path)
     except BaseException:
@@ -125,10 +132,11 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
 
 
 def export_model(model, base_path: str, version: int | None = None, card: dict | None = None,
-                 with_teacher: bool = False) -> str:
+                 with_teacher: bool = False, after_save=None) -> str:
     """Write `model` (and its model `card`) as `base_path/<version>/` and return that path.
 
     with_teacher=True also serves TPN-ERM's `tpn_probabilities` (and takes `long_frames`).
+    after_save: see `save_serving_model`.
     version=None takes one more than the highest existing version (1 for a new base path).
     Raises VersionExistsError (a FileExistsError) when the version exists already.
     """
@@ -142,7 +150,7 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
     if os.path.exists(target):
         raise VersionExistsError(f"{target} exists; versions are never overwritten (pick another --version)")
 
-    save_serving_model(model, target, card, with_teacher)
+    save_serving_model(model, target, card, with_teacher, after_save)
     return target
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import keras
 
+from vtcaps_tf.layers.resnet3d import SpatialMaxPool3D
+
 
 @keras.saving.register_keras_serializable(package="vtcaps")
 class NonLocalBlock(keras.layers.Layer):
@@ -43,9 +45,9 @@ class NonLocalBlock(keras.layers.Layer):
         self.out_bn = keras.layers.BatchNormalization(
             momentum=self.bn_momentum, epsilon=self.bn_epsilon, gamma_initializer="zeros",
             dtype=self.dtype_policy, name="out_bn")
-        # float32: TF has no float16 MaxPool3D kernel on CPU.
-        self.pool = keras.layers.MaxPooling3D((1, 2, 2), strides=(1, 2, 2), padding="same",
-                                              dtype="float32", name="pool")
+        # The 1x2x2 max-pool as a 2D pool over [B*T, H, W, C']: TFLite has no MaxPool3D builtin,
+        # and TF's CPU MaxPool3D has no float16 kernel.
+        self.pool = SpatialMaxPool3D(2, strides=(1, 2), dtype=self.dtype_policy, name="pool")
         for conv in (self.theta, self.phi, self.g):
             conv.build(input_shape)
         inter_shape = tuple(input_shape[:-1]) + (inter,)
@@ -57,8 +59,7 @@ class NonLocalBlock(keras.layers.Layer):
         theta = self.theta(inputs)
         phi, g = self.phi(inputs), self.g(inputs)
         if self.sub_sample:
-            phi = keras.ops.cast(self.pool(phi), theta.dtype)
-            g = keras.ops.cast(self.pool(g), theta.dtype)
+            phi, g = self.pool(phi), self.pool(g)
         inter = theta.shape[-1]
         theta = keras.ops.reshape(theta, (batch, -1, inter))  # [B, THW, C']
         phi = keras.ops.reshape(phi, (batch, -1, inter))  # [B, keys, C']
