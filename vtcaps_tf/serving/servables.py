@@ -5,7 +5,9 @@ A model is a base path holding integer version folders (`vtcaps_tf.export.versio
 version is ready once its `saved_model.pb` exists. `ModelManager.poll()` loads the versions the policy wants (the newest one
 by default), and only after a new version has loaded does it swap the served set (one reference
 assignment) and let go of versions the policy no longer wants: requests already running keep
-their reference to the old servable and finish on it.
+their reference to the old servable and finish on it. With TFLite options that prefer it
+(`vtcaps serve --prefer_tflite_model`), a version holding `model.tflite` answers from the TFLite
+interpreters (`tflite_signatures`).
 """
 
 from __future__ import annotations
