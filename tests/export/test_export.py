@@ -163,6 +163,45 @@ def test_export_cli(model, tmp_path, capsys):
     assert "tpn_probabilities" in sig.structured_outputs
 
 
+@pytest.mark.slow
+def test_export_cli_tflite(model, tmp_path, capsys):
+    from vtcaps_tf.export.model_card import read_model_card
+    from vtcaps_tf.export.tflite_runtime import INFO_FILE, TFLITE_FILE, TFLiteModel
+
+    model_path = str(tmp_path / "model.keras")
+    model.save(model_path)
+    base = str(tmp_path / "fer")
+    assert vtcaps(["export", "--model", model_path, "--base-path", base, "--tflite", "fp32"]) == 0
+    path = capsys.readouterr().out.strip()
+    files = set(os.listdir(path))
+    assert {"saved_model.pb", TFLITE_FILE, INFO_FILE} <= files
+    tflite_model = TFLiteModel(path)
+    assert tflite_model.mode == "fp32"
+    assert tflite_model.class_names == read_model_card(path)["classes"] == CLASSES
+    inputs = random_inputs(model.config, 2, 4, with_teacher=False)
+    got = tflite_model(**inputs)
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    want = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"].numpy(), atol=1e-5, rtol=0)
+    assert got["classes"].tolist() == want["classes"].numpy().tolist()
+
+
+def test_export_cli_tflite_usage_errors(tmp_path, capsys):
+    # Refused before the model loads: the model file named here does not exist.
+    missing = str(tmp_path / "none.keras")
+    base = ["export", "--model", missing, "--base-path", str(tmp_path / "fer")]
+    for extra, message in [(["--tflite", "int8"], "needs calibration data"),
+                           (["--tflite", "fp32", "--with-teacher"], "without the teacher"),
+                           (["--calibration-data", str(tmp_path)], "int8 mode"),
+                           (["--tflite", "dynamic", "--calibration-clips", "5"], "not dynamic"),
+                           (["--tflite", "int8", "--calibration-data", str(tmp_path), "--calibration-clips", "0"],
+                            "at least 1")]:
+        assert vtcaps([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("vtcaps export: error: ") and message in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "fer")
+
+
 def test_export_cli_missing_model(tmp_path, capsys):
     missing = str(tmp_path / "none.keras")
     assert vtcaps(["export", "--model", missing, "--base-path", str(tmp_path)]) == 2

@@ -1,4 +1,5 @@
-"""Fixtures: the toy SavedModel under a base path and one server (REST + gRPC on free loopback ports)
+"""Fixtures: the toy SavedModel under a base path (and a teacher-free one with its TFLite model),
+and one server (REST + gRPC on free loopback ports)
 per test module."""
 
 import os
@@ -15,6 +16,16 @@ import toy_model  # noqa: E402
 def toy_base_path(tmp_path_factory):
     base = tmp_path_factory.mktemp("toy_models")
     toy_model.write_toy_saved_model(str(base / "1"), bias=0.0)
+    return str(base)
+
+
+@pytest.fixture(scope="module")
+def toy_tflite_base_path(tmp_path_factory):
+    """The teacher-free toy as version 1 with its fp32 `model.tflite` beside the SavedModel."""
+    from vtcaps_tf.export.tflite import write_tflite
+
+    base = tmp_path_factory.mktemp("toy_tflite_models")
+    write_tflite(toy_model.write_toy_saved_model(str(base / "1"), bias=0.0, with_teacher=False), "fp32")
     return str(base)
 
 

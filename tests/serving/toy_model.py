@@ -5,7 +5,9 @@
 tpn_probabilities; `serve_examples(examples string [B])`: schema-2 SequenceExamples decoded by the
 input contract, then the same head;
 `echo(data string [B])` -> data_bytes (the bytes back) and size. `reference()` recomputes
-serving_default in numpy, independently of TensorFlow.
+serving_default in numpy, independently of TensorFlow. `write_toy_saved_model(...,
+with_teacher=False)` writes the default export's inputs instead (no `long_frames`: the head reads
+the short clip's colour in its place), a model the TFLite converter takes.
 """
 
 from __future__ import annotations
@@ -68,8 +70,29 @@ class ToyModel(tf.Module):
         return {"data_bytes": tf.identity(data), "size": tf.strings.length(data)}
 
 
-def write_toy_saved_model(path: str, bias: float = 0.0) -> str:
-    model = ToyModel(bias)
+class TeacherFreeToyModel(ToyModel):
+    def _head(self, feat):
+        out = super()._head(feat)
+        del out["tpn_probabilities"]  # no teacher, no TPN head: as the default export
+        return out
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, N, S, S, 3], tf.uint8, name="frames"),
+        tf.TensorSpec([None, N, 68, 2], tf.float32, name="landmarks")])
+    def serve(self, frames, landmarks):
+        return self._features(frames, landmarks, frames)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        spec = {k: tf.TensorSpec(shape[1:], dtype)
+                for k, (shape, dtype) in CONTRACT.shapes(with_teacher=False).items()}
+        x = tf.map_fn(lambda e: CONTRACT.parse_example(e, with_teacher=False)[0], examples,
+                      fn_output_signature=spec)
+        return self._features(x["frames"], x["landmarks"], x["frames"])
+
+
+def write_toy_saved_model(path: str, bias: float = 0.0, with_teacher: bool = True) -> str:
+    model = ToyModel(bias) if with_teacher else TeacherFreeToyModel(bias)
     tf.saved_model.save(model, path, signatures={
         "serving_default": model.serve.get_concrete_function(),
         "serve_examples": model.serve_examples.get_concrete_function(),
@@ -78,11 +101,11 @@ def write_toy_saved_model(path: str, bias: float = 0.0) -> str:
 
 
 def reference(inputs: dict, bias: float = 0.0) -> dict:
-    """serving_default in numpy."""
+    """serving_default in numpy (without `long_frames`: as the teacher-free toy, the frames)."""
     w, b = _weights(bias)
     x = (inputs["frames"].astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
     y = inputs["landmarks"].astype(np.float64).mean(axis=(1, 2, 3))[:, None]
-    z = (inputs["long_frames"].astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
+    z = (inputs.get("long_frames", inputs["frames"]).astype(np.float64) / 255.0).mean(axis=(1, 2, 3))
     logits = np.concatenate([x, y, z], axis=1) @ w + b
 
     def softmax(v):

@@ -26,17 +26,23 @@ def _at_least_one(name: str, value: int | None) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
-    """Where the model is: a TF Serving (or `vtcaps serve`) REST address, or a SavedModel folder
-    (a version, or a base path: its newest). Exactly one of `server` and `saved_model`."""
+    """Where the model is: a TF Serving (or `vtcaps serve`) REST address, or a model here: a
+    SavedModel folder (a version, or a base path: its newest) or a `.tflite` file. Exactly one of
+    `server` and `saved_model`. `prefer_tflite`: run the version's `model.tflite` (from `vtcaps
+    export --tflite`) in place of its SavedModel when it holds one."""
 
     server: str | None = None
     saved_model: str | None = None
     name: str = DEFAULT_MODEL_NAME  # served model name
     version: int | None = None  # served version; None: the newest
+    prefer_tflite: bool = False
 
     def __post_init__(self):
         if bool(self.server) == bool(self.saved_model):
             raise UsageError("give exactly one of a server address or a SavedModel folder")
+        if self.server and self.prefer_tflite:
+            raise UsageError("preferring the TFLite model is for a model read here (--saved-model); "
+                             "a server chooses its own (`vtcaps serve --prefer_tflite_model`)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""The model `vtcaps predict` and `vtcaps stream` ask: a SavedModel loaded in process, or one behind
-TF Serving's REST API. Both read the clip length N, TPN window M and crop size S from the
+"""The model `vtcaps predict` and `vtcaps stream` ask: a SavedModel loaded in process, its TFLite
+model (`vtcaps export --tflite`) run in process by the TFLite interpreter, or a model behind TF
+Serving's REST API. Both read the clip length N, TPN window M and crop size S from the
 serving signature (as an `InputContract`), and both are given clips as stored windows - each
 face crop with its landmarks, the short clip at an offset - which they turn into inputs with the
 contract the training reader uses:
 
-- in process, `serving_default` gets the decoded inputs (`InputContract.window_inputs`);
+- in process, `serving_default` (or the TFLite model, which takes the same inputs) gets the
+  decoded inputs (`InputContract.window_inputs`);
 - over REST, each clip goes as one serialized SequenceExample (a record of one clip: the JPEG
   crops and landmarks, `InputContract.example`) to `serve_examples`, base64 in TF Serving's JSON
   (`{"b64": ...}`): a `small` clip is a few hundred KB, not the ~10 MB of its pixels as JSON numbers.
@@ -58,34 +60,28 @@ def _stack(dicts: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack([d[k] for d in dicts]) for k in dicts[0]}
 
 
-class InProcessModel:
-    """A SavedModel loaded here: a version folder, or a base path (its highest version)."""
+def version_folder(path: str) -> str:
+    """A SavedModel folder: `path` itself when it is a version, else the highest version of the
+    base path `path` (the folder's own name: 00000123 stays). UsageError when it is neither."""
+    from vtcaps_tf.export.versions import SAVED_MODEL_FILES, version_dirs
 
-    def __init__(self, path: str):
-        from vtcaps_tf.serving.servables import Servable
-        from vtcaps_tf.export.versions import SAVED_MODEL_FILES, version_dirs
+    if not os.path.isdir(path):
+        raise InputNotFoundError(f"no SavedModel folder {path!r}")
+    if any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
+        return path
+    folders = version_dirs(path)
+    if not folders:
+        raise UsageError(f"{path!r} is neither a SavedModel nor a base path with "
+                         "integer version folders")
+    return os.path.join(path, folders[max(folders)])
 
-        if not os.path.isdir(path):
-            raise InputNotFoundError(f"no SavedModel folder {path!r}")
-        if not any(os.path.exists(os.path.join(path, f)) for f in SAVED_MODEL_FILES):
-            folders = version_dirs(path)
-            if not folders:
-                raise UsageError(f"{path!r} is neither a SavedModel nor a base path with "
-                                 "integer version folders")
-            path = os.path.join(path, folders[max(folders)])  # the folder's own name: 00000123 stays
-        from vtcaps_tf.export.model_card import read_model_card
 
-        self.path = path
-        self.card = read_model_card(path)
-        self.servable = Servable("local", 0, path, warmup=False)
-        self.signature = self.servable.signature(SIGNATURE)
-        inputs = {k: s.shape for k, s in self.signature.inputs.items()}
-        self.shape = clip_shape_from_inputs(inputs)
-        self.teacher = "long_frames" in inputs
-        self.max_batch = None
+class _LocalModel:
+    """What the two in-process models share: clips as stored windows -> their `predict`."""
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.signature.run(inputs)
+    shape: InputContract
+    teacher: bool
+    max_batch = None
 
     def predict_windows(self, windows) -> dict[str, np.ndarray]:
         """Clips as stored windows (objects with `crops`, `landmarks`, `offset`) -> outputs."""
@@ -94,8 +90,68 @@ class InProcessModel:
                 w.crops, w.landmarks, w.offset, with_teacher=self.teacher).items()}
             for w in windows]))
 
+
+class InProcessModel(_LocalModel):
+    """A SavedModel loaded here: a version folder, or a base path (its highest version)."""
+
+    def __init__(self, path: str):
+        from vtcaps_tf.export.model_card import read_model_card
+        from vtcaps_tf.serving.servables import Servable
+
+        self.path = version_folder(path)
+        self.card = read_model_card(self.path)
+        self.servable = Servable("local", 0, self.path, warmup=False)
+        self.signature = self.servable.signature(SIGNATURE)
+        inputs = {k: s.shape for k, s in self.signature.inputs.items()}
+        self.shape = clip_shape_from_inputs(inputs)
+        self.teacher = "long_frames" in inputs
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.signature.run(inputs)
+
     def describe(self) -> str:
         return f"SavedModel {self.path}"
+
+
+class TFLiteInProcessModel(_LocalModel):
+    """A TFLite model (`vtcaps export --tflite`) run here by the TFLite interpreter: a `.tflite`
+    file with its `.json` beside it, or a version folder holding `model.tflite`. Its outputs are
+    the SavedModel's `serving_default` outputs; the model card is the version's, when the file
+    lies in one."""
+
+    def __init__(self, path: str):
+        from vtcaps_tf.export.model_card import read_model_card
+        from vtcaps_tf.export.tflite_runtime import TFLiteModel
+
+        self.model = TFLiteModel(path)
+        self.path = self.model.path
+        self.card = read_model_card(os.path.dirname(os.path.abspath(self.path)))
+        inputs = {k: shape for k, (shape, _) in self.model.inputs.items()}
+        self.shape = clip_shape_from_inputs(inputs)
+        self.teacher = "long_frames" in inputs
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.model.predict(inputs)
+
+    def describe(self) -> str:
+        return f"TFLite model {self.path} ({self.model.mode})"
+
+
+def local_model(path: str, prefer_tflite: bool = False) -> InProcessModel | TFLiteInProcessModel:
+    """The model at `path`, run here: a `.tflite` file, or a SavedModel folder (a version or a
+    base path: its newest), whose `model.tflite` runs in place of the SavedModel when
+    `prefer_tflite` and the version holds one. UsageError for anything else."""
+    from vtcaps_tf.export.tflite_runtime import TFLITE_FILE
+
+    if os.path.isfile(path):
+        if not path.endswith(".tflite"):
+            raise UsageError(f"{path!r} is a file but not a .tflite model; give a SavedModel folder "
+                             "or a .tflite file")
+        return TFLiteInProcessModel(path)
+    version = version_folder(path)
+    if prefer_tflite and os.path.isfile(os.path.join(version, TFLITE_FILE)):
+        return TFLiteInProcessModel(version)
+    return InProcessModel(version)
 
 
 class RestModel:
@@ -138,11 +194,11 @@ class RestModel:
         return self.client.url
 
 
-def open_model(source: ModelSource) -> InProcessModel | RestModel:
+def open_model(source: ModelSource) -> InProcessModel | TFLiteInProcessModel | RestModel:
     """The model `source` names, ready for clips. A missing or unusable model raises UsageError; a
     server that does not answer raises ServingClientError, naming the model and the server."""
     if not source.server:
-        return InProcessModel(source.saved_model)
+        return local_model(source.saved_model, source.prefer_tflite)
     from vtcaps_tf.apps.client import ServingClientError
 
     try:

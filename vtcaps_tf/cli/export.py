@@ -1,5 +1,5 @@
-"""`vtcaps export`: a trained `.keras` model -> BASE_PATH/<version>/, a SavedModel for TF Serving
-(`vtcaps_tf.export.saved_model.export_trained`)."""
+"""`vtcaps export`: a trained `.keras` model -> BASE_PATH/<version>/, a SavedModel for TF Serving,
+with its TFLite model beside it when `--tflite` asks (`vtcaps_tf.export.saved_model.export_trained`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vtcaps_tf.export.tflite import DEFAULT_CALIBRATION_CLIPS, MODES  # numpy, no TensorFlow
+
     p = argparse.ArgumentParser(prog="vtcaps export", description=(
         "Export a trained model as base_path/<version>/ (a TF Serving SavedModel with the "
         "serving_default and serve_examples signatures). By default only 3D-CapsNet is served; "
@@ -21,6 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-teacher", action="store_true",
                    help="also serve TPN-ERM's tpn_probabilities; serving_default then needs "
                    "long_frames (the M-frame window) too")
+    p.add_argument("--tflite", choices=MODES, default=None,
+                   help="also write model.tflite (serving_default for the TFLite interpreter) into "
+                        "the version: fp32, dynamic (int8 weights) or int8 (calibrated, needs "
+                        "--calibration-data)")
+    p.add_argument("--calibration-data", metavar="DIR",
+                   help="a `vtcaps preprocess` output whose clips calibrate --tflite int8 (its "
+                        "train split, or the first fold)")
+    p.add_argument("--calibration-clips", type=int, metavar="N", default=None,
+                   help=f"clips int8 calibrates on (default {DEFAULT_CALIBRATION_CLIPS})")
     return p
 
 
@@ -30,7 +41,8 @@ def main(argv: list[str]) -> int:
     from vtcaps_tf.export.saved_model import export_trained
 
     path = export_trained(args.model, args.base_path, args.version, args.evaluation,
-                          args.with_teacher)
+                          args.with_teacher, args.tflite, args.calibration_data,
+                          args.calibration_clips)
     print(f"model card: {describe(read_model_card(path))}", file=sys.stderr)
     print(path)
     return 0

@@ -17,17 +17,23 @@ from vtcaps_tf.errors import EXIT_FAILURE, EXIT_OK
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Where the model is: --server or --saved-model (one of them), and the served name and version."""
+    """Where the model is: --server or --saved-model (one of them), the served name and version,
+    and whether a version's TFLite model runs in place of its SavedModel."""
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--server", help="REST address of TF Serving or `vtcaps serve`, e.g. http://localhost:8501")
-    where.add_argument("--saved-model", help="SavedModel folder (a version, or a base path: its newest)")
+    where.add_argument("--saved-model", help="SavedModel folder (a version, or a base path: its newest), "
+                                             "or a .tflite file written by `vtcaps export --tflite`")
+    p.add_argument("--prefer-tflite-model", action="store_true",
+                   help="with --saved-model: run the version's model.tflite (`vtcaps export --tflite`) "
+                        "in place of its SavedModel when it has one")
     p.add_argument("--model-name", default=app_options.DEFAULT_MODEL_NAME,
                    help=f"served model name (default: {app_options.DEFAULT_MODEL_NAME})")
     p.add_argument("--model-version", type=int, default=None, help="served version (default: newest)")
 
 
 def model_source(args: argparse.Namespace) -> app_options.ModelSource:
-    return app_options.ModelSource(args.server, args.saved_model, args.model_name, args.model_version)
+    return app_options.ModelSource(args.server, args.saved_model, args.model_name, args.model_version,
+                                   args.prefer_tflite_model)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
     vtcaps serve --model-base-path saved_models/vtcaps --model-name vtcaps
     vtcaps serve --model-config-file models.config
 
-TF Serving's own flag spellings (--model_base_path, --rest_api_port, --port, ...) are accepted too.
+TF Serving's own flag spellings (--model_base_path, --rest_api_port, --port,
+--prefer_tflite_model, ...) are accepted too.
 Runs `vtcaps_tf.serving.server.serve_until_stopped` until SIGTERM (status 0) or Ctrl-C (130).
 """
 
@@ -13,6 +14,14 @@ import argparse
 import logging
 
 from vtcaps_tf.errors import EXIT_OK, UsageError
+
+
+def _flag_value(text: str) -> bool:
+    """A boolean flag's value as TF Serving writes it (`--prefer_tflite_model=true`)."""
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "0: load once)")
     p.add_argument("--max-request-bytes", type=int, default=d.max_request_bytes,
                    help=f"largest request body accepted (default {d.max_request_bytes})")
+    p.add_argument("--prefer-tflite-model", "--prefer_tflite_model", dest="prefer_tflite_model",
+                   nargs="?", const=True, default=d.prefer_tflite_model, type=_flag_value,
+                   metavar="true|false",
+                   help="serve a version's model.tflite (written by `vtcaps export --tflite`) in "
+                        "place of its SavedModel when it has one (TF Serving's flag; alone: true)")
+    p.add_argument("--num-tflite-pools", "--num_tflite_pools", dest="num_tflite_pools", type=int, metavar="N",
+                   default=d.num_tflite_pools,
+                   help=f"TFLite interpreter pools of a version (default {d.num_tflite_pools})")
+    p.add_argument("--num-tflite-interpreters-per-pool", "--num_tflite_interpreters_per_pool",
+                   dest="num_tflite_interpreters_per_pool", type=int, metavar="N",
+                   default=d.num_tflite_interpreters_per_pool,
+                   help="TFLite interpreters in each pool: pools x this many requests run at once "
+                        f"(default {d.num_tflite_interpreters_per_pool})")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="do not run one zero batch through each signature after loading")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
@@ -76,7 +98,10 @@ def server_config(args: argparse.Namespace):
         model_config_file=args.model_config_file,
         config_poll_wait_seconds=args.config_poll_wait_seconds,
         grpc_channel_arguments=channel_arguments,
-        grpc_socket_path=args.grpc_socket_path)
+        grpc_socket_path=args.grpc_socket_path,
+        prefer_tflite_model=args.prefer_tflite_model,
+        num_tflite_pools=args.num_tflite_pools,
+        num_tflite_interpreters_per_pool=args.num_tflite_interpreters_per_pool)
 
 
 def main(argv: list[str]) -> int:

@@ -155,16 +155,44 @@ def export_model(model, base_path: str, version: int | None = None, card: dict |
 
 
 def export_trained(model_path: str, base_path: str, version: int | None = None,
-                   evaluation: str | None = None, with_teacher: bool = False) -> str:
+                   evaluation: str | None = None, with_teacher: bool = False,
+                   tflite: str | None = None, calibration_data: str | None = None,
+                   calibration_clips: int | None = None) -> str:
     """`vtcaps export` as a function: load the trained `.keras` model, build its model card (with
     the `evaluation` report, default eval/report.json beside the model) and export it (with
     TPN-ERM's head when `with_teacher`); returns the version directory written.
 
+    `tflite`: also write the TFLite model of `serving_default` into the version, before it
+    appears (`vtcaps_tf.export.tflite`, a mode of `tflite.MODES`); int8 calibrates on
+    `calibration_clips` clips of the preprocessing output `calibration_data`.
+
     Raises UsageError when the model file is missing or not a model of `vtcaps train`, the
-    evaluation report is unreadable, or the version exists."""
+    evaluation report is unreadable, the version exists, or the TFLite options do not go together
+    (checked before the model loads)."""
     from vtcaps_tf.export.model_card import build_model_card
     from vtcaps_tf.models import load_trained_model
 
+    after_save = tflite_hook(tflite, calibration_data, calibration_clips, with_teacher)
     model = load_trained_model(model_path)
     card = build_model_card(model, model_path, evaluation)
-    return export_model(model, base_path, version, card, with_teacher)
+    return export_model(model, base_path, version, card, with_teacher, after_save)
+
+
+def tflite_hook(mode: str | None, calibration_data: str | None = None,
+                calibration_clips: int | None = None, with_teacher: bool = False):
+    """The `after_save` hook writing the TFLite model in `mode` (None: no hook, and no
+    calibration options allowed); UsageError for options that do not go together."""
+    from vtcaps_tf.export import tflite
+
+    if mode is None:
+        if calibration_data or calibration_clips is not None:
+            raise UsageError("calibration data and clips are for the TFLite int8 mode (--tflite int8)")
+        return None
+    if with_teacher:
+        raise UsageError("the TFLite model serves 3D-CapsNet alone: export it without the teacher")
+    if mode != "int8" and (calibration_data or calibration_clips is not None):
+        raise UsageError(f"calibration data and clips are for the TFLite int8 mode, not {mode}")
+    if calibration_clips is not None and calibration_clips < 1:
+        raise UsageError(f"calibration clips must be at least 1, got {calibration_clips}")
+    count = tflite.DEFAULT_CALIBRATION_CLIPS if calibration_clips is None else calibration_clips
+    return tflite.tflite_writer(mode, calibration_data, count)

@@ -5,7 +5,9 @@ A model is a base path holding integer version folders (`vtcaps_tf.export.versio
 version is ready once its `saved_model.pb` exists. `ModelManager.poll()` loads the versions the policy wants (the newest one
 by default), and only after a new version has loaded does it swap the served set (one reference
 assignment) and let go of versions the policy no longer wants: requests already running keep
-their reference to the old servable and finish on it.
+their reference to the old servable and finish on it. With TFLite options that prefer it
+(`vtcaps serve --prefer_tflite_model`), a version holding `model.tflite` answers from the TFLite
+interpreters (`tflite_signatures`).
 """
 
 from __future__ import annotations
@@ -156,8 +158,6 @@ class Signature:
 
     def run(self, inputs: dict[str, np.ndarray], output_filter=None) -> dict[str, np.ndarray]:
         """Validated call: `inputs` must already have the signature's dtypes."""
-        import tensorflow as tf
-
         self.check_inputs(inputs)
         for key, arr in inputs.items():
             spec = self.inputs[key]
@@ -170,6 +170,13 @@ class Signature:
         if unknown:
             raise invalid(f"output filter names unknown outputs {unknown}; signature "
                           f"'{self.name}' has {sorted(self.outputs)}")
+        result = self._invoke(inputs)
+        return {k: result[k] for k in wanted}
+
+    def _invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The signature's function on checked inputs -> every output as numpy."""
+        import tensorflow as tf
+
         feed = {k: tf.constant(v, dtype=tf.string) if self.inputs[k].dtype == object else tf.constant(v)
                 for k, v in inputs.items()}
         try:
@@ -178,7 +185,15 @@ class Signature:
             raise invalid(f"the model rejected the inputs: {_first_line(err)}") from None
         except tf.errors.OpError as err:
             raise ServingError("INTERNAL", f"model execution failed: {_first_line(err)}") from None
-        return {k: result[k].numpy() for k in wanted}
+        return {k: v.numpy() for k, v in result.items()}
+
+
+class TFLiteSignature(Signature):
+    """A signature answered by a version's TFLite model (`tflite_signatures`): `function` takes
+    and returns numpy arrays."""
+
+    def _invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.function(inputs)
 
 
 def _first_line(err) -> str:
@@ -187,20 +202,36 @@ def _first_line(err) -> str:
 
 
 class Servable:
-    """One loaded version of a model."""
+    """One loaded version of a model. With `tflite` options that prefer it, a version holding a
+    `model.tflite` answers `serving_default` and `serve_examples` from it (`tflite_signatures`)
+    and loads its SavedModel only for any other signature; `self.tflite` is then the
+    `TFLiteModel`, else None."""
 
-    def __init__(self, name: str, version: int, path: str, warmup: bool = True):
-        import tensorflow as tf
-
+    def __init__(self, name: str, version: int, path: str, warmup: bool = True, tflite=None):
         self.name = name
         self.version = version
         self.path = path
         meta_graph, self.graph_v1 = read_meta_graph(path)
         self.signature_defs = meta_graph.signature_def
-        self._loaded = tf.saved_model.load(path, tags=["serve"])
-        self.signatures = {
-            key: Signature(key, self.signature_defs[key], fn, self.graph_v1)
-            for key, fn in self._loaded.signatures.items() if key in self.signature_defs}
+        self.tflite = None
+        self.signatures = {}
+        if tflite is not None and tflite.prefer:
+            from vtcaps_tf.export.tflite_runtime import TFLiteModel
+            from vtcaps_tf.serving.tflite_signatures import has_tflite, tflite_signatures
+
+            if has_tflite(path):
+                self.tflite = TFLiteModel(path, tflite.interpreters)
+                self.signatures = tflite_signatures(self.tflite, self.signature_defs, TFLiteSignature)
+        self._loaded = None
+        # Keys of the form __name__ are the SavedModel's own (its init op), not signatures.
+        if any(k not in self.signatures and not k.startswith("__") for k in self.signature_defs):
+            import tensorflow as tf
+
+            self._loaded = tf.saved_model.load(path, tags=["serve"])
+            self.signatures.update({
+                key: Signature(key, self.signature_defs[key], fn, self.graph_v1)
+                for key, fn in self._loaded.signatures.items()
+                if key in self.signature_defs and key not in self.signatures})
         if warmup:
             self._warmup()
 
@@ -236,9 +267,10 @@ class VersionStatus:
 class ServedModel:
     """The versions of one model: the served set is an immutable dict replaced as a whole."""
 
-    def __init__(self, spec: ModelSpec, warmup: bool = True):
+    def __init__(self, spec: ModelSpec, warmup: bool = True, tflite=None):
         self.spec = spec
         self.warmup = warmup
+        self.tflite = tflite  # TFLiteOptions, or None: SavedModels only
         self._served: dict[int, Servable] = {}
         self._status: dict[int, VersionStatus] = {}
         self._lock = threading.Lock()  # one poll at a time
@@ -291,7 +323,7 @@ class ServedModel:
         self._status[version] = VersionStatus(LOADING, attempts=attempts)
         t0 = time.perf_counter()
         try:
-            servable = Servable(self.spec.name, version, path, warmup=self.warmup)
+            servable = Servable(self.spec.name, version, path, warmup=self.warmup, tflite=self.tflite)
         except Exception as err:  # noqa: BLE001 - any load failure is reported in the status
             self._status[version] = VersionStatus(END, "UNKNOWN", f"loading failed: {_first_line(err)}",
                                                   attempts)
@@ -339,15 +371,18 @@ class ServedModel:
 
 
 class ModelManager:
-    """All served models; `start()` loads them and polls their base paths in a background thread."""
+    """All served models; `start()` loads them and polls their base paths in a background thread.
+    `tflite`: `tflite_signatures.TFLiteOptions` (None: every version from its SavedModel)."""
 
-    def __init__(self, specs: list[ModelSpec], poll_wait_seconds: float = 1.0, warmup: bool = True):
+    def __init__(self, specs: list[ModelSpec], poll_wait_seconds: float = 1.0, warmup: bool = True,
+                 tflite=None):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
         self.poll_wait_seconds = poll_wait_seconds
         self.warmup = warmup
-        self._models = {s.name: ServedModel(s, warmup) for s in specs}
+        self.tflite = tflite
+        self._models = {s.name: ServedModel(s, warmup, tflite) for s in specs}
         self._stop = threading.Event()
         self._thread = None
 
@@ -375,7 +410,7 @@ class ModelManager:
             if old is not None and old.spec == spec:
                 new[spec.name] = old
             else:
-                model = ServedModel(spec, self.warmup)
+                model = ServedModel(spec, self.warmup, self.tflite)
                 model.poll()
                 new[spec.name] = model
         self._models = new

@@ -33,6 +33,17 @@ class ServerConfig:
     config_poll_wait_seconds: float = 0.0
     grpc_channel_arguments: tuple = ()  # extra gRPC server options, (key, value) pairs
     grpc_socket_path: str | None = None  # also serve gRPC on this Unix socket
+    # A version's model.tflite answers in place of its SavedModel (TF Serving's flags of these names).
+    prefer_tflite_model: bool = False
+    num_tflite_pools: int = 1
+    num_tflite_interpreters_per_pool: int = 1
+
+    def tflite_options(self):
+        """The TFLite flags as `tflite_signatures.TFLiteOptions`."""
+        from vtcaps_tf.serving.tflite_signatures import TFLiteOptions
+
+        return TFLiteOptions(self.prefer_tflite_model, self.num_tflite_pools,
+                             self.num_tflite_interpreters_per_pool)
 
 
 class ModelServer:
@@ -42,7 +53,8 @@ class ModelServer:
         from vtcaps_tf.serving.servables import ModelManager
 
         self.config = config or ServerConfig()
-        self.manager = ModelManager(specs, self.config.poll_wait_seconds, self.config.warmup)
+        self.manager = ModelManager(specs, self.config.poll_wait_seconds, self.config.warmup,
+                                    self.config.tflite_options())
         self._rest = None
         self._rest_thread = None
         self._grpc = None
@@ -137,6 +149,10 @@ def check_config(config: ServerConfig) -> None:
         raise UsageError("both REST and gRPC are disabled: nothing to serve")
     if config.config_poll_wait_seconds > 0 and not config.model_config_file:
         raise UsageError("config_poll_wait_seconds > 0 needs a model_config_file to re-read")
+    try:
+        config.tflite_options()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def serve_until_stopped(specs, config: ServerConfig, say=print) -> None:
@@ -152,9 +168,12 @@ def serve_until_stopped(specs, config: ServerConfig, say=print) -> None:
         for spec in specs:
             model = server.manager.model(spec.name)
             versions = model.versions
+            servable = model.get() if versions else None
+            runs = (f" (TFLite {servable.tflite.mode}, {servable.tflite.path})"
+                    if servable is not None and servable.tflite is not None else "")
             say(f"model {spec.name!r} from {spec.base_path}: "
-                + (f"serving version {max(versions)}" if versions else "no version yet (waiting for one)"))
-            card = read_model_card(model.get().path) if versions else None
+                + (f"serving version {max(versions)}{runs}" if versions else "no version yet (waiting for one)"))
+            card = read_model_card(servable.path) if servable is not None else None
             if card:  # vtcaps exports carry one; other SavedModels are served without
                 say(f"  model card: {describe(card)}")
         if server.grpc_port is not None:
