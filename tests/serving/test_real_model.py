@@ -10,12 +10,12 @@ import json
 import os
 from types import SimpleNamespace
 
-import grpc
 import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.serving.grpc_helpers import grpc_predict
 
 pytestmark = pytest.mark.slow
 
@@ -81,16 +81,10 @@ def test_rest_equals_keras_model(tiny, server):
 def test_grpc_equals_keras_model(tiny, server):
     model, _ = tiny
     inputs = _inputs(model, 2, seed=2)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "vtcaps"
-    request.model_spec.signature_name = "serving_default"
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    outputs, _ = grpc_predict(server.grpc_port, "vtcaps", inputs, "serving_default")
     expected = _keras(model, inputs)
     for key in OUTPUTS:
-        np.testing.assert_allclose(tf.make_ndarray(response.outputs[key]), expected[key], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(outputs[key], expected[key], atol=1e-5, rtol=0)
 
 
 def test_serve_examples_takes_beam_sequence_examples(tiny, server):

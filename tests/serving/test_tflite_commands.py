@@ -8,14 +8,13 @@ import base64
 import json
 import os
 
-import grpc
 import numpy as np
 import pytest
 import requests
 import tensorflow as tf
 import toy_model
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.serving.grpc_helpers import grpc_predict
 from tests.face import fixtures as fx
 from vtcaps_tf.cli.main import main as vtcaps
 from vtcaps_tf.export.tflite_runtime import TFLITE_FILE
@@ -75,16 +74,11 @@ def test_rest_predict_equals_the_reference_and_the_saved_model(servers):
 def test_grpc_predict_equals_the_reference(servers):
     tflite, _ = servers
     inputs = _inputs(2, seed=2)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "toy"
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    with grpc.insecure_channel(f"127.0.0.1:{tflite.grpc_port}") as channel:
-        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+    outputs, response = grpc_predict(tflite.grpc_port, "toy", inputs)
     reference = toy_model.reference(inputs)
     for key in OUTPUTS:
-        np.testing.assert_allclose(tf.make_ndarray(response.outputs[key]), reference[key], atol=1e-5, rtol=0)
-    assert tf.make_ndarray(response.outputs["classes"]).tolist() == [[c.encode() for c in toy_model.CLASSES]] * 2
+        np.testing.assert_allclose(outputs[key], reference[key], atol=1e-5, rtol=0)
+    assert outputs["classes"].tolist() == [[c.encode() for c in toy_model.CLASSES]] * 2
     assert response.model_spec.version.value == 1
 
 

@@ -7,12 +7,12 @@ Converting the model takes a while on 2 cores, hence `slow`."""
 import base64
 import shutil
 
-import grpc
 import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.serving.grpc_helpers import grpc_predict
 
 pytestmark = pytest.mark.slow
 
@@ -76,15 +76,10 @@ def test_rest_predict_equals_the_saved_model(version, servers):
 def test_grpc_predict_equals_the_saved_model(version, servers):
     tflite, _ = servers
     inputs = _inputs(version[0].model, 2, seed=2)
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "vtcaps"
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    with grpc.insecure_channel(f"127.0.0.1:{tflite.grpc_port}") as channel:
-        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=120)
+    outputs, _ = grpc_predict(tflite.grpc_port, "vtcaps", inputs, timeout=120)
     want = _saved_model(version, inputs)
     for key in OUTPUTS:
-        np.testing.assert_allclose(tf.make_ndarray(response.outputs[key]), want[key], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(outputs[key], want[key], atol=1e-5, rtol=0)
 
 
 def test_serve_examples_equals_the_saved_model(version, servers):
