@@ -83,6 +83,12 @@ class _LocalModel:
     teacher: bool
     max_batch = None
 
+    def _read_inputs(self, shapes: dict) -> None:
+        """The clip contract and whether the teacher's window is an input, from the model's input
+        shapes (name -> shape)."""
+        self.shape = clip_shape_from_inputs(shapes)
+        self.teacher = "long_frames" in shapes
+
     def predict_windows(self, windows) -> dict[str, np.ndarray]:
         """Clips as stored windows (objects with `crops`, `landmarks`, `offset`) -> outputs."""
         return self.predict(_stack([
@@ -102,9 +108,7 @@ class InProcessModel(_LocalModel):
         self.card = read_model_card(self.path)
         self.servable = Servable("local", 0, self.path, warmup=False)
         self.signature = self.servable.signature(SIGNATURE)
-        inputs = {k: s.shape for k, s in self.signature.inputs.items()}
-        self.shape = clip_shape_from_inputs(inputs)
-        self.teacher = "long_frames" in inputs
+        self._read_inputs({k: s.shape for k, s in self.signature.inputs.items()})
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.signature.run(inputs)
@@ -126,9 +130,7 @@ class TFLiteInProcessModel(_LocalModel):
         self.model = TFLiteModel(path)
         self.path = self.model.path
         self.card = read_model_card(os.path.dirname(os.path.abspath(self.path)))
-        inputs = {k: shape for k, (shape, _) in self.model.inputs.items()}
-        self.shape = clip_shape_from_inputs(inputs)
-        self.teacher = "long_frames" in inputs
+        self._read_inputs({k: shape for k, (shape, _) in self.model.inputs.items()})
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.model.predict(inputs)

@@ -170,11 +170,10 @@ class Signature:
         if unknown:
             raise invalid(f"output filter names unknown outputs {unknown}; signature "
                           f"'{self.name}' has {sorted(self.outputs)}")
-        result = self._invoke(inputs)
-        return {k: result[k] for k in wanted}
+        return self._invoke(inputs, wanted)
 
-    def _invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The signature's function on checked inputs -> every output as numpy."""
+    def _invoke(self, inputs: dict[str, np.ndarray], wanted) -> dict[str, np.ndarray]:
+        """The signature's function on checked inputs -> the `wanted` outputs as numpy."""
         import tensorflow as tf
 
         feed = {k: tf.constant(v, dtype=tf.string) if self.inputs[k].dtype == object else tf.constant(v)
@@ -185,15 +184,16 @@ class Signature:
             raise invalid(f"the model rejected the inputs: {_first_line(err)}") from None
         except tf.errors.OpError as err:
             raise ServingError("INTERNAL", f"model execution failed: {_first_line(err)}") from None
-        return {k: v.numpy() for k, v in result.items()}
+        return {k: result[k].numpy() for k in wanted}
 
 
 class TFLiteSignature(Signature):
     """A signature answered by a version's TFLite model (`tflite_signatures`): `function` takes
     and returns numpy arrays."""
 
-    def _invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.function(inputs)
+    def _invoke(self, inputs: dict[str, np.ndarray], wanted) -> dict[str, np.ndarray]:
+        result = self.function(inputs)
+        return {k: result[k] for k in wanted}
 
 
 def _first_line(err) -> str:
