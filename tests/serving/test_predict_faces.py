@@ -133,10 +133,9 @@ def test_long_video_is_read_in_bounded_memory(face, toy_base_path, tmp_path):
     from vtcaps_tf.apps.predict import InProcessModel, predict_video
 
     model = InProcessModel(toy_base_path)
-    small = face[::2, ::2]
 
-    def frames(n):  # the face, with a 20-frame absence every 100 frames
-        return np.stack([_canvas(small, [] if 40 <= t % 100 < 60 else [40 + t % 3], width=160)
+    def frames(n):  # the face (36 px wide), with a 20-frame absence every 100 frames
+        return np.stack([_canvas(face, [] if 40 <= t % 100 < 60 else [20 + t % 3], width=160)
                          for t in range(n)])
 
     peaks = {}
