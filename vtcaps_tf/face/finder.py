@@ -298,19 +298,24 @@ class FaceFinder:
 
         from vtcaps_tf.face.mesh import mesh_points_3d
 
-        side = WINDOW_SCALE * max(box[2] - box[0], box[3] - box[1], 1.0)
+        side = max(1, int(round(WINDOW_SCALE * max(box[2] - box[0], box[3] - box[1], 1.0))))
+        x0 = int(round((box[0] + box[2]) / 2 - side / 2))
+        y0 = int(round((box[1] + box[3]) / 2 - side / 2))
+        h, w = rgb.shape[:2]
+        # The window cut at full resolution (black beyond the image), then resized with area
+        # averaging when it shrinks, so that a large face is not aliased.
+        square = np.zeros((side, side, 3), np.uint8)
+        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x0 + side), min(h, y0 + side)
+        if cx1 > cx0 and cy1 > cy0:
+            square[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = rgb[cy0:cy1, cx0:cx1]
+        interp = cv2.INTER_AREA if side > WINDOW_PIXELS else cv2.INTER_LINEAR
+        window = cv2.resize(square, (WINDOW_PIXELS, WINDOW_PIXELS), interpolation=interp)
         scale = WINDOW_PIXELS / side
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        matrix = np.array([[scale, 0, WINDOW_PIXELS / 2 - scale * cx],
-                           [0, scale, WINDOW_PIXELS / 2 - scale * cy]], np.float64)
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        window = cv2.warpAffine(rgb, matrix, (WINDOW_PIXELS, WINDOW_PIXELS), flags=interp,
-                                borderMode=cv2.BORDER_CONSTANT)
         result = self._mesh.process(window)
         if not result.multi_face_landmarks:
             return None
         pts = mesh_points_3d(result.multi_face_landmarks[0], WINDOW_PIXELS, WINDOW_PIXELS)
-        xy = (pts[:, :2].astype(np.float64) - matrix[:, 2]) / scale
+        xy = pts[:, :2].astype(np.float64) / scale + (x0, y0)
         lm = landmarks68(xy)
         return FoundFace(lm, _landmark_box(lm), head_turn(pts, lm))
 
