@@ -247,3 +247,34 @@ def turned_face(face_width: int, degrees: float, size=(1000, 700), seed: int = 0
     img = background(size[0], size[1], seed)
     x, y = (size[0] - w) // 2, (size[1] - h) // 2
     return img, paste(img, warped, box, x, y)
+
+
+def moving_group_frames(face_widths, num_frames: int, size=(1920, 1080), seed: int = 0,
+                        travel=(120, 40)):
+    """`group_scene`'s faces moving: each face's cut travels in a straight line, up to `travel`
+    (x, y) pixels from its grid place and back (a random direction per face) over the video.
+    -> (frames uint8 [T, H, W, 3], boxes [T, n, 4] of each face in each frame)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    n = len(face_widths)
+    cols = int(np.ceil(np.sqrt(n * width / height)))
+    rows = int(np.ceil(n / cols))
+    cw, ch = width // cols, height // rows
+    cuts = [face_cut(int(fw), flip=k % 2 == 1, angle=(-8, 0, 6)[k % 3]) for k, fw in enumerate(face_widths)]
+    homes = []
+    for k, (cut, _) in enumerate(cuts):
+        r, c = divmod(k, cols)
+        homes.append((c * cw + (cw - cut.shape[1]) // 2, r * ch + (ch - cut.shape[0]) // 2))
+    direction = rng.choice([-1, 1], size=(n, 2)) * np.array(travel)
+    base = background(width, height, seed)
+    frames, boxes = [], []
+    for t in range(num_frames):
+        phase = 1 - abs(2 * t / max(1, num_frames - 1) - 1)  # 0 -> 1 -> 0
+        img = base.copy()
+        row = []
+        for k, (cut, box) in enumerate(cuts):
+            x, y = np.array(homes[k]) + np.round(phase * direction[k] / 2).astype(int)
+            row.append(paste(img, cut, box, int(x), int(y)))
+        frames.append(img)
+        boxes.append(row)
+    return np.stack(frames), np.array(boxes)

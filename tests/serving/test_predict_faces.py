@@ -186,3 +186,62 @@ def test_annotated_video_shows_boxes_and_no_face(face, toy_base_path, tmp_path, 
     # --annotate takes exactly one video.
     assert vtcaps(["predict", video, video, "--saved-model", toy_base_path, "--annotate", str(out)]) == 2
     assert "annotating needs exactly one video" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a 1080p photo of 20 faces through the whole command
+def test_photo_with_20_faces_and_max_faces_16_reports_4_skipped(toy_base_path, tmp_path, capsys):
+    import cv2
+
+    widths = list(range(40, 140, 5))
+    image, pasted = fx.group_scene(widths, size=(1920, 1080), seed=1)
+    path = str(tmp_path / "crowd.jpg")
+    cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json", "--max-faces", "16"],
+                        capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert [r["face"] for r in results] == list(range(16))
+    for r in results:
+        assert r["skipped_faces"] == [{"reason": "over_limit", "faces": 4, "frames": 1}]
+    # The 16 analysed are the 16 largest: the smallest analysed face is the 5th smallest pasted.
+    smallest = min(r["box"][2] - r["box"][0] for r in results)
+    assert smallest == pytest.approx(sorted(widths)[4], rel=0.2)
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--max-faces", "16"], capsys)
+    assert rc == 0 and "skipped faces: 4 over_limit" in out, err
+
+
+def test_photo_of_a_face_turned_60_degrees_says_so(toy_base_path, tmp_path, capsys):
+    import cv2
+
+    image, _ = fx.turned_face(200, 60)
+    path = str(tmp_path / "turned.png")
+    cv2.imwrite(path, image[..., ::-1])
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    (r,) = json.loads(out)
+    assert r["error"] == "no face found in the image"
+    assert r["skipped_faces"] == [{"reason": "turned", "faces": 1, "frames": 1}]
+
+
+@pytest.mark.slow
+def test_eight_moving_faces_in_a_10_second_1080p_video_get_eight_tracks(toy_base_path, tmp_path, capsys):
+    """8 faces of 40-150 px moving up to 60 px (x) and 20 px (y) from their places and back, 10 s
+    at 5 fps (50 frames: a low rate keeps the test short; each face moves up to 2.4 px a frame)."""
+    widths = [40, 55, 70, 85, 100, 115, 130, 150]
+    frames, boxes = fx.moving_group_frames(widths, 50, size=(1920, 1080), seed=2)
+    video = fx.write_video(str(tmp_path / "group.avi"), frames, fps=5.0)
+    del frames
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert [r["face"] for r in results] == list(range(8))
+    mean_centres = ((boxes[..., :2] + boxes[..., 2:]) / 2).mean(axis=0)  # [8, 2]
+    matched = []
+    for r in results:
+        assert r["start"] == 0.0 and r["end"] == pytest.approx(10.0)
+        assert [c["status"] for c in r["clips"]] == ["ok"] * (50 // toy_model.N)
+        centre = np.array([(r["box"][0] + r["box"][2]) / 2, (r["box"][1] + r["box"][3]) / 2])
+        k = int(np.argmin(np.linalg.norm(mean_centres - centre, axis=1)))
+        assert np.linalg.norm(mean_centres[k] - centre) < widths[k] / 4
+        matched.append(k)
+    assert sorted(matched) == list(range(8))
+    assert all(r["skipped_faces"] == [] for r in results)
