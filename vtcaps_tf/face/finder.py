@@ -2,7 +2,7 @@
 
 The full-range BlazeFace (`mp.solutions.face_detection`, `model_selection=1`, inside the wheel)
 looks at a 192x192 copy of its input and misses a face under about 7 of those pixels, so an image
-wider than `TILE_PIXELS` is also looked at in overlapping tiles of that size (a 24-px face is
+longer than `TILE_PIXELS` is also looked at in overlapping tiles of that size (a 24-px face is
 then about 10 of the detector's pixels). An image longer than `DETECT_MAX_SIDE` is downscaled for detection only.
 
 Each face found is cut out of the full-resolution image as a square window (`WINDOW_SCALE` times
@@ -14,11 +14,13 @@ does it: its landmarks, and so its aligned crop, are exactly those of the mesh a
 would move them by up to about 2% of the face's width, the mesh's own jitter when the image
 moves by a pixel).
 
-On a video (`video=True`) the detector runs, with its tiles, every `detect_every` frames and on the
-frame after a face is lost; in between each face is followed by its mesh: the window of the next
-frame is placed on the landmarks of this one. While no face is followed, the detector looks at
-every whole frame (without tiles), so that a face coming into an empty scene is found at once; a
-face coming in beside faces followed is found at the next detection.
+On a video (`video=True`) the detector runs on the whole frame every `detect_every` frames, with
+its tiles every `tiles_every` frames and on the frame after a face is lost; in between each face
+is followed by its mesh: the window of the next frame is placed on the landmarks of this one (a
+lone face by the mesh's video mode, which starts from the last landmarks instead of detecting).
+While no face is followed the detector looks at every whole frame, so that a face coming into an
+empty scene is found at once; a face coming in beside faces followed is found at the next
+detection (a small one at the next detection with tiles).
 
 What is not analysed is said (`SkippedFace`): a face narrower than `MIN_FACE_PIXELS`
 ("too_small"), one beyond the `max_faces` largest ("over_limit"), one turned more than
@@ -36,7 +38,7 @@ from vtcaps_tf.face.landmarks import landmarks68
 
 MIN_FACE_PIXELS = 24  # narrowest face analysed, in pixels of the image as detected (below)
 DETECT_MAX_SIDE = 1920  # a larger image is downscaled to this for detection (not for the mesh)
-TILE_PIXELS = 480  # detection tiles of an image wider or taller than this
+TILE_PIXELS = 480  # the side of a detection tile; a longer image is also searched in tiles
 TILE_OVERLAP = 120  # pixels shared by neighbouring tiles, so that a face on a seam is whole in one
 WINDOW_SCALE = 2.5  # the mesh's window: this many times the face's size, centred on it
 WINDOW_PIXELS = 320  # the window's side as the mesh sees it (the face about 128 px wide)
@@ -44,6 +46,7 @@ NEAR_FRACTION = 0.25  # a face at least this part of the image's longer side is 
 NEAR_MAX_FACES = 4  # faces that near fit at most this many in one image
 MAX_YAW_DEGREES = 45.0  # a face turned further is skipped as "turned"
 DETECT_EVERY = 10  # frames between two detections on a video
+TILES_EVERY = 30  # frames between two detections with tiles on a video (small faces)
 SAME_FACE_IOU = 0.3  # two boxes overlapping more than this (or one's centre in the other) are one face
 MIN_DETECTION_CONFIDENCE = 0.5
 SKIP_REASONS = ("too_small", "over_limit", "turned")
@@ -151,21 +154,24 @@ class FaceFinder:
 
     `video`: follow the faces of consecutive frames (detect every `detect_every` frames);
     otherwise every image is searched anew. `max_faces`: the most faces analysed in one frame
-    (the largest; the others are skipped as "over_limit"). `min_face`: narrower faces are skipped
+    (the largest; the others are skipped as "over_limit"). `tiles_every`: frames between two
+    detections with tiles (small faces). `min_face`: narrower faces are skipped
     as "too_small" (pixels of the image as detected)."""
 
     def __init__(self, video: bool = True, max_faces: int = 1,
-                 detect_every: int = DETECT_EVERY, min_face: float = MIN_FACE_PIXELS,
-                 max_yaw: float = MAX_YAW_DEGREES):
+                 detect_every: int = DETECT_EVERY, tiles_every: int = TILES_EVERY,
+                 min_face: float = MIN_FACE_PIXELS, max_yaw: float = MAX_YAW_DEGREES):
         if max_faces < 1:
             raise ValueError(f"max_faces must be at least 1, got {max_faces}")
-        if detect_every < 1:
-            raise ValueError(f"detect_every must be at least 1 frame, got {detect_every}")
+        if detect_every < 1 or tiles_every < 1:
+            raise ValueError(f"detect_every and tiles_every must be at least 1 frame, got "
+                             f"{detect_every} and {tiles_every}")
         import mediapipe as mp  # heavy: imported only when a finder is opened
 
         self.video = video
         self.max_faces = int(max_faces)
         self.detect_every = int(detect_every)
+        self.tiles_every = int(tiles_every)
         self.min_face = float(min_face)
         self.max_yaw = float(max_yaw)
         self._detector = mp.solutions.face_detection.FaceDetection(
@@ -176,6 +182,7 @@ class FaceFinder:
         self._whole = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=NEAR_MAX_FACES, refine_landmarks=False,
             min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+        self._solo = None  # the video-mode mesh following a lone face, opened when first needed
         self.reset()
 
     def reset(self):
@@ -184,6 +191,8 @@ class FaceFinder:
         self._followed: list[np.ndarray] = []  # 68 landmarks of each face followed
         self._skipped: list[SkippedFace] = []  # what the last detection left out
         self._lost = False
+        if self._solo is not None:
+            self._solo.reset()
 
     def find(self, rgb: np.ndarray) -> FrameFaces:
         """RGB uint8 image [H, W, 3] -> its faces (`FrameFaces`)."""
@@ -192,12 +201,13 @@ class FaceFinder:
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an RGB image [H, W, 3], got shape {rgb.shape}")
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        # Tiles on every still, every detect_every-th frame, and after a face is lost; the whole
-        # frame alone on the frames between while no face is followed, so that a face coming
-        # into an empty scene is found at once.
-        tiles = not self.video or self._lost or self._frame % self.detect_every == 0
+        # Tiles on every still, every tiles_every-th frame, and after a face is lost; the whole
+        # frame alone every detect_every-th frame and, while no face is followed, on every
+        # frame, so that a face coming into an empty scene is found at once.
+        tiles = not self.video or self._lost or self._frame % self.tiles_every == 0
+        detect = tiles or not self._followed or self._frame % self.detect_every == 0
         self._frame += 1
-        if tiles or not self._followed:
+        if detect:
             found = self._detect_and_mesh(rgb, tiles)
         else:
             found = self._follow(rgb)
@@ -208,9 +218,13 @@ class FaceFinder:
     def _follow(self, rgb: np.ndarray) -> FrameFaces:
         faces, skipped = [], list(self._skipped)
         near = _Near(self, rgb)
+        # One face followed (the usual video): the mesh's video mode on its window, which skips
+        # the mesh's own detector by starting from the last frame's landmarks. Several: one
+        # still-image mesh for all (a video-mode graph per face would cost ~20 MB each).
+        solo = self._solo_mesh() if len(self._followed) == 1 else None
         for lm in self._followed:
             box = _landmark_box(lm)
-            got = near.face(box) or self._mesh_window(rgb, box)
+            got = near.face(box) or self._mesh_window(rgb, box, solo)
             if got is None:
                 self._lost = True
             elif got.turn > self.max_yaw:
@@ -245,6 +259,9 @@ class FaceFinder:
             elif not any(same_face(got.box, f.box) for f in faces):
                 faces.append(got)
         faces.sort(key=lambda f: -_area(f.box))
+        if self._solo is not None and not (len(faces) == 1 and len(self._followed) == 1 and same_face(
+                faces[0].box, _landmark_box(self._followed[0]))):
+            self._solo.reset()  # the lone face followed is not the same one
         # Faces left out stay reported on the frames followed until the next detection.
         self._skipped = [s for s in skipped if s.reason != "turned"]
         return FrameFaces(faces, skipped)
@@ -292,8 +309,18 @@ class FaceFinder:
             out.append(FoundFace(lm, _landmark_box(lm), head_turn(pts, lm)))
         return out
 
-    def _mesh_window(self, rgb: np.ndarray, box: np.ndarray) -> FoundFace | None:
-        """The mesh on a window centred on `box` -> the face there, or None."""
+    def _solo_mesh(self):
+        if self._solo is None:
+            import mediapipe as mp
+
+            self._solo = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+        return self._solo
+
+    def _mesh_window(self, rgb: np.ndarray, box: np.ndarray, mesh=None) -> FoundFace | None:
+        """The mesh (`mesh`, or the still-image one) on a window centred on `box` -> the face
+        there, or None."""
         import cv2
 
         from vtcaps_tf.face.mesh import mesh_points_3d
@@ -311,7 +338,7 @@ class FaceFinder:
         interp = cv2.INTER_AREA if side > WINDOW_PIXELS else cv2.INTER_LINEAR
         window = cv2.resize(square, (WINDOW_PIXELS, WINDOW_PIXELS), interpolation=interp)
         scale = WINDOW_PIXELS / side
-        result = self._mesh.process(window)
+        result = (mesh or self._mesh).process(window)
         if not result.multi_face_landmarks:
             return None
         pts = mesh_points_3d(result.multi_face_landmarks[0], WINDOW_PIXELS, WINDOW_PIXELS)
@@ -324,7 +351,9 @@ class FaceFinder:
             self._detector.close()
             self._mesh.close()
             self._whole.close()
-            self._detector = self._mesh = self._whole = None
+            if self._solo is not None:
+                self._solo.close()
+            self._detector = self._mesh = self._whole = self._solo = None
 
     def __enter__(self):
         return self
