@@ -3,7 +3,8 @@
 The full-range BlazeFace (`mp.solutions.face_detection`, `model_selection=1`, inside the wheel)
 looks at a 192x192 copy of its input and misses a face under about 7 of those pixels, so an image
 longer than `TILE_PIXELS` is also looked at in overlapping tiles of that size (a 24-px face is
-then about 10 of the detector's pixels). An image longer than `DETECT_MAX_SIDE` is downscaled for detection only.
+then about 10 of the detector's pixels). An image longer than `DETECT_MAX_SIDE` is downscaled for
+detection only.
 
 Each face found is cut out of the full-resolution image as a square window (`WINDOW_SCALE` times
 the face's size, resampled to `WINDOW_PIXELS`) and the still-image face mesh (short-range
