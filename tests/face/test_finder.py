@@ -1,6 +1,7 @@
 """FaceFinder on scenes composed from the sample photo's face (grace_hopper.jpg, pasted, mirrored,
 scaled, rotated and turned): groups of small faces, a distant face, turned heads, more faces than
-the limit, a phone-sized photo, and the landmarks of a face at selfie distance."""
+the limit, partly covered faces, a phone-sized photo, and the landmarks of a face at selfie
+distance."""
 
 import numpy as np
 import pytest
@@ -145,3 +146,19 @@ def test_skip_tally_counts_frames_and_the_most_in_one_frame():
     tally.add([])
     assert tally.to_list() == [{"reason": "too_small", "faces": 1, "frames": 1},
                                {"reason": "over_limit", "faces": 3, "frames": 2}]
+
+
+@pytest.mark.parametrize("covered", ["mouth", "side"])
+def test_a_face_a_third_covered_still_gets_its_landmarks(finder, covered):
+    img, pasted = fx.group_scene([150], size=(640, 360), seed=3)
+    x0, y0, x1, y1 = pasted[0].round().astype(int)
+    third = (y1 - y0) // 3 if covered == "mouth" else (x1 - x0) // 3
+    if covered == "mouth":  # a hand or a cup over the lower third
+        img[y1 - third:y1 + 10, x0 - 10:x1 + 10] = (40, 90, 160)
+    else:  # the right third behind something
+        img[y0 - 10:y1 + 10, x1 - third:x1 + 10] = (40, 90, 160)
+    found = finder.find(img)
+    assert len(found.faces) == 1 and _match([found.faces[0].box], pasted) == [0]
+    lm = found.faces[0].landmarks
+    eyes = (lm[36:48].mean(axis=0) - pasted[0, :2]) / (pasted[0, 2:] - pasted[0, :2])
+    assert 0.2 < eyes[0] < 0.8 and 0.2 < eyes[1] < 0.6  # the eyes where the pasted face's are

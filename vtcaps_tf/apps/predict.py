@@ -140,16 +140,14 @@ class StillWindow:
 def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int = 4,
                   faces: str = "all") -> list[VideoPrediction]:
     """A still image: every face (left to right; the largest only with faces="largest") shown to
-    the model as a static clip, the face's crop repeated N (and M) times. A photo larger than a
-    frame is analysed as it is (the finder downscales it for detection only)."""
+    the model as a static clip, the face's crop repeated N (and M) times. A large photo (a phone's
+    6000x4000) is analysed as it is: the finder downscales it for detection only."""
     from vtcaps_tf.face.finder import SkipTally
     from vtcaps_tf.face.tracking import box_area
 
     analyzer.reset()
     frame_faces = analyzer.find(image)
-    tally = SkipTally()
-    tally.add(frame_faces.skipped)
-    skipped = tally.to_list()
+    skipped = SkipTally.of(frame_faces.skipped)
     found = [f.landmarks for f in frame_faces.faces]
     if not found:
         return [VideoPrediction(path, num_frames=1, single_frame=True, skipped_faces=skipped,
