@@ -147,8 +147,9 @@ def write_afew_dataset(root: str, train=(("Happy", 2), ("Sad", 2)), val=(("Happy
                                  seed=ci * 7 + k + (50 if set_name == "Val_AFEW" else 0))
 
 
-# Where the face is in grace_hopper.jpg scaled to 512 px wide (the mesh's landmark box, rounded
-# out), and the cut around it that the composed scenes paste: the face is FACE_IN_CUT[2] -
+# Where the face is in grace_hopper.jpg scaled to 512 px wide (the box of the face mesh's 468
+# points, rounded out: from the forehead down, so a little taller than the 68 landmarks' box), and
+# the cut around it that the composed scenes paste: the face is FACE_IN_CUT[2] -
 # FACE_IN_CUT[0] pixels wide in a cut of CUT_SIZE.
 _CUT_512 = (90, 60, 440, 420)  # x0, y0, x1, y1 in the 512-px photo
 FACE_IN_CUT = (81, 71, 267, 273)  # the face's box inside that cut

@@ -245,3 +245,23 @@ def test_eight_moving_faces_in_a_10_second_1080p_video_get_eight_tracks(toy_base
         matched.append(k)
     assert sorted(matched) == list(range(8))
     assert all(r["skipped_faces"] == [] for r in results)
+
+
+@pytest.mark.slow  # a 4400x2475 photo composed and written
+def test_a_large_photo_is_analysed_with_boxes_in_its_own_pixels(toy_base_path, tmp_path, capsys):
+    import cv2
+
+    image, pasted = fx.group_scene([600, 400], size=(4400, 2475), seed=9)
+    path = str(tmp_path / "phone.jpg")
+    cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    del image
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert len(results) == 2 and all(r["skipped_faces"] == [] for r in results)
+    for r, want in zip(results, sorted(pasted.tolist())):  # left to right, as pasted
+        # The 68 landmarks' box: the pasted face's sides and chin; its top is the brows, lower
+        # than the top of the face mesh's box, which `fixtures.FACE_IN_CUT` holds.
+        x0, y0, x1, y1 = r["box"]
+        np.testing.assert_allclose([x0, x1, y1], [want[0], want[2], want[3]], atol=0.08 * (want[2] - want[0]))
+        assert want[1] < y0 < (want[1] + want[3]) / 2

@@ -83,7 +83,7 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
         return [VideoPrediction(path, error=f"cannot read the video ({err})")]
     if stream.still:
         return predict_photo(path, next(stream.frames), model, photo_analyzer or analyzer,
-                             batch_size, faces)
+                             batch_size, faces, scale=stream.scale)
     s = model.shape
     timelines = FaceTimelines(analyzer, stream.fps, s.clip_frames, s.long_frames, faces,
                               keep_boxes=timelines_out is not None)
@@ -138,10 +138,12 @@ class StillWindow:
 
 
 def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int = 4,
-                  faces: str = "all") -> list[VideoPrediction]:
+                  faces: str = "all", scale: float = 1.0) -> list[VideoPrediction]:
     """A still image: every face (left to right; the largest only with faces="largest") shown to
     the model as a static clip, the face's crop repeated N (and M) times. A large photo (a phone's
-    6000x4000) is analysed as it is: the finder downscales it for detection only."""
+    6000x4000) is analysed, decoded reduced (`open_frames`; `scale`: the file's pixels per pixel of
+    `image`, so that the boxes reported are in the file's pixels) and downscaled further by the
+    finder for detection only."""
     from vtcaps_tf.face.finder import SkipTally
     from vtcaps_tf.face.tracking import box_area
 
@@ -166,7 +168,7 @@ def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int
         batcher.add(face, ClipPrediction(0, 0.0, 0.0, OK), window)
     batcher.flush()
     return [VideoPrediction(path, face, batcher.classes, batcher.clips[face], num_frames=1,
-                            box=[float(v) for v in boxes[k]], single_frame=True,
+                            box=[float(v) * scale for v in boxes[k]], single_frame=True,
                             skipped_faces=skipped)
             for face, k in enumerate(order)]
 

@@ -16,5 +16,6 @@ from vtcaps_tf.face.video import Video, VideoReadError, read_image, read_video
 __all__ = [
     "AU_MAP_SIZE", "AU_NAMES", "AlignedFace", "FaceAnalyzer", "FaceFinder", "FaceMesh", "FaceTrack",
     "FrameFaces", "MESH_TO_68", "NoFaceError", "Video", "VideoReadError", "align_face",
-    "alignment_matrix", "au_attention_map", "au_centres", "eye_centres", "landmarks68", "nearest_found", "read_image", "read_video",
+    "alignment_matrix", "au_attention_map", "au_centres", "eye_centres", "landmarks68",
+    "nearest_found", "read_image", "read_video",
 ]

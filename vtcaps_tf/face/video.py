@@ -11,6 +11,10 @@ import numpy as np
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_FPS = 30.0  # for frame folders, which carry no frame rate
+# A photo longer than this is decoded at a half, a quarter or an eighth of its size (JPEG decodes
+# that directly), so that a phone's 6000x4000 photo holds 18 MB, not 72: faces are searched at
+# 1920 px anyway (face.finder.DETECT_MAX_SIDE), and the mesh's windows need no more.
+MAX_PHOTO_SIDE = 3840
 # A container whose header promises more frames than this fraction decodes is called truncated;
 # the slack allows for containers (mkv, some mp4) whose frame count is only an estimate.
 TRUNCATED_FRACTION = 0.9
@@ -71,17 +75,42 @@ def read_image(path: str) -> np.ndarray:
     return _to_rgb(image)
 
 
+def read_photo(path: str, max_side: int = MAX_PHOTO_SIDE) -> tuple[np.ndarray, int]:
+    """A photo -> (RGB uint8 [H, W, 3], the factor it was reduced by: 1, 2, 4 or 8). A JPEG longer
+    than `max_side` is decoded at the least reduction that brings it within (at most 8); its size
+    is learnt from an eighth-size decode. Other formats decode whole (they cannot decode reduced)."""
+    import cv2
+
+    if os.path.splitext(path)[1].lower() not in (".jpg", ".jpeg"):
+        return read_image(path), 1
+    data = np.fromfile(path, np.uint8)
+    small = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if small is None:
+        raise VideoReadError("unreadable", f"cannot decode image {path}")
+    longest = 8 * max(small.shape[:2])  # within 8 pixels of the photo's own
+    factor = next((f for f in (1, 2, 4) if longest <= max_side * f), 8)
+    if factor == 1:
+        return read_image(path), 1
+    flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+    image = cv2.imdecode(data, flags[factor])
+    if image is None:
+        raise VideoReadError("unreadable", f"cannot decode image {path}")
+    return _to_rgb(image), factor
+
+
 @dataclasses.dataclass
 class FrameStream:
     """A video opened for reading one frame at a time: `frames` yields RGB uint8 [H, W, 3] frames
     and is consumed once. `still` marks a single image (a photo); `promised` is the container's
-    frame count (0 when it has none), an estimate for some formats."""
+    frame count (0 when it has none), an estimate for some formats. `scale`: the file's pixels per
+    pixel of the frames (a large photo is decoded reduced, `read_photo`)."""
 
     path: str
     fps: float
     frames: Iterator[np.ndarray]
     promised: int = 0
     still: bool = False
+    scale: int = 1
 
 
 def _too_long(path: str, count: int, limit: int) -> VideoReadError:
@@ -145,7 +174,8 @@ def open_frames(path: str, fps: float | None = None, max_frames: int | None = No
     if os.path.getsize(path) == 0:
         raise VideoReadError("empty_file", f"{path} is 0 bytes")
     if is_image_file(path):
-        return FrameStream(path, float(fps or DEFAULT_FPS), iter([read_image(path)]), 1, still=True)
+        image, factor = read_photo(path)
+        return FrameStream(path, float(fps or DEFAULT_FPS), iter([image]), 1, still=True, scale=factor)
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         cap.release()
