@@ -64,3 +64,19 @@ def test_a_large_jpeg_is_decoded_reduced_and_a_small_one_whole(tmp_path):
     small = str(tmp_path / "small.jpg")
     cv2.imwrite(small, big[:200, :300])
     assert read_photo(small)[1] == 1 and read_photo(small)[0].shape == (200, 300, 3)
+
+
+def test_frames_longer_than_max_side_are_downscaled_as_read(tmp_path):
+    from vtcaps_tf.face.video import fit_frame, open_frames
+
+    path = fx.write_face_video(str(tmp_path / "v.avi"), n=3, width=160)
+    first = next(open_frames(path).frames)
+    h, w = first.shape[:2]
+    half = max(h, w) // 2  # the photo is 160x188: exactly half of each side
+    stream = open_frames(path, max_side=half)
+    frames = list(stream.frames)
+    assert stream.scale == pytest.approx(2.0)
+    assert len(frames) == 3 and frames[0].shape == (h // 2, w // 2, 3)
+    # Area averaging: each output pixel is the mean of a 2x2 block.
+    np.testing.assert_allclose(frames[0][10, 10], first[20:22, 20:22].reshape(-1, 3).mean(axis=0), atol=1)
+    assert fit_frame(first, 1000) is first and fit_frame(first, None) is first

@@ -265,3 +265,16 @@ def test_a_large_photo_is_analysed_with_boxes_in_its_own_pixels(toy_base_path, t
         x0, y0, x1, y1 = r["box"]
         np.testing.assert_allclose([x0, x1, y1], [want[0], want[2], want[3]], atol=0.08 * (want[2] - want[0]))
         assert want[1] < y0 < (want[1] + want[3]) / 2
+
+
+@pytest.mark.slow  # a 2400x1350 video composed, written and read
+def test_a_video_larger_than_1920_px_is_analysed_downscaled_with_boxes_in_its_pixels(
+        toy_base_path, tmp_path, capsys):
+    frame, pasted = fx.group_scene([240], size=(2400, 1350), seed=10, positions=[(1500, 400)])
+    video = fx.write_video(str(tmp_path / "wide.avi"), np.stack([frame] * 8), fps=FPS)
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    (r,) = json.loads(out)
+    want = pasted[0]
+    np.testing.assert_allclose([r["box"][0], r["box"][2], r["box"][3]], [want[0], want[2], want[3]],
+                               atol=0.08 * (want[2] - want[0]))

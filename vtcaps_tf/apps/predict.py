@@ -75,10 +75,10 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
     """One video (or photo) -> one `VideoPrediction` per face; failures come back as `error`,
     never raised. `timelines_out`, when given, receives the `FaceTimelines` (boxes per frame)."""
     from vtcaps_tf.face.streaming import FaceTimelines
-    from vtcaps_tf.face.video import VideoReadError, open_frames
+    from vtcaps_tf.face.video import MAX_FRAME_SIDE, VideoReadError, open_frames
 
     try:
-        stream = open_frames(path, max_frames=max_frames)
+        stream = open_frames(path, max_frames=max_frames, max_side=MAX_FRAME_SIDE)
     except VideoReadError as err:
         return [VideoPrediction(path, error=f"cannot read the video ({err})")]
     if stream.still:
@@ -119,7 +119,8 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
         r = VideoPrediction(path, face, batcher.classes or [], sorted(batcher.clips.get(face, []),
                                                                       key=lambda c: c.index),
                             fps=fps, num_frames=n, start=track.first_frame / fps,
-                            end=(track.last_frame + 1) / fps, box=track.mean_box,
+                            end=(track.last_frame + 1) / fps,
+                            box=[v * stream.scale for v in track.mean_box],
                             skipped_faces=skipped)
         if not r.clips:
             r.error = (f"face seen for {track.num_frames} frames "

@@ -33,6 +33,7 @@ from vtcaps_tf.errors import InputNotFoundError, UsageError
 from vtcaps_tf.face.streaming import BRIDGE_SECONDS, MIN_FACE_FRACTION, TRACK_LOST_SECONDS
 from vtcaps_tf.face.finder import SkipTally
 from vtcaps_tf.face.tracking import FaceTracker, box_area
+from vtcaps_tf.face.video import MAX_FRAME_SIDE, fit_frame
 
 QUEUE_FRAMES = 2  # frames waiting for the analysis at most (live sources)
 DEFAULT_FPS = 30.0
@@ -68,7 +69,8 @@ class FrameReader(threading.Thread):
                     delay = start + self.read / self.pace_fps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                item = (self.read, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.perf_counter())
+                rgb = fit_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), MAX_FRAME_SIDE)
+                item = (self.read, rgb, time.perf_counter())
                 self.read += 1
                 if not self.drop:
                     self.frames.put(item)
