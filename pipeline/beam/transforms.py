@@ -28,7 +28,6 @@ DEAD_LETTERS = "dead_letters"
 OUTCOMES = "outcomes"
 NAMESPACE = "vtcaps.preprocess"
 BRIDGE_FRAMES = 15
-FACE_COUNT_EVERY = 15  # frames; counting faces in every frame would halve the face analysis's speed
 # Gzip barely shrinks JPEG bytes: level 1 takes 45% less CPU than the default 6 on records with AU
 # maps (+9% bytes), 17% less on JPEG and landmarks alone (+0.4% bytes).
 GZIP_LEVEL = 1
@@ -119,10 +118,11 @@ class AnalyzeVideoFn(beam.DoFn):
     def setup(self):
         from vtcaps_tf.face.analyzer import FaceAnalyzer
 
-        # One face followed (the subject); every FACE_COUNT_EVERY-th frame the faces are counted,
-        # so that a video showing several people is noticed (counter multi_face_videos).
+        # One face analysed, the subject: the largest at each detection (every
+        # face.finder.DETECT_EVERY frames). The faces the detector sees beside it are counted, so
+        # that a video showing several people is noticed (counter multi_face_videos).
         self._analyzer = FaceAnalyzer(self.config.image_size, video=True, margin=self.config.margin,
-                                      count_faces_every=FACE_COUNT_EVERY)
+                                      max_num_faces=1)
 
     def teardown(self):
         if self._analyzer is not None:

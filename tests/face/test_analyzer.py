@@ -64,19 +64,17 @@ def test_bad_frames_raise(analyzer):
         FaceAnalyzer(2)
 
 
-def test_face_counter_counts_the_faces_of_a_frame():
-    from vtcaps_tf.face.analyzer import FaceCounter
-
-    big, small = fx.face_image(120), fx.face_image(100)
-    two = np.full((170, 360, 3), 128, np.uint8)
-    two[10:10 + big.shape[0], 10:130] = big
-    two[20:20 + small.shape[0], 220:320] = small
-    counter = FaceCounter()
-    try:
-        assert counter.count(fx.face_image(256)) == 1
-        assert counter.count(two) == 2
-        assert counter.count(np.full((170, 360, 3), 128, np.uint8)) == 0
-    finally:
-        counter.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        counter.count(two)
+@pytest.mark.parametrize("larger_left", [True, False])
+def test_the_subject_is_the_largest_of_two_faces_and_both_are_counted(larger_left):
+    """The Beam job's rule (one subject per video, the largest face) whichever side it is on."""
+    widths = [150, 90] if larger_left else [90, 150]
+    img, boxes = fx.group_scene(widths, size=(640, 360), seed=3)
+    frames = np.stack([img] * 3)
+    with FaceAnalyzer(48, max_num_faces=1) as a:
+        found = a.find(img)
+        streamed = a.analyze_stream(iter(frames))
+    larger = boxes[int(np.argmax(boxes[:, 2] - boxes[:, 0]))]
+    assert len(found.faces) == 1 and [s.reason for s in found.skipped] == ["over_limit"]
+    centre = (found.faces[0].box[:2] + found.faces[0].box[2:]) / 2
+    assert larger[0] <= centre[0] <= larger[2] and larger[1] <= centre[1] <= larger[3]
+    assert streamed.max_faces == 2 and streamed.track.found.all()

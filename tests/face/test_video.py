@@ -44,3 +44,39 @@ def test_bad_inputs_have_reasons(tmp_path, make, reason):
         read_video(make(tmp_path))
     assert err.value.reason == reason
     assert str(err.value).startswith(reason)
+
+
+def test_a_large_jpeg_is_decoded_reduced_and_a_small_one_whole(tmp_path):
+    import cv2
+
+    from vtcaps_tf.face.video import open_frames, read_photo
+
+    big = np.zeros((2000, 4200, 3), np.uint8)
+    big[:, :2100] = (200, 100, 50)  # left half one colour (RGB)
+    path = str(tmp_path / "big.jpg")
+    cv2.imwrite(path, big[..., ::-1])
+    image, factor = read_photo(path, max_side=3840)
+    assert factor == 2 and image.shape == (1000, 2100, 3)  # 4200 > 3840: halved
+    np.testing.assert_allclose(image[500, 500], (200, 100, 50), atol=3)
+    assert read_photo(path, max_side=1000)[1] == 8  # 4200 / 4 > 1000: an eighth at most
+    stream = open_frames(path)
+    assert stream.still and stream.scale == 2 and next(stream.frames).shape == (1000, 2100, 3)
+    small = str(tmp_path / "small.jpg")
+    cv2.imwrite(small, big[:200, :300])
+    assert read_photo(small)[1] == 1 and read_photo(small)[0].shape == (200, 300, 3)
+
+
+def test_frames_longer_than_max_side_are_downscaled_as_read(tmp_path):
+    from vtcaps_tf.face.video import fit_frame, open_frames
+
+    path = fx.write_face_video(str(tmp_path / "v.avi"), n=3, width=160)
+    first = next(open_frames(path).frames)
+    h, w = first.shape[:2]
+    half = max(h, w) // 2  # the photo is 160x188: exactly half of each side
+    stream = open_frames(path, max_side=half)
+    frames = list(stream.frames)
+    assert stream.scale == pytest.approx(2.0)
+    assert len(frames) == 3 and frames[0].shape == (h // 2, w // 2, 3)
+    # Area averaging: each output pixel is the mean of a 2x2 block.
+    np.testing.assert_allclose(frames[0][10, 10], first[20:22, 20:22].reshape(-1, 3).mean(axis=0), atol=1)
+    assert fit_frame(first, 1000) is first and fit_frame(first, None) is first

@@ -240,3 +240,20 @@ def test_tfrecord_sink_writes_gzip_shards(tmp_path):
         got = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
         assert sorted(got) == sorted(expected)
     assert json.loads(transforms.to_json_line({"b": 1, "a": 2})) == {"a": 2, "b": 1}
+
+
+def test_a_video_of_two_faces_is_counted_in_multi_face_videos(tmp_path):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    two, _ = fx.group_scene([90, 60], size=(320, 180), seed=7)
+    one, _ = fx.group_scene([90], size=(320, 180), seed=7)
+    items = [_item(fx.write_video(str(tmp_path / "two_0.avi"), np.stack([two] * 8)), subject="s1"),
+             _item(fx.write_video(str(tmp_path / "one_0.avi"), np.stack([one] * 8)), subject="s2")]
+    p = test_pipeline.TestPipeline(runner=FnApiRunner())
+    out = p | beam.Create(items) | transforms.ProcessVideos(_config(), _Splits())
+    statuses = out["outcomes"] | "Statuses" >> beam.Map(lambda o: o["status"])
+    assert_that(statuses, equal_to(["ok", "ok"]), label="BothKept")
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("multi_face_videos"))["counters"]
+    assert sum(c.committed for c in counters) == 1

@@ -133,10 +133,9 @@ def test_long_video_is_read_in_bounded_memory(face, toy_base_path, tmp_path):
     from vtcaps_tf.apps.predict import InProcessModel, predict_video
 
     model = InProcessModel(toy_base_path)
-    small = face[::2, ::2]
 
-    def frames(n):  # the face, with a 20-frame absence every 100 frames
-        return np.stack([_canvas(small, [] if 40 <= t % 100 < 60 else [40 + t % 3], width=160)
+    def frames(n):  # the face (36 px wide), with a 20-frame absence every 100 frames
+        return np.stack([_canvas(face, [] if 40 <= t % 100 < 60 else [20 + t % 3], width=160)
                          for t in range(n)])
 
     peaks = {}
@@ -187,3 +186,95 @@ def test_annotated_video_shows_boxes_and_no_face(face, toy_base_path, tmp_path, 
     # --annotate takes exactly one video.
     assert vtcaps(["predict", video, video, "--saved-model", toy_base_path, "--annotate", str(out)]) == 2
     assert "annotating needs exactly one video" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a 1080p photo of 20 faces through the whole command
+def test_photo_with_20_faces_and_max_faces_16_reports_4_skipped(toy_base_path, tmp_path, capsys):
+    import cv2
+
+    widths = list(range(40, 140, 5))
+    image, pasted = fx.group_scene(widths, size=(1920, 1080), seed=1)
+    path = str(tmp_path / "crowd.jpg")
+    cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json", "--max-faces", "16"],
+                        capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert [r["face"] for r in results] == list(range(16))
+    for r in results:
+        assert r["skipped_faces"] == [{"reason": "over_limit", "faces": 4, "frames": 1}]
+    # The 16 analysed are the 16 largest: the smallest analysed face is the 5th smallest pasted.
+    smallest = min(r["box"][2] - r["box"][0] for r in results)
+    assert smallest == pytest.approx(sorted(widths)[4], rel=0.2)
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--max-faces", "16"], capsys)
+    assert rc == 0 and "skipped faces: 4 over_limit" in out, err
+
+
+def test_photo_of_a_face_turned_60_degrees_says_so(toy_base_path, tmp_path, capsys):
+    import cv2
+
+    image, _ = fx.turned_face(200, 60)
+    path = str(tmp_path / "turned.png")
+    cv2.imwrite(path, image[..., ::-1])
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    (r,) = json.loads(out)
+    assert r["error"] == "no face found in the image"
+    assert r["skipped_faces"] == [{"reason": "turned", "faces": 1, "frames": 1}]
+
+
+@pytest.mark.slow
+def test_eight_moving_faces_in_a_10_second_1080p_video_get_eight_tracks(toy_base_path, tmp_path, capsys):
+    """8 faces of 40-150 px moving up to 60 px (x) and 20 px (y) from their places and back, 10 s
+    at 5 fps (50 frames: a low rate keeps the test short; each face moves up to 2.4 px a frame)."""
+    widths = [40, 55, 70, 85, 100, 115, 130, 150]
+    frames, boxes = fx.moving_group_frames(widths, 50, size=(1920, 1080), seed=2)
+    video = fx.write_video(str(tmp_path / "group.avi"), frames, fps=5.0)
+    del frames
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert [r["face"] for r in results] == list(range(8))
+    mean_centres = ((boxes[..., :2] + boxes[..., 2:]) / 2).mean(axis=0)  # [8, 2]
+    matched = []
+    for r in results:
+        assert r["start"] == 0.0 and r["end"] == pytest.approx(10.0)
+        assert [c["status"] for c in r["clips"]] == ["ok"] * (50 // toy_model.N)
+        centre = np.array([(r["box"][0] + r["box"][2]) / 2, (r["box"][1] + r["box"][3]) / 2])
+        k = int(np.argmin(np.linalg.norm(mean_centres - centre, axis=1)))
+        assert np.linalg.norm(mean_centres[k] - centre) < widths[k] / 4
+        matched.append(k)
+    assert sorted(matched) == list(range(8))
+    assert all(r["skipped_faces"] == [] for r in results)
+
+
+@pytest.mark.slow  # a 4400x2475 photo composed and written
+def test_a_large_photo_is_analysed_with_boxes_in_its_own_pixels(toy_base_path, tmp_path, capsys):
+    import cv2
+
+    image, pasted = fx.group_scene([600, 400], size=(4400, 2475), seed=9)
+    path = str(tmp_path / "phone.jpg")
+    cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    del image
+    rc, out, err = _run([path, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    results = json.loads(out)
+    assert len(results) == 2 and all(r["skipped_faces"] == [] for r in results)
+    for r, want in zip(results, sorted(pasted.tolist())):  # left to right, as pasted
+        # The 68 landmarks' box: the pasted face's sides and chin; its top is the brows, lower
+        # than the top of the face mesh's box, which `fixtures.FACE_IN_CUT` holds.
+        x0, y0, x1, y1 = r["box"]
+        np.testing.assert_allclose([x0, x1, y1], [want[0], want[2], want[3]], atol=0.08 * (want[2] - want[0]))
+        assert want[1] < y0 < (want[1] + want[3]) / 2
+
+
+@pytest.mark.slow  # a 2400x1350 video composed, written and read
+def test_a_video_larger_than_1920_px_is_analysed_downscaled_with_boxes_in_its_pixels(
+        toy_base_path, tmp_path, capsys):
+    frame, pasted = fx.group_scene([240], size=(2400, 1350), seed=10, positions=[(1500, 400)])
+    video = fx.write_video(str(tmp_path / "wide.avi"), np.stack([frame] * 8), fps=FPS)
+    rc, out, err = _run([video, "--saved-model", toy_base_path, "--format", "json"], capsys)
+    assert rc == 0, err
+    (r,) = json.loads(out)
+    want = pasted[0]
+    np.testing.assert_allclose([r["box"][0], r["box"][2], r["box"][3]], [want[0], want[2], want[3]],
+                               atol=0.08 * (want[2] - want[0]))

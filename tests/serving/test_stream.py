@@ -58,6 +58,20 @@ def test_file_source_gives_json_lines_per_face(video, toy_base_path, tmp_path, c
         # A window is full after M frames of the face; then one prediction every N frames.
         assert len(frames) >= 5 and np.all(np.diff(frames) == toy_model.N)
     assert annotated.stat().st_size > 0
+    assert summary["skipped_faces"] == [] and all(rec["skipped_faces"] == {} for rec in lines)
+
+
+def test_faces_over_the_limit_are_reported_per_window_and_in_the_summary(toy_base_path, tmp_path, capsys):
+    frame, _ = fx.group_scene([90, 80, 70], size=(480, 270), seed=8)
+    video = fx.write_video(str(tmp_path / "three.avi"), np.stack([frame] * 12), fps=10.0)
+    out = tmp_path / "preds.jsonl"
+    rc = stream_command([video, "--saved-model", toy_base_path, "--output", str(out), "--max-faces", "2"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted({rec["face"] for rec in lines}) == [0, 1]
+    assert all(rec["skipped_faces"] == {"over_limit": 1} for rec in lines)
+    assert _summary(err)["skipped_faces"] == [{"reason": "over_limit", "faces": 1, "frames": 12}]
 
 
 def test_realtime_file_is_paced_at_its_frame_rate(video, toy_base_path, capsys):

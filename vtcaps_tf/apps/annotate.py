@@ -73,10 +73,11 @@ def annotate_video(path: str, out_path: str, results, timelines, clip_frames: in
     frames written."""
     import cv2
 
-    from vtcaps_tf.face.video import open_frames
+    from vtcaps_tf.face.video import MAX_FRAME_SIDE, open_frames
 
     by_face = {r.face: r for r in results if r.face is not None}
-    stream = open_frames(path, max_frames=max_frames)
+    # The frames as predict analysed them (a video longer than MAX_FRAME_SIDE is written at it).
+    stream = open_frames(path, max_frames=max_frames, max_side=MAX_FRAME_SIDE)
     writer = None
     n = 0
     try:

@@ -11,7 +11,7 @@ import dataclasses
 from vtcaps_tf.errors import UsageError
 
 FACES = ("all", "largest")  # every face, or the largest of each frame
-DEFAULT_MAX_FACES = 4  # faces looked for in one frame
+DEFAULT_MAX_FACES = 16  # faces analysed in one frame at most (a group photo), the largest
 DEFAULT_MODEL_NAME = "vtcaps"
 # Clips per model call. In process, the model's activations dominate peak memory and a larger
 # batch is not faster on a CPU; over REST the server does that work and fewer, larger requests

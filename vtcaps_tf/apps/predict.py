@@ -75,15 +75,15 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
     """One video (or photo) -> one `VideoPrediction` per face; failures come back as `error`,
     never raised. `timelines_out`, when given, receives the `FaceTimelines` (boxes per frame)."""
     from vtcaps_tf.face.streaming import FaceTimelines
-    from vtcaps_tf.face.video import VideoReadError, open_frames
+    from vtcaps_tf.face.video import MAX_FRAME_SIDE, VideoReadError, open_frames
 
     try:
-        stream = open_frames(path, max_frames=max_frames)
+        stream = open_frames(path, max_frames=max_frames, max_side=MAX_FRAME_SIDE)
     except VideoReadError as err:
         return [VideoPrediction(path, error=f"cannot read the video ({err})")]
     if stream.still:
         return predict_photo(path, next(stream.frames), model, photo_analyzer or analyzer,
-                             batch_size, faces)
+                             batch_size, faces, scale=stream.scale)
     s = model.shape
     timelines = FaceTimelines(analyzer, stream.fps, s.clip_frames, s.long_frames, faces,
                               keep_boxes=timelines_out is not None)
@@ -107,18 +107,21 @@ def predict_video(path: str, model, analyzer, batch_size: int = 4, faces: str = 
     if timelines_out is not None:
         timelines_out["timelines"] = timelines
     n, fps = timelines.num_frames, float(stream.fps)
+    skipped = timelines.skipped.to_list()
     if n < s.clip_frames:
-        return [VideoPrediction(path, fps=fps, num_frames=n,
+        return [VideoPrediction(path, fps=fps, num_frames=n, skipped_faces=skipped,
                                 error=f"too short: {n} frames, a clip needs {s.clip_frames}")]
     if not timelines.tracks:
-        return [VideoPrediction(path, fps=fps, num_frames=n,
+        return [VideoPrediction(path, fps=fps, num_frames=n, skipped_faces=skipped,
                                 error=f"no face found in any of its {n} frames")]
     results = []
     for face, track in sorted(timelines.tracks.items()):
         r = VideoPrediction(path, face, batcher.classes or [], sorted(batcher.clips.get(face, []),
                                                                       key=lambda c: c.index),
                             fps=fps, num_frames=n, start=track.first_frame / fps,
-                            end=(track.last_frame + 1) / fps, box=track.mean_box)
+                            end=(track.last_frame + 1) / fps,
+                            box=[v * stream.scale for v in track.mean_box],
+                            skipped_faces=skipped)
         if not r.clips:
             r.error = (f"face seen for {track.num_frames} frames "
                        f"({r.start:.2f}-{r.end:.2f} s), a clip needs {s.clip_frames}")
@@ -136,15 +139,23 @@ class StillWindow:
 
 
 def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int = 4,
-                  faces: str = "all") -> list[VideoPrediction]:
+                  faces: str = "all", scale: float = 1.0) -> list[VideoPrediction]:
     """A still image: every face (left to right; the largest only with faces="largest") shown to
-    the model as a static clip, the face's crop repeated N (and M) times."""
-    from vtcaps_tf.face.tracking import box_area, landmark_box
+    the model as a static clip, the face's crop repeated N (and M) times. A large photo (a phone's
+    6000x4000) is analysed, decoded reduced (`open_frames`; `scale`: the file's pixels per pixel of
+    `image`, so that the boxes reported are in the file's pixels) and downscaled further by the
+    finder for detection only."""
+    from vtcaps_tf.face.finder import SkipTally
+    from vtcaps_tf.face.tracking import box_area
 
-    found = analyzer.detect_faces(image)
+    analyzer.reset()
+    frame_faces = analyzer.find(image)
+    skipped = SkipTally.of(frame_faces.skipped)
+    found = [f.landmarks for f in frame_faces.faces]
     if not found:
-        return [VideoPrediction(path, num_frames=1, single_frame=True, error="no face found in the image")]
-    boxes = [landmark_box(lm) for lm in found]
+        return [VideoPrediction(path, num_frames=1, single_frame=True, skipped_faces=skipped,
+                                error="no face found in the image")]
+    boxes = [f.box for f in frame_faces.faces]
     order = sorted(range(len(found)), key=lambda k: boxes[k][0])
     if faces == "largest":
         order = [max(order, key=lambda k: box_area(boxes[k]))]
@@ -158,7 +169,8 @@ def predict_photo(path: str, image: np.ndarray, model, analyzer, batch_size: int
         batcher.add(face, ClipPrediction(0, 0.0, 0.0, OK), window)
     batcher.flush()
     return [VideoPrediction(path, face, batcher.classes, batcher.clips[face], num_frames=1,
-                            box=[float(v) for v in boxes[k]], single_frame=True)
+                            box=[float(v) * scale for v in boxes[k]], single_frame=True,
+                            skipped_faces=skipped)
             for face, k in enumerate(order)]
 
 
@@ -197,7 +209,7 @@ def predict_paths(paths: list[str], options: PredictOptions, say: Callable[[str]
 
     from vtcaps_tf.face import FaceAnalyzer
 
-    # faces="largest" still looks for max_faces faces: MediaPipe's first face is not the largest.
+    # faces="largest" still analyses max_faces faces, the largest of which is kept per frame.
     analyzer = FaceAnalyzer(crop_size=s.image_size, video=True, max_num_faces=options.max_faces)
     photo_analyzer = None
     try:

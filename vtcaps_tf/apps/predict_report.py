@@ -43,6 +43,9 @@ class VideoPrediction:
     box: list[float] | None = None  # the face's mean box [x0, y0, x1, y1] in pixels
     single_frame: bool = False  # a photo: one frame, shown to the model as a static clip
     error: str | None = None
+    # The video's (or photo's) faces not analysed: [{"reason", "faces", "frames"}]
+    # (`face.finder.SkipTally`), the same on every face of the video.
+    skipped_faces: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def ok_clips(self) -> list[ClipPrediction]:
@@ -74,7 +77,8 @@ class VideoPrediction:
 
     def to_dict(self) -> dict:
         if self.error is not None:
-            return {"video": self.video, "face": self.face, "error": self.error}
+            return {"video": self.video, "face": self.face, "error": self.error,
+                    "skipped_faces": self.skipped_faces}
         return {
             "video": self.video, "face": self.face, "emotion": self.emotion,
             "probability": self.probability,
@@ -82,6 +86,7 @@ class VideoPrediction:
             "start": self.start, "end": self.end, "box": self.box, "single_frame": self.single_frame,
             "fps": self.fps, "num_frames": self.num_frames, "num_clips": len(self.clips),
             "num_no_face": len(self.clips) - len(self.ok_clips),
+            "skipped_faces": self.skipped_faces,
             "clips": [{"clip": c.index, "start": c.start, "end": c.end, "status": c.status,
                        "emotion": (self.classes[int(np.argmax(c.probabilities))]
                                    if c.status == OK else None),
@@ -98,9 +103,22 @@ def _describe(r: VideoPrediction) -> str:
             + (f" ({gaps} no_face)" if gaps else "") + f", {where}")
 
 
+def describe_skipped(skipped: list[dict]) -> str:
+    """'skipped faces: 4 over_limit (in 1 frame), ...' or '' when none was skipped."""
+    if not skipped:
+        return ""
+    return "skipped faces: " + ", ".join(
+        f"{s['faces']} {s['reason']}" + (f" (at most, in {s['frames']} frames)" if s["frames"] > 1 else "")
+        for s in skipped)
+
+
 def format_table(results: list[VideoPrediction]) -> str:
     out = []
+    told = set()
     for r in results:
+        if r.skipped_faces and r.video not in told:
+            told.add(r.video)
+            out.append(f"{r.video}: {describe_skipped(r.skipped_faces)}")
         if r.error is not None:
             out.append(f"{r.label}: no prediction: {r.error}")
             continue

@@ -31,7 +31,9 @@ import numpy as np
 from vtcaps_tf.apps.options import StreamOptions
 from vtcaps_tf.errors import InputNotFoundError, UsageError
 from vtcaps_tf.face.streaming import BRIDGE_SECONDS, MIN_FACE_FRACTION, TRACK_LOST_SECONDS
-from vtcaps_tf.face.tracking import FaceTracker, box_area, landmark_box
+from vtcaps_tf.face.finder import SkipTally
+from vtcaps_tf.face.tracking import FaceTracker, box_area
+from vtcaps_tf.face.video import MAX_FRAME_SIDE, fit_frame
 
 QUEUE_FRAMES = 2  # frames waiting for the analysis at most (live sources)
 DEFAULT_FPS = 30.0
@@ -67,7 +69,8 @@ class FrameReader(threading.Thread):
                     delay = start + self.read / self.pace_fps - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
-                item = (self.read, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.perf_counter())
+                rgb = fit_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), MAX_FRAME_SIDE)
+                item = (self.read, rgb, time.perf_counter())
                 self.read += 1
                 if not self.drop:
                     self.frames.put(item)
@@ -124,13 +127,18 @@ class LiveFaces:
         self.tracker = FaceTracker(max_lost=max(1, int(round(TRACK_LOST_SECONDS * fps))))
         self.bridge = max(1, int(round(BRIDGE_SECONDS * fps)))
         self.windows: dict[int, _FaceWindow] = {}
+        self.skipped = SkipTally()  # the faces the analyzer left out, per reason
+        self.skipped_now: dict[str, int] = {}  # those of the newest frame: reason -> faces
         analyzer.reset()
 
     def push(self, t: int, frame: np.ndarray) -> list[tuple[int, LiveWindow, bool, int]]:
         """One frame -> [(face, window, has_face, the window's first frame)] of the windows
         due at this frame (with frames dropped, a window spans more than M source frames)."""
-        found = self.analyzer.detect_faces(frame)
-        boxes = [landmark_box(lm) for lm in found]
+        frame_faces = self.analyzer.find(frame)
+        self.skipped.add(frame_faces.skipped)
+        self.skipped_now = {r["reason"]: r["faces"] for r in SkipTally.of(frame_faces.skipped)}
+        found = [f.landmarks for f in frame_faces.faces]
+        boxes = [f.box for f in frame_faces.faces]
         if self.faces == "largest" and len(found) > 1:
             k = int(np.argmax([box_area(b) for b in boxes]))
             found, boxes = [found[k]], [boxes[k]]
@@ -254,7 +262,8 @@ def stream_faces(options: StreamOptions, out: TextIO, say: Callable[[str], None]
                 record = {"frame": t, "time": round(t / fps, 3), "face": i,
                           "window": [first, t], "status": "ok" if ok else "no_face",
                           "emotion": None, "probability": None, "probabilities": None,
-                          "latency_ms": round(latency, 1), "dropped_so_far": reader.dropped}
+                          "latency_ms": round(latency, 1), "dropped_so_far": reader.dropped,
+                          "skipped_faces": live_faces.skipped_now}
                 if ok:
                     p = probs[i]
                     record.update(emotion=classes[int(np.argmax(p))], probability=float(np.max(p)),
@@ -276,7 +285,8 @@ def stream_faces(options: StreamOptions, out: TextIO, say: Callable[[str], None]
             "predictions": len(latencies), "latency_ms_mean": round(float(np.mean(lat)), 1),
             "latency_ms_p50": round(float(np.median(lat)), 1),
             "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
-            "latency_ms_max": round(float(np.max(lat)), 1), "interrupted": interrupted}
+            "latency_ms_max": round(float(np.max(lat)), 1), "interrupted": interrupted,
+            "skipped_faces": live_faces.skipped.to_list()}
 
 
 def _annotate(writer, path: str, frame: np.ndarray, fps: float, t: int, live_faces: LiveFaces):

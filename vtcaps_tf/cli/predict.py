@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=app_options.FACES, default=app_options.FACES[0],
                    help="every face (each its own timeline), or the largest of each frame (default: all)")
     p.add_argument("--max-faces", type=int, default=app_options.DEFAULT_MAX_FACES,
-                   help=f"faces looked for in one frame (default {app_options.DEFAULT_MAX_FACES})")
+                   help=f"faces analysed in one frame at most, the largest; the others are reported as "
+                        f"skipped (default {app_options.DEFAULT_MAX_FACES})")
     p.add_argument("--max-frames", type=int, default=None,
                    help="refuse videos longer than this many frames, with an error (default: no limit)")
     p.add_argument("--annotate", metavar="OUT.mp4",

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faces", choices=app_options.FACES, default=app_options.FACES[0],
                    help="every face, or the largest of each frame (default: all)")
     p.add_argument("--max-faces", type=int, default=app_options.DEFAULT_MAX_FACES,
-                   help=f"faces looked for per frame (default {app_options.DEFAULT_MAX_FACES})")
+                   help=f"faces analysed per frame at most, the largest; the others are reported as "
+                        f"skipped (default {app_options.DEFAULT_MAX_FACES})")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--output", help="write the JSON lines to this file instead of stdout")
     p.add_argument("--annotate", metavar="OUT.mp4", help="also write the analysed frames, annotated")

@@ -7,10 +7,7 @@ import dataclasses
 import numpy as np
 
 from vtcaps_tf.face.align import DEFAULT_MARGIN, align_face
-from vtcaps_tf.face.landmarks import NUM_LANDMARKS, landmarks68
-
-
-DUPLICATE_IOU = 0.3  # two detections overlapping more than this are one face
+from vtcaps_tf.face.landmarks import NUM_LANDMARKS
 
 
 class NoFaceError(ValueError):
@@ -75,76 +72,39 @@ class _Collector:
         self.found.append(fc.found)
 
 
-class FaceCounter:
-    """Counts the faces in a still image with MediaPipe's short-range face detector, the model the
-    face mesh itself runs to find faces: less than half the CPU time of a still-image mesh, which
-    would also fit the 468 points of every face found."""
-
-    def __init__(self, min_detection_confidence: float = 0.5):
-        import mediapipe as mp  # heavy: imported only when a detector is opened
-
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=0, min_detection_confidence=min_detection_confidence)
-
-    def count(self, rgb: np.ndarray) -> int:
-        """RGB uint8 image [H, W, 3] -> how many faces it shows."""
-        if self._detector is None:
-            raise RuntimeError("FaceCounter is closed")
-        result = self._detector.process(np.ascontiguousarray(rgb, dtype=np.uint8))
-        return len(result.detections or ())
-
-    def close(self):
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
-
-
 class FaceAnalyzer:
-    """Detects the face (MediaPipe mesh -> 68 landmarks) in every frame, aligns a `crop_size`
-    crop (the model draws the AU map from the crop's landmarks). Open one per worker (`DoFn.setup()`), `close()` when done.
-    `max_num_faces`: how many faces one frame may give (`detect_faces`)."""
+    """Finds the faces of every frame (`face.finder.FaceFinder`: full-range detector, then the
+    mesh on each face -> 68 landmarks), aligns a `crop_size` crop (the model draws the AU map from
+    the crop's landmarks). Open one per worker (`DoFn.setup()`), `close()` when done.
+    `max_num_faces`: the most faces analysed in one frame, the largest (the others are reported
+    as skipped, `find`); `video`: follow the faces from frame to frame."""
 
     def __init__(self, crop_size: int, video: bool = True, margin: float = DEFAULT_MARGIN,
-                 max_num_faces: int = 1, count_faces_every: int = 0):
+                 max_num_faces: int = 1):
         if crop_size < 8:
             raise ValueError(f"crop_size must be at least 8 pixels, got {crop_size}")
-        from vtcaps_tf.face.mesh import FaceMesh
+        from vtcaps_tf.face.finder import FaceFinder
 
         self.crop_size = int(crop_size)
         self.video = video
         self.margin = float(margin)
-        self._mesh = FaceMesh(video=video, max_num_faces=max_num_faces)
-        # Looking for several faces in every frame halves MediaPipe's speed in video mode (its
-        # detector then runs on every frame); `count_faces_every` k > 0 instead counts the faces
-        # of every k-th frame with the face detector alone (`analyze_stream`'s max_faces).
-        self.count_faces_every = int(count_faces_every)
-        self._counter = FaceCounter() if count_faces_every > 0 else None
+        self._finder = FaceFinder(video=video, max_faces=max_num_faces)
 
     def reset(self):
-        """Forget the tracked faces: the next frame starts a new video."""
-        if self._mesh is None:
+        """Forget the followed faces: the next frame starts a new video."""
+        if self._finder is None:
             raise RuntimeError("FaceAnalyzer is closed")
-        self._mesh.reset()
+        self._finder.reset()
+
+    def find(self, frame: np.ndarray):
+        """RGB frame -> its `FrameFaces`: the faces analysed (largest first) and those skipped."""
+        if self._finder is None:
+            raise RuntimeError("FaceAnalyzer is closed")
+        return self._finder.find(frame)
 
     def detect_faces(self, frame: np.ndarray) -> list[np.ndarray]:
-        """RGB frame -> the 68 landmarks [68, 2] in pixels of every face found.
-
-        MediaPipe's video mode now and then reports one face twice (a lagging tracked copy beside
-        a new detection when the face moves fast): a face whose box overlaps an earlier one by more
-        than DUPLICATE_IOU, or whose centre lies inside an earlier one's box, is dropped.
-        """
-        from vtcaps_tf.face.tracking import landmark_box
-
-        if self._mesh is None:
-            raise RuntimeError("FaceAnalyzer is closed")
-        kept, boxes = [], []
-        for mesh in self._mesh.detect_all(frame):
-            lm = landmarks68(mesh)
-            box = landmark_box(lm)
-            if not any(_same_face(box, b) for b in boxes):
-                kept.append(lm)
-                boxes.append(box)
-        return kept
+        """RGB frame -> the 68 landmarks [68, 2] in pixels of every face analysed, largest first."""
+        return [f.landmarks for f in self.find(frame).faces]
 
     def crop(self, frame: np.ndarray, landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(aligned crop uint8 [S, S, 3], landmarks [68, 2] in crop coordinates / S)."""
@@ -168,7 +128,9 @@ class FaceAnalyzer:
         """RGB frames, one at a time (any iterable), -> the video's one face track, reading each
         frame once and keeping its aligned crop only.
 
-        The largest face of each frame is the subject. A frame without a face takes the landmarks
+        The subject is the largest face of each frame analysed (with `max_num_faces` 1: the
+        largest at each detection, followed in between); `max_faces` counts every face seen,
+        analysed or skipped. A frame without a face takes the landmarks
         of the nearest frame with one (its own pixels are kept); `bridge` bounds the raw frames
         held to find the next one (None: no bound, exactly the nearest frame; with a bound, the
         older frames of a longer gap take the face before it, and frames before the first face
@@ -198,11 +160,11 @@ class FaceAnalyzer:
                     raise ValueError(f"landmarks must be [T, {NUM_LANDMARKS}, 2] for every frame, "
                                      f"got {len(landmarks)}")
                 faces = [landmarks[t]] if np.all(np.isfinite(landmarks[t])) else []
+                seen = len(faces)
             else:
-                faces = self.detect_faces(frame)
-            max_faces = max(max_faces, len(faces))
-            if self._counter is not None and t % self.count_faces_every == 0:
-                max_faces = max(max_faces, self._counter.count(frame))
+                found = self.find(frame)
+                faces, seen = [f.landmarks for f in found.faces], found.num_seen
+            max_faces = max(max_faces, seen)
             if faces:
                 cropper.found(t, frame, _largest(faces))
             else:
@@ -233,28 +195,15 @@ class FaceAnalyzer:
         return self.analyze_stream(frames, landmarks, bridge=None).track
 
     def close(self):
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
-        if self._counter is not None:
-            self._counter.close()
-            self._counter = None
+        if self._finder is not None:
+            self._finder.close()
+            self._finder = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
-    from vtcaps_tf.face.tracking import box_iou
-
-    def centre_in(p, q):
-        cx, cy = (p[0] + p[2]) / 2, (p[1] + p[3]) / 2
-        return q[0] <= cx <= q[2] and q[1] <= cy <= q[3]
-
-    return box_iou(a, b) > DUPLICATE_IOU or centre_in(a, b) or centre_in(b, a)
 
 
 def _largest(faces: list[np.ndarray]) -> np.ndarray:

@@ -69,7 +69,13 @@ _WIRE_KEYS = {"key": 0x0A, "size": 15, "x_key": 0x0D, "y_key": 0x15, "z_key": 0x
 
 
 def mesh_points(face, width: int, height: int) -> np.ndarray:
-    """A NormalizedLandmarkList -> its first 468 points in pixels [468, 2] float32.
+    """A NormalizedLandmarkList -> its first 468 points in pixels [468, 2] float32 (x, y)."""
+    return np.ascontiguousarray(mesh_points_3d(face, width, height)[:, :2])
+
+
+def mesh_points_3d(face, width: int, height: int) -> np.ndarray:
+    """A NormalizedLandmarkList -> its first 468 points [468, 3] float32: x, y in pixels and the
+    depth z in the units of x (MediaPipe scales z as it scales x, by the image's width).
 
     Reads the points from the list's serialised bytes in one numpy view: reading 468 landmarks
     field by field through the protobuf objects costs ~4x more, a twelfth of the mesh's own time.
@@ -79,7 +85,7 @@ def mesh_points(face, width: int, height: int) -> np.ndarray:
     if len(raw) % _LANDMARK_WIRE.itemsize == 0:
         wire = np.frombuffer(raw, _LANDMARK_WIRE)
         if len(wire) >= NUM_MESH_POINTS and all(np.all(wire[k] == v) for k, v in _WIRE_KEYS.items()):
-            xy = np.stack([wire["x"][:NUM_MESH_POINTS], wire["y"][:NUM_MESH_POINTS]], axis=1)
-            return (xy.astype(np.float64) * (width, height)).astype(np.float32)
-    return np.array([(p.x * width, p.y * height) for p in face.landmark[:NUM_MESH_POINTS]],
+            xyz = np.stack([wire[k][:NUM_MESH_POINTS] for k in ("x", "y", "z")], axis=1)
+            return (xyz.astype(np.float64) * (width, height, width)).astype(np.float32)
+    return np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark[:NUM_MESH_POINTS]],
                     dtype=np.float32)

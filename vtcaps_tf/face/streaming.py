@@ -23,7 +23,8 @@ import dataclasses
 import numpy as np
 
 from vtcaps_tf.data.clips import ClipWindow
-from vtcaps_tf.face.tracking import FaceTracker, box_area, landmark_box
+from vtcaps_tf.face.finder import SkipTally
+from vtcaps_tf.face.tracking import FaceTracker, box_area
 
 # A gap of up to this long without a detection is bridged with the nearest detection's landmarks;
 # frames of a longer gap take the landmarks of the detection before it.
@@ -243,14 +244,17 @@ class FaceTimelines:
         self.num_frames = 0
         self.peak_frames_held = 0  # raw frames (the current one included) held at once
         self.peak_crops_held = 0
+        self.skipped = SkipTally()  # the faces the analyzer left out, per reason
         analyzer.reset()
 
     def push(self, t: int, frame: np.ndarray) -> list[TrackClip]:
         if t != self.num_frames:
             raise ValueError(f"frames must come in order: expected {self.num_frames}, got {t}")
         self.num_frames += 1
-        faces = self.analyzer.detect_faces(frame)
-        boxes = [landmark_box(lm) for lm in faces]
+        found = self.analyzer.find(frame)
+        self.skipped.add(found.skipped)
+        faces = [f.landmarks for f in found.faces]
+        boxes = [f.box for f in found.faces]
         if self.faces == "largest" and len(faces) > 1:
             k = int(np.argmax([box_area(b) for b in boxes]))
             faces, boxes = [faces[k]], [boxes[k]]

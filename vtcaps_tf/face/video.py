@@ -11,6 +11,14 @@ import numpy as np
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_FPS = 30.0  # for frame folders, which carry no frame rate
+# A photo longer than this is decoded at a half, a quarter or an eighth of its size (JPEG decodes
+# that directly), so that a phone's 6000x4000 photo holds 18 MB, not 72: faces are searched at
+# 1920 px anyway (face.finder.DETECT_MAX_SIDE), and the mesh's windows need no more.
+MAX_PHOTO_SIDE = 3840
+# `vtcaps predict` and `vtcaps stream` downscale a video frame longer than this as it is read: the
+# frames a face's gap holds (face.streaming) are then at most 6 MB each, and faces are searched
+# at this size anyway.
+MAX_FRAME_SIDE = 1920
 # A container whose header promises more frames than this fraction decodes is called truncated;
 # the slack allows for containers (mkv, some mp4) whose frame count is only an estimate.
 TRUNCATED_FRACTION = 0.9
@@ -71,17 +79,43 @@ def read_image(path: str) -> np.ndarray:
     return _to_rgb(image)
 
 
+def read_photo(path: str, max_side: int = MAX_PHOTO_SIDE) -> tuple[np.ndarray, int]:
+    """A photo -> (RGB uint8 [H, W, 3], the factor it was reduced by: 1, 2, 4 or 8). A JPEG longer
+    than `max_side` is decoded at the least reduction that brings it within (at most 8); its size
+    is learnt from an eighth-size decode. Other formats decode whole (they cannot decode reduced)."""
+    import cv2
+
+    if os.path.splitext(path)[1].lower() not in (".jpg", ".jpeg"):
+        return read_image(path), 1
+    data = np.fromfile(path, np.uint8)
+    small = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if small is None:
+        raise VideoReadError("unreadable", f"cannot decode image {path}")
+    longest = 8 * max(small.shape[:2])  # within 8 pixels of the photo's own
+    factor = next((f for f in (1, 2, 4) if longest <= max_side * f), 8)
+    if factor == 1:
+        return read_image(path), 1
+    flags = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+    image = cv2.imdecode(data, flags[factor])
+    if image is None:
+        raise VideoReadError("unreadable", f"cannot decode image {path}")
+    return _to_rgb(image), factor
+
+
 @dataclasses.dataclass
 class FrameStream:
     """A video opened for reading one frame at a time: `frames` yields RGB uint8 [H, W, 3] frames
     and is consumed once. `still` marks a single image (a photo); `promised` is the container's
-    frame count (0 when it has none), an estimate for some formats."""
+    frame count (0 when it has none), an estimate for some formats. `scale`: the file's pixels per
+    pixel of the frames (a large photo is decoded reduced, `read_photo`; a large video's frames
+    downscaled with `open_frames`' max_side)."""
 
     path: str
     fps: float
     frames: Iterator[np.ndarray]
     promised: int = 0
     still: bool = False
+    scale: float = 1.0
 
 
 def _too_long(path: str, count: int, limit: int) -> VideoReadError:
@@ -102,7 +136,19 @@ def _folder_frames(path: str, files: list[str], limit: int | None) -> Iterator[n
         yield frame
 
 
-def _file_frames(path: str, cap, promised: int, limit: int | None) -> Iterator[np.ndarray]:
+def fit_frame(frame: np.ndarray, max_side: int | None) -> np.ndarray:
+    """The frame, area-downscaled so that its longer side is at most `max_side` (None: as it is)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return frame
+    s = max_side / max(h, w)
+    return cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _file_frames(path: str, cap, promised: int, limit: int | None,
+                 max_side: int | None = None) -> Iterator[np.ndarray]:
     n = 0
     try:
         while True:
@@ -112,7 +158,7 @@ def _file_frames(path: str, cap, promised: int, limit: int | None) -> Iterator[n
             n += 1
             if limit and n > limit:
                 raise _too_long(path, max(promised, n), limit)
-            yield _to_rgb(frame)
+            yield fit_frame(_to_rgb(frame), max_side)
     finally:
         cap.release()
     if n == 0:
@@ -121,13 +167,16 @@ def _file_frames(path: str, cap, promised: int, limit: int | None) -> Iterator[n
         raise VideoReadError("truncated", f"{path}: {n} of {promised} frames decode")
 
 
-def open_frames(path: str, fps: float | None = None, max_frames: int | None = None) -> FrameStream:
+def open_frames(path: str, fps: float | None = None, max_frames: int | None = None,
+                max_side: int | None = None) -> FrameStream:
     """Open a video file, a frame folder or a still image for reading frame by frame, so that
     only one decoded frame need be in memory at a time.
 
     `max_frames`: a longer video raises `VideoReadError("too_long")` (at once when the container
     says so, otherwise when the frame past the limit is read). The other reasons are those of
-    `read_video`; a truncated file raises when its end is reached.
+    `read_video`; a truncated file raises when its end is reached. `max_side`: a video file's
+    frames longer than this are downscaled as they are read (`scale` says by how much); a photo
+    is decoded reduced when large (`read_photo`), whatever `max_side`.
     """
     import cv2
 
@@ -145,7 +194,8 @@ def open_frames(path: str, fps: float | None = None, max_frames: int | None = No
     if os.path.getsize(path) == 0:
         raise VideoReadError("empty_file", f"{path} is 0 bytes")
     if is_image_file(path):
-        return FrameStream(path, float(fps or DEFAULT_FPS), iter([read_image(path)]), 1, still=True)
+        image, factor = read_photo(path)
+        return FrameStream(path, float(fps or DEFAULT_FPS), iter([image]), 1, still=True, scale=factor)
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         cap.release()
@@ -157,7 +207,10 @@ def open_frames(path: str, fps: float | None = None, max_frames: int | None = No
     if max_frames and promised > max_frames / TRUNCATED_FRACTION:
         cap.release()
         raise _too_long(path, promised, max_frames)
-    return FrameStream(path, rate, _file_frames(path, cap, promised, max_frames), promised)
+    longest = max(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0, cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    scale = longest / max_side if max_side and longest > max_side else 1
+    return FrameStream(path, rate, _file_frames(path, cap, promised, max_frames, max_side), promised,
+                       scale=scale)
 
 
 def read_video(path: str, fps: float | None = None, max_frames: int | None = None) -> Video:
