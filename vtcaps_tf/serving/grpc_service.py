@@ -10,7 +10,9 @@ import concurrent.futures
 import logging
 
 import grpc
-from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
 from vtcaps_tf.serving import inference, predictor, responses
 from vtcaps_tf.serving.errors import ServingError, invalid
@@ -121,6 +123,55 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return options
 
 
+def _prediction_methods():
+    """PredictionService's methods: {name: (request class, response class)}."""
+    return {"Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+            "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+            "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+            "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                                 get_model_metadata_pb2.GetModelMetadataResponse)}
+
+
+def _model_methods():
+    return {"GetModelStatus": (get_model_status_pb2.GetModelStatusRequest,
+                               get_model_status_pb2.GetModelStatusResponse),
+            "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
+                                          model_management_pb2.ReloadConfigResponse)}
+
+
+class _Malformed:
+    """A request body that is not a serialized request message."""
+
+
+def _lenient_handlers(service: str, servicer, methods):
+    """The service's handlers, as the generated `add_*Servicer_to_server` registers them, except
+    that a body that does not parse is answered INVALID_ARGUMENT by the method rather than
+    INTERNAL by gRPC's own deserializer: a malformed request is the client's error."""
+    from google.protobuf.message import DecodeError
+
+    def parse(request_class):
+        def from_bytes(data):
+            try:
+                return request_class.FromString(data)
+            except DecodeError:
+                return _Malformed()
+        return from_bytes
+
+    def guarded(method, request_class):
+        def call(request, context):
+            if isinstance(request, _Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"malformed request: not a serialized {request_class.DESCRIPTOR.full_name}")
+            return method(request, context)
+        return call
+
+    handlers = {name: grpc.unary_unary_rpc_method_handler(
+        guarded(getattr(servicer, name), request), request_deserializer=parse(request),
+        response_serializer=response.SerializeToString) for name, (request, response) in methods.items()}
+    return grpc.method_handlers_generic_handler(service, handlers)
+
+
 def make_grpc_server(manager: ModelManager, address: str, max_message_bytes: int,
                      max_workers: int = 16, channel_arguments=(), socket_path: str | None = None,
                      metrics=None):
@@ -132,8 +183,10 @@ def make_grpc_server(manager: ModelManager, address: str, max_message_bytes: int
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", -1),
                  ("grpc.so_reuseport", 0), *channel_arguments])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager, metrics), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    server.add_generic_rpc_handlers((
+        _lenient_handlers("tensorflow.serving.PredictionService", PredictionService(manager, metrics),
+                          _prediction_methods()),
+        _lenient_handlers("tensorflow.serving.ModelService", ModelService(manager), _model_methods())))
     port = server.add_insecure_port(address) if address else None
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")
