@@ -247,3 +247,13 @@ def test_classify_and_regress_on_tf_servings_test_model_are_batched(tmp_path):
             assert y == pytest.approx(half_plus_two.expected(x), abs=1e-6)
         merged = sum(servable.signatures[k].batcher.calls - v for k, v in before.items())
         assert merged < 12
+
+
+def test_a_stopped_batcher_runs_each_call_alone():
+    # A version being unloaded stops its batchers; requests that still hold it are answered.
+    fn = Recorder()
+    batcher = Batcher(fn, BatchingOptions(max_batch_size=4, allowed_batch_sizes=(4,), num_batch_threads=1))
+    batcher.stop()
+    x = np.array([[1.0], [2.0]], np.float32)
+    assert batcher.run({"x": x})["y"].tolist() == [[3.0], [5.0]]
+    assert len(fn.calls) == 1 and fn.calls[0]["x"].shape == (2, 1)  # not padded: not batched

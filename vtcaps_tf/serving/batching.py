@@ -9,6 +9,7 @@ concatenated (padded up to the next of `allowed_batch_sizes` by repeating the fi
 Serving pads), the signature runs once, and each task gets its rows of every output. More than
 `max_enqueued_batches` batches waiting answers UNAVAILABLE at once (HTTP 503); a task of more rows
 than `max_batch_size` is an invalid argument, as in TF Serving without large-batch splitting.
+Once stopped (its version unloaded), a Batcher runs the batches it holds and then each call alone.
 """
 
 from __future__ import annotations
@@ -94,10 +95,12 @@ class Batcher:
             if self.options.pad_variable_length_inputs else \
             tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
         with self._cond:
-            if self._stopping:
-                raise ServingError("UNAVAILABLE", "the server is shutting down")
+            # Once stopped (the version was unloaded), the requests still holding it run alone.
+            alone = self._stopping
             last = self._batches[-1] if self._batches else None
-            if last is not None and last.shapes == shapes and last.rows + rows <= self.options.max_batch_size:
+            if alone:
+                pass
+            elif last is not None and last.shapes == shapes and last.rows + rows <= self.options.max_batch_size:
                 last.tasks.append(task)
                 last.rows += rows
             elif len(self._batches) >= self.options.max_enqueued_batches:
@@ -106,6 +109,8 @@ class Batcher:
             else:
                 self._batches.append(_Batch([task], rows, shapes, task.enqueued))
             self._cond.notify_all()
+        if alone:
+            return self.function(inputs)
         task.done.wait()
         if task.error is not None:
             raise task.error
@@ -182,7 +187,7 @@ class Batcher:
         return rows
 
     def stop(self, timeout: float = 30.0):
-        """Refuse new tasks, run the batches already queued, then end the threads."""
+        """Run the batches already queued, then end the threads; later calls run alone."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()

@@ -80,8 +80,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def MultiInference(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            first = request.tasks[0].model_spec if request.tasks else request.input
-            with track(self.metrics, getattr(first, "name", ""), "multi_inference", "GRPC"):
+            name = request.tasks[0].model_spec.name if request.tasks else ""
+            with track(self.metrics, name, "multi_inference", "GRPC"):
                 return inference.multi_inference(self.manager, request)
         except ServingError as err:
             _abort(context, err)
