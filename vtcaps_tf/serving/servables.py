@@ -302,6 +302,24 @@ def _crop_size(sig) -> int | None:
     return int(spec.shape[2])
 
 
+def release_freed_memory() -> None:
+    """Collect the unloaded version's objects and hand the freed heap back to the system: glibc
+    keeps freed memory in its arenas, so without `malloc_trim` every hot swap would leave the
+    server's RSS about one model larger. Elsewhere than glibc this only collects."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 @dataclasses.dataclass
 class VersionStatus:
     state: str
@@ -359,10 +377,14 @@ class ServedModel:
                 # is rather than answer nothing.
                 keep = served
             self._served = keep
-            for version in set(served) - set(keep):
+            unloaded = set(served) - set(keep)
+            for version in unloaded:
                 self._status[version] = VersionStatus(END)
                 served[version].stop()
                 log.info("model %s: unloaded version %d", self.spec.name, version)
+            if unloaded:
+                del served, keep
+                release_freed_memory()
 
     def _load(self, version, folder, status):
         path = os.path.join(self.spec.base_path, folder)  # the folder's own name: 00000123 stays
