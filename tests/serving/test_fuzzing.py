@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow_serving.apis import predict_pb2
 
-import toy_model
 from vtcaps_tf.serving.errors import HTTP_STATUS
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -36,7 +35,7 @@ json_values = st.recursive(
 def tensors(draw):
     dtype = draw(st.sampled_from(DTYPES))
     shape = tuple(draw(st.lists(st.integers(0, 5), max_size=5)))
-    return np.zeros(shape, dtype) + draw(st.integers(0, 3)).__int__()
+    return np.full(shape, draw(st.integers(0, 3)), dtype)
 
 
 @st.composite

@@ -2,7 +2,6 @@
 read by `prometheus_client`'s own text parser; each server keeps its own counts."""
 
 import grpc
-import numpy as np
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
