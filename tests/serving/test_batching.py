@@ -142,7 +142,7 @@ def test_batching_parameters_file_in_tf_servings_text_format(tmp_path):
 @pytest.fixture(scope="module")
 def batching_server(toy_base_path, tmp_path_factory):
     params = tmp_path_factory.mktemp("batching") / "batching.config"
-    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 300000 }\n"
+    params.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 100000 }\n"
                       "num_batch_threads { value: 1 }\n")
     server = ModelServer([ModelSpec("toy", toy_base_path)],
                          ServerConfig(rest_port=0, grpc_port=0, poll_wait_seconds=0, enable_batching=True,
