@@ -339,6 +339,7 @@ class ServedModel:
         self._status: dict[int, VersionStatus] = {}
         self._lock = threading.Lock()  # one poll at a time
         self.list_error: str | None = None  # why the base path could not be read at the last poll
+        self._release_pending = False  # a version was unloaded at the last poll
 
     def _read_versions(self) -> dict[int, str] | None:
         """The version folders, or None when the base path cannot be read: logged (once until it
@@ -358,6 +359,9 @@ class ServedModel:
 
     def poll(self):
         with self._lock:
+            if self._release_pending:
+                release_freed_memory()
+                self._release_pending = False
             folders = self._read_versions()
             if folders is None:
                 return
@@ -382,9 +386,9 @@ class ServedModel:
                 self._status[version] = VersionStatus(END)
                 served[version].stop()
                 log.info("model %s: unloaded version %d", self.spec.name, version)
-            if unloaded:
-                del served, keep
-                release_freed_memory()
+            # The requests still holding an unloaded version let go of it within moments: its
+            # memory is handed back at the next poll, once they have.
+            self._release_pending = bool(unloaded)
 
     def _load(self, version, folder, status):
         path = os.path.join(self.spec.base_path, folder)  # the folder's own name: 00000123 stays
