@@ -200,8 +200,8 @@ def test_fixture_classes_are_clear(trained):
 @pytest.mark.slow
 def test_the_hook_writes_the_model_into_the_version(trained):
     path = trained["versions"]["fp32"]
-    assert sorted(os.listdir(path)) == sorted(["assets", "fingerprint.pb", "saved_model.pb", "variables",
-                                               TFLITE_FILE, INFO_FILE])
+    assert sorted(os.listdir(path)) == sorted(["assets", "assets.extra", "fingerprint.pb", "saved_model.pb",
+                                               "variables", TFLITE_FILE, INFO_FILE])
     assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".")]  # no temp dir left
 
 

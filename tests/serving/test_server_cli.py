@@ -66,6 +66,25 @@ def test_defaults_are_tf_serving_ports_and_the_folder_name():
     assert (off.rest_port, off.grpc_port) == (None, 8500)
 
 
+def test_batching_monitoring_and_warmup_flags_in_tf_servings_spellings(tmp_path, capsys):
+    args = build_parser().parse_args(["--model_base_path", "m", "--enable_batching",
+                                      "--batching_parameters_file", "b.config",
+                                      "--monitoring_config_file", "m.config", "--enable_model_warmup=false",
+                                      "--num_request_iterations_for_warmup", "3",
+                                      "--drain-timeout-seconds", "2"])
+    config = server_config(args)
+    assert (config.enable_batching, config.batching_parameters_file, config.monitoring_config_file,
+            config.warmup, config.warmup_iterations, config.drain_timeout_seconds) == \
+        (True, "b.config", "m.config", False, 3, 2.0)
+    assert server_config(build_parser().parse_args(["--model_base_path", "m", "--no-warmup"])).warmup is False
+    assert server_config(build_parser().parse_args(["--model_base_path", "m"])).warmup is True
+    # The parameters file without --enable_batching is refused before anything loads (TF Serving too).
+    params = tmp_path / "b.config"
+    params.write_text("max_batch_size { value: 8 }")
+    assert vtcaps(["serve", "--model-base-path", str(tmp_path), "--batching_parameters_file", str(params)]) == 2
+    assert "needs --enable_batching" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [[], ["--model-base-path", "a", "--model-config-file", "b"]])
 def test_exactly_one_model_source(argv, capsys):
     assert vtcaps(["serve", *argv]) == 2

@@ -5,7 +5,8 @@
 
 TF Serving's own flag spellings (--model_base_path, --rest_api_port, --port,
 --prefer_tflite_model, ...) are accepted too.
-Runs `vtcaps_tf.serving.server.serve_until_stopped` until SIGTERM (status 0) or Ctrl-C (130).
+Runs `vtcaps_tf.serving.server.serve_until_stopped` until SIGTERM (the requests in flight
+finish, then status 0) or Ctrl-C (130).
 """
 
 from __future__ import annotations
@@ -73,8 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
                    default=d.num_tflite_interpreters_per_pool,
                    help="TFLite interpreters in each pool: pools x this many requests run at once "
                         f"(default {d.num_tflite_interpreters_per_pool})")
+    p.add_argument("--enable-model-warmup", "--enable_model_warmup", dest="warmup", nargs="?", const=True,
+                   default=d.warmup, type=_flag_value, metavar="true|false",
+                   help="warm each version up before serving it: replay its "
+                        "assets.extra/tf_serving_warmup_requests, or without that file run one zero "
+                        "batch through each signature (TF Serving's flag; default true)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="do not run one zero batch through each signature after loading")
+                   help="the same as --enable_model_warmup=false")
+    p.add_argument("--num-request-iterations-for-warmup", "--num_request_iterations_for_warmup",
+                   dest="warmup_iterations", type=int, metavar="N", default=d.warmup_iterations,
+                   help=f"times each warm-up record is replayed (default {d.warmup_iterations})")
+    p.add_argument("--enable-batching", "--enable_batching", dest="enable_batching", nargs="?", const=True,
+                   default=d.enable_batching, type=_flag_value, metavar="true|false",
+                   help="merge concurrent requests into batches (TF Serving's flag; alone: true)")
+    p.add_argument("--batching-parameters-file", "--batching_parameters_file", dest="batching_parameters_file",
+                   help="TF Serving's BatchingParameters in text format (max_batch_size, "
+                        "batch_timeout_micros, ...); needs --enable_batching")
+    p.add_argument("--monitoring-config-file", "--monitoring_config_file", dest="monitoring_config_file",
+                   help="TF Serving's MonitoringConfig in text format; prometheus_config { enable: true } "
+                        "serves Prometheus metrics on the REST port")
+    p.add_argument("--drain-timeout-seconds", dest="drain_timeout_seconds", type=float,
+                   default=d.drain_timeout_seconds,
+                   help="on SIGTERM, seconds the requests in flight get to finish "
+                        f"(default {d.drain_timeout_seconds:g})")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return p
 
@@ -95,6 +117,11 @@ def server_config(args: argparse.Namespace):
         poll_wait_seconds=args.poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
         warmup=args.warmup,
+        warmup_iterations=args.warmup_iterations,
+        enable_batching=args.enable_batching,
+        batching_parameters_file=args.batching_parameters_file,
+        monitoring_config_file=args.monitoring_config_file,
+        drain_timeout_seconds=args.drain_timeout_seconds,
         model_config_file=args.model_config_file,
         config_poll_wait_seconds=args.config_poll_wait_seconds,
         grpc_channel_arguments=channel_arguments,

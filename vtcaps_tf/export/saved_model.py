@@ -22,8 +22,10 @@ reconstruction decoder is stored.
 
 Versions are integers; an existing version is never overwritten. The SavedModel is written into a
 hidden temporary directory beside the versions (TF Serving ignores names that are not integers) and
-renamed into place in one step, so a polling server never sees half a model; an `after_save` hook
-adds its files there first (the TFLite model: `vtcaps_tf.export.tflite.tflite_writer`).
+renamed into place in one step, so a polling server never sees half a model; the warm-up requests
+(`assets.extra/tf_serving_warmup_requests`, `vtcaps_tf.export.warmup_requests`) are written there
+too, and an `after_save` hook adds its files there first (the TFLite model:
+`vtcaps_tf.export.tflite.tflite_writer`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     before the rename, to add files the version must hold when it appears (the TFLite model:
     `vtcaps_tf.export.tflite.tflite_writer`)."""
     from vtcaps_tf.export.model_card import build_model_card, write_model_card
+    from vtcaps_tf.export.warmup_requests import write_warmup_requests
 
     path = os.path.abspath(path)
     if os.path.isdir(path) and not os.listdir(path):
@@ -121,6 +124,7 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     try:
         tf.saved_model.save(module, tmp, signatures=signatures)
         write_model_card(tmp, card if card is not None else build_model_card(model))
+        write_warmup_requests(tmp, model.contract, bool(with_teacher and model.config.use_tpn))
         if after_save is not None:
             after_save(tmp)
         # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.

@@ -10,12 +10,13 @@ import concurrent.futures
 import logging
 
 import grpc
-import numpy as np
-from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc, regression_pb2)
 
-from vtcaps_tf.serving import inference, responses
+from vtcaps_tf.serving import inference, predictor, responses
 from vtcaps_tf.serving.errors import ServingError, invalid
+from vtcaps_tf.serving.metrics import track
 from vtcaps_tf.serving.servables import ModelManager
 
 log = logging.getLogger(__name__)
@@ -34,34 +35,19 @@ def _abort(context, err: ServingError):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager):
+    """`metrics`: the server's `ServingMetrics` (None: nothing recorded)."""
+
+    def __init__(self, manager: ModelManager, metrics=None):
         self.manager = manager
+        self.metrics = metrics
+
+    def _track(self, model_spec, api: str):
+        return track(self.metrics, model_spec.name, api, "GRPC")
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
-        import tensorflow as tf
-
         try:
-            name, version, label = _spec_args(request.model_spec)
-            servable = self.manager.get(name, version, label)
-            signature = servable.signature(request.model_spec.signature_name or None)
-            signature.check_inputs(request.inputs)
-            inputs = {}
-            for key, proto in request.inputs.items():
-                want = signature.inputs[key].dtype
-                got = tf.dtypes.as_dtype(proto.dtype)
-                expected = tf.string if want == object else tf.as_dtype(want)
-                if got != expected:
-                    raise invalid(f"Expects arg '{key}' to be {expected.name} but {got.name} is provided")
-                try:
-                    inputs[key] = tf.make_ndarray(proto)
-                except Exception as err:  # noqa: BLE001 - malformed TensorProto
-                    raise invalid(f"input '{key}': malformed TensorProto: {err}") from None
-            outputs = signature.run(inputs, output_filter=list(request.output_filter) or None)
-            response = predict_pb2.PredictResponse()
-            response.model_spec.CopyFrom(responses.model_spec_proto(name, servable.version, signature.name))
-            for key, value in outputs.items():
-                as_proto_field(np.asarray(value), response.outputs[key])
-            return response
+            with self._track(request.model_spec, "predict"):
+                return predictor.predict_response(*predictor.predict(self.manager, request))
         except ServingError as err:
             _abort(context, err)
 
@@ -76,60 +62,29 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Classify(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            name, version, label = _spec_args(request.model_spec)
-            return inference.classify(self.manager, name, version, label,
-                                      request.model_spec.signature_name or None, request.input)
+            with self._track(request.model_spec, "classify"):
+                name, version, label = _spec_args(request.model_spec)
+                return inference.classify(self.manager, name, version, label,
+                                          request.model_spec.signature_name or None, request.input)
         except ServingError as err:
             _abort(context, err)
 
     def Regress(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            name, version, label = _spec_args(request.model_spec)
-            return inference.regress(self.manager, name, version, label,
-                                     request.model_spec.signature_name or None, request.input)
+            with self._track(request.model_spec, "regress"):
+                name, version, label = _spec_args(request.model_spec)
+                return inference.regress(self.manager, name, version, label,
+                                         request.model_spec.signature_name or None, request.input)
         except ServingError as err:
             _abort(context, err)
 
     def MultiInference(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            return inference.multi_inference(self.manager, request)
+            name = request.tasks[0].model_spec.name if request.tasks else ""
+            with track(self.metrics, name, "multi_inference", "GRPC"):
+                return inference.multi_inference(self.manager, request)
         except ServingError as err:
             _abort(context, err)
-
-
-# numpy dtype kind/size -> the TensorProto field TF Serving's Tensor::AsProtoField fills.
-_VALUE_FIELDS = {"f2": "half_val", "f4": "float_val", "f8": "double_val", "i1": "int_val",
-                 "i2": "int_val", "i4": "int_val", "i8": "int64_val", "u1": "int_val",
-                 "u2": "int_val", "u4": "uint32_val", "u8": "uint64_val", "b1": "bool_val",
-                 "c8": "scomplex_val", "c16": "dcomplex_val"}
-
-
-def as_proto_field(arr: np.ndarray, proto):
-    """Fill `proto` (a TensorProto) with `arr` in the typed value fields (float_val, ...), as TF
-    Serving's Predict answers, rather than in tensor_content: clients that read `float_val`
-    directly (TF Serving's own tests do) see the values."""
-    import tensorflow as tf
-
-    proto.Clear()
-    if arr.dtype.kind in ("O", "S", "U"):
-        proto.dtype = tf.string.as_datatype_enum
-        values = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in arr.reshape(-1)]
-        proto.string_val.extend(values)
-    else:
-        proto.dtype = tf.as_dtype(arr.dtype).as_datatype_enum
-        key = f"{arr.dtype.kind}{arr.dtype.itemsize}"
-        if key not in _VALUE_FIELDS:  # e.g. bfloat16: leave it to TensorFlow's own encoding
-            proto.CopyFrom(tf.make_tensor_proto(arr))
-            return proto
-        flat = arr.reshape(-1)
-        if key == "f2":
-            flat = flat.view(np.uint16)
-        elif arr.dtype.kind == "c":
-            flat = np.stack([flat.real, flat.imag], axis=-1).reshape(-1)
-        getattr(proto, _VALUE_FIELDS[key]).extend(flat.tolist())
-    for size in arr.shape:
-        proto.tensor_shape.dim.add().size = size
-    return proto
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -168,8 +123,58 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
     return options
 
 
+def _prediction_methods():
+    """PredictionService's methods: {name: (request class, response class)}."""
+    return {"Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+            "Classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+            "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+            "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+            "GetModelMetadata": (get_model_metadata_pb2.GetModelMetadataRequest,
+                                 get_model_metadata_pb2.GetModelMetadataResponse)}
+
+
+def _model_methods():
+    return {"GetModelStatus": (get_model_status_pb2.GetModelStatusRequest,
+                               get_model_status_pb2.GetModelStatusResponse),
+            "HandleReloadConfigRequest": (model_management_pb2.ReloadConfigRequest,
+                                          model_management_pb2.ReloadConfigResponse)}
+
+
+class _Malformed:
+    """A request body that is not a serialized request message."""
+
+
+def _lenient_handlers(service: str, servicer, methods):
+    """The service's handlers, as the generated `add_*Servicer_to_server` registers them, except
+    that a body that does not parse is answered INVALID_ARGUMENT by the method rather than
+    INTERNAL by gRPC's own deserializer: a malformed request is the client's error."""
+    from google.protobuf.message import DecodeError
+
+    def parse(request_class):
+        def from_bytes(data):
+            try:
+                return request_class.FromString(data)
+            except DecodeError:
+                return _Malformed()
+        return from_bytes
+
+    def guarded(method, request_class):
+        def call(request, context):
+            if isinstance(request, _Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"malformed request: not a serialized {request_class.DESCRIPTOR.full_name}")
+            return method(request, context)
+        return call
+
+    handlers = {name: grpc.unary_unary_rpc_method_handler(
+        guarded(getattr(servicer, name), request), request_deserializer=parse(request),
+        response_serializer=response.SerializeToString) for name, (request, response) in methods.items()}
+    return grpc.method_handlers_generic_handler(service, handlers)
+
+
 def make_grpc_server(manager: ModelManager, address: str, max_message_bytes: int,
-                     max_workers: int = 16, channel_arguments=(), socket_path: str | None = None):
+                     max_workers: int = 16, channel_arguments=(), socket_path: str | None = None,
+                     metrics=None):
     """A started-ready grpc.Server with both services; returns (server, bound port).
 
     `channel_arguments` are extra gRPC options; `socket_path` also binds a Unix socket there."""
@@ -178,8 +183,10 @@ def make_grpc_server(manager: ModelManager, address: str, max_message_bytes: int
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", -1),
                  ("grpc.so_reuseport", 0), *channel_arguments])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
+    server.add_generic_rpc_handlers((
+        _lenient_handlers("tensorflow.serving.PredictionService", PredictionService(manager, metrics),
+                          _prediction_methods()),
+        _lenient_handlers("tensorflow.serving.ModelService", ModelService(manager), _model_methods())))
     port = server.add_insecure_port(address) if address else None
     if port == 0:
         raise OSError(f"could not bind gRPC to {address}")

@@ -5,21 +5,26 @@ GET  /v1/models/<name>[/versions/<v>|/labels/<l>]/metadata    SignatureDefMap
 POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict     {"instances": ...} or {"inputs": ...}
 POST /v1/models/<name>[/versions/<v>|/labels/<l>]:classify    {"examples": [{feature: value}], "context": ...}
 POST /v1/models/<name>[/versions/<v>|/labels/<l>]:regress     the same
-Errors are {"error": "..."} with TF Serving's HTTP status for the error's code.
+GET  <prometheus path>                                         metrics (with a monitoring config)
+Errors are {"error": "..."} with TF Serving's HTTP status for the error's code. A predict body
+becomes the `PredictRequest` gRPC receives and runs through the same predictor (`predictor.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import logging
 import re
 import socket
+import threading
 
 import numpy as np
 
-from vtcaps_tf.serving import json_codec
+from vtcaps_tf.serving import json_codec, predictor
 from vtcaps_tf.serving.errors import ServingError, invalid
+from vtcaps_tf.serving.metrics import track
 from vtcaps_tf.serving.servables import ModelManager
 
 log = logging.getLogger(__name__)
@@ -124,30 +129,63 @@ def format_predict_response(outputs: dict[str, np.ndarray], row_format: bool) ->
 
 
 class RestServer(http.server.ThreadingHTTPServer):
+    """The REST API; `metrics` (`ServingMetrics` or None) records the requests and is scraped at
+    `metrics_path`. `drain()` stops accepting and waits for the requests in flight."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, manager: ModelManager, max_request_bytes: int):
+    def __init__(self, address, manager: ModelManager, max_request_bytes: int, metrics=None,
+                 metrics_path: str | None = None):
         self.manager = manager
         self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
+        self.metrics_path = metrics_path if metrics is not None else None
+        self.draining = False
+        self._in_flight = 0
+        self._idle = threading.Condition()
         super().__init__(address, _Handler)
+
+    @contextlib.contextmanager
+    def in_flight(self):
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Stop accepting connections, then wait up to `timeout` seconds for the requests being
+        answered to finish (their responses close their connections); True when none is left."""
+        self.draining = True
+        self.shutdown()
+        self.server_close()
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection
+    # TCP_NODELAY: the headers and the body go out as two writes; with Nagle's algorithm the body
+    # would wait for the client's delayed ACK of the headers (tens of milliseconds per request).
+    disable_nagle_algorithm = True
     server: RestServer
 
     def log_message(self, format, *args):  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 
     # --- responses
-    def _send_json(self, status: int, payload: dict | bytes, close: bool = False):
+    def _send_json(self, status: int, payload: dict | bytes, close: bool = False,
+                   content_type: str = "application/json"):
         body = payload if isinstance(payload, bytes) else json_codec.dumps(payload)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        if close:
+        if close or self.server.draining:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -223,6 +261,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # --- verbs
     def do_GET(self):  # noqa: N802 - stdlib name
+        with self.server.in_flight():
+            self._get()
+
+    def do_POST(self):  # noqa: N802 - stdlib name
+        with self.server.in_flight():
+            self._post()
+
+    def _get(self):
+        if self.server.metrics_path and self.path.split("?", 1)[0] == self.server.metrics_path:
+            self._send_json(200, self.server.metrics.exposition(),
+                            content_type="text/plain; version=0.0.4; charset=utf-8")
+            return
         try:
             route = _route(self.path)
             if route is None or route[3] not in ("", "/metadata"):
@@ -237,7 +287,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             log.exception("GET %s failed", self.path)
             self._send_json(500, {"error": f"internal error: {err}"})
 
-    def do_POST(self):  # noqa: N802 - stdlib name
+    def _post(self):
         try:
             route = _route(self.path)
         except ServingError as err:
@@ -252,10 +302,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._send_json(404, {"error": f"Malformed request: POST {self.path}"})
                 return
             name, version, label, verb = route
-            if verb == ":predict":
-                self._send_json(200, self._predict(name, version, label, body))
-            else:
-                self._send_json(200, self._classify_or_regress(verb, name, version, label, body))
+            with track(self.server.metrics, name, verb[1:], "REST"):
+                answer = (self._predict(name, version, label, body) if verb == ":predict"
+                          else self._classify_or_regress(verb, name, version, label, body))
+            self._send_json(200, answer)
         except ServingError as err:
             self._send_error(err)
         except Exception as err:  # noqa: BLE001 - the server stays up whatever happens
@@ -314,5 +364,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise invalid("'signature_name' must be a string")
         signature = servable.signature(signature_name)
         inputs, row_format = parse_predict_request(request, signature)
-        outputs = signature.run(inputs)
+        # The same request object and predictor as gRPC, on the version that read the JSON.
+        grpc_request = predictor.predict_request(name, servable.version, signature_name, inputs)
+        _, outputs = predictor.run_predict(servable, grpc_request)
         return json_codec.dumps(format_predict_response(outputs, row_format))

@@ -148,6 +148,13 @@ class Signature:
         # [-1,1] gives y of shape [3]), so nothing is checked here either. A TF2 function was
         # traced for its declared shapes and refuses others: those get a clear error up front.
         self.checks_shapes = not graph_v1
+        # Set by the Servable: the Batcher merging concurrent calls (None: each call runs alone),
+        # the ServingMetrics timing each model call, and, for a signature over serialized
+        # records, the model's crop side that their JPEG frames may not exceed (`frame_guard`).
+        self.batcher = None
+        self.metrics = None
+        self.model_name = ""
+        self.crop_size: int | None = None
 
     def check_inputs(self, inputs: dict):
         missing = sorted(set(self.inputs) - set(inputs))
@@ -170,7 +177,30 @@ class Signature:
         if unknown:
             raise invalid(f"output filter names unknown outputs {unknown}; signature "
                           f"'{self.name}' has {sorted(self.outputs)}")
-        return self._invoke(inputs, wanted)
+        if self.crop_size is not None:
+            from vtcaps_tf.serving.frame_guard import check_records
+
+            check_records(np.asarray(next(iter(inputs.values())), dtype=object).reshape(-1), self.crop_size)
+        if self.batcher is None:
+            return self._timed_invoke(inputs, wanted)
+        outputs = self.batcher.run(inputs)
+        return {k: outputs[k] for k in wanted}
+
+    def batched_call(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output for a merged batch (the Batcher's function)."""
+        return self._timed_invoke(inputs, list(self.outputs))
+
+    def _timed_invoke(self, inputs, wanted) -> dict[str, np.ndarray]:
+        if self.metrics is None:
+            return self._invoke(inputs, wanted)
+        t0 = time.perf_counter()
+        try:
+            return self._invoke(inputs, wanted)
+        finally:
+            self.metrics.runtime_latency.labels(self.model_name, self.name, self.runtime).observe(
+                (time.perf_counter() - t0) * 1e6)
+
+    runtime = "TF"
 
     def _invoke(self, inputs: dict[str, np.ndarray], wanted) -> dict[str, np.ndarray]:
         """The signature's function on checked inputs -> the `wanted` outputs as numpy."""
@@ -191,6 +221,8 @@ class TFLiteSignature(Signature):
     """A signature answered by a version's TFLite model (`tflite_signatures`): `function` takes
     and returns numpy arrays."""
 
+    runtime = "TFLite"
+
     def _invoke(self, inputs: dict[str, np.ndarray], wanted) -> dict[str, np.ndarray]:
         result = self.function(inputs)
         return {k: result[k] for k in wanted}
@@ -205,9 +237,12 @@ class Servable:
     """One loaded version of a model. With `tflite` options that prefer it, a version holding a
     `model.tflite` answers `serving_default` and `serve_examples` from it (`tflite_signatures`)
     and loads its SavedModel only for any other signature; `self.tflite` is then the
-    `TFLiteModel`, else None."""
+    `TFLiteModel`, else None. `warmup`: called with the loaded version before it is served
+    (`vtcaps_tf.serving.warmup.warm_up`; None: no warm-up); `batching`: `BatchingOptions`, a
+    `Batcher` per signature (None: each call alone); `metrics`: `ServingMetrics` or None."""
 
-    def __init__(self, name: str, version: int, path: str, warmup: bool = True, tflite=None):
+    def __init__(self, name: str, version: int, path: str, warmup=None, tflite=None,
+                 batching=None, metrics=None):
         self.name = name
         self.version = version
         self.path = path
@@ -232,8 +267,23 @@ class Servable:
                 key: Signature(key, self.signature_defs[key], fn, self.graph_v1)
                 for key, fn in self._loaded.signatures.items()
                 if key in self.signature_defs and key not in self.signatures})
+        self.crop_size = _crop_size(self.signatures.get(DEFAULT_SIGNATURE))
+        for sig in self.signatures.values():
+            sig.model_name, sig.metrics = name, metrics
+            if self.crop_size is not None and set(sig.inputs) == {"examples"}:
+                sig.crop_size = self.crop_size
+            if batching is not None:
+                from vtcaps_tf.serving.batching import Batcher
+
+                sig.batcher = Batcher(sig.batched_call, batching, metrics, f"{name}-v{version}-{sig.name}")
         if warmup:
-            self._warmup()
+            warmup(self)
+
+    def stop(self):
+        """End the batch threads once their queued batches ran; later calls run unbatched."""
+        for sig in self.signatures.values():
+            if sig.batcher is not None:
+                sig.batcher.stop()
 
     def signature(self, name: str | None) -> Signature:
         name = name or DEFAULT_SIGNATURE
@@ -242,18 +292,32 @@ class Servable:
                                f"Signatures: {sorted(self.signatures)}")
         return self.signatures[name]
 
-    def _warmup(self):
-        """One batch-1 call of each numeric signature, so the first request does not pay for tracing."""
-        for sig in self.signatures.values():
-            specs = list(sig.inputs.values())
-            if not specs or any(s.shape is None or s.dtype == object or None in s.shape[1:]
-                                for s in specs):
-                continue
-            try:
-                sig.run({s.name: np.zeros((1,) + s.shape[1:], s.dtype) for s in specs})
-            except ServingError as err:
-                log.warning("warm-up of %s v%d signature %s failed: %s",
-                            self.name, self.version, sig.name, err.message)
+
+
+def _crop_size(sig) -> int | None:
+    """S of a vtcaps export's `frames` input [B, N, S, S, 3]; None for other models."""
+    spec = sig.inputs.get("frames") if sig is not None else None
+    if spec is None or spec.shape is None or len(spec.shape) != 5 or spec.shape[2] is None:
+        return None
+    return int(spec.shape[2])
+
+
+def release_freed_memory() -> None:
+    """Collect the unloaded version's objects and hand the freed heap back to the system: glibc
+    keeps freed memory in its arenas, so without `malloc_trim` every hot swap would leave the
+    server's RSS about one model larger. Elsewhere than glibc this only collects."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
 
 
 @dataclasses.dataclass
@@ -267,14 +331,15 @@ class VersionStatus:
 class ServedModel:
     """The versions of one model: the served set is an immutable dict replaced as a whole."""
 
-    def __init__(self, spec: ModelSpec, warmup: bool = True, tflite=None):
+    def __init__(self, spec: ModelSpec, warmup=None, tflite=None, batching=None, metrics=None):
         self.spec = spec
-        self.warmup = warmup
-        self.tflite = tflite  # TFLiteOptions, or None: SavedModels only
+        # How each version loads (`Servable`'s arguments).
+        self.load_options = dict(warmup=warmup, tflite=tflite, batching=batching, metrics=metrics)
         self._served: dict[int, Servable] = {}
         self._status: dict[int, VersionStatus] = {}
         self._lock = threading.Lock()  # one poll at a time
         self.list_error: str | None = None  # why the base path could not be read at the last poll
+        self._release_pending = False  # a version was unloaded at the last poll
 
     def _read_versions(self) -> dict[int, str] | None:
         """The version folders, or None when the base path cannot be read: logged (once until it
@@ -294,6 +359,9 @@ class ServedModel:
 
     def poll(self):
         with self._lock:
+            if self._release_pending:
+                release_freed_memory()
+                self._release_pending = False
             folders = self._read_versions()
             if folders is None:
                 return
@@ -313,9 +381,14 @@ class ServedModel:
                 # is rather than answer nothing.
                 keep = served
             self._served = keep
-            for version in set(served) - set(keep):
+            unloaded = set(served) - set(keep)
+            for version in unloaded:
                 self._status[version] = VersionStatus(END)
+                served[version].stop()
                 log.info("model %s: unloaded version %d", self.spec.name, version)
+            # The requests still holding an unloaded version let go of it within moments: its
+            # memory is handed back at the next poll, once they have.
+            self._release_pending = bool(unloaded)
 
     def _load(self, version, folder, status):
         path = os.path.join(self.spec.base_path, folder)  # the folder's own name: 00000123 stays
@@ -323,7 +396,7 @@ class ServedModel:
         self._status[version] = VersionStatus(LOADING, attempts=attempts)
         t0 = time.perf_counter()
         try:
-            servable = Servable(self.spec.name, version, path, warmup=self.warmup, tflite=self.tflite)
+            servable = Servable(self.spec.name, version, path, **self.load_options)
         except Exception as err:  # noqa: BLE001 - any load failure is reported in the status
             self._status[version] = VersionStatus(END, "UNKNOWN", f"loading failed: {_first_line(err)}",
                                                   attempts)
@@ -369,20 +442,23 @@ class ServedModel:
     def versions(self) -> list[int]:
         return sorted(self._served)
 
+    def stop(self):
+        for servable in self._served.values():
+            servable.stop()
+
 
 class ModelManager:
     """All served models; `start()` loads them and polls their base paths in a background thread.
     `tflite`: `tflite_signatures.TFLiteOptions` (None: every version from its SavedModel)."""
 
-    def __init__(self, specs: list[ModelSpec], poll_wait_seconds: float = 1.0, warmup: bool = True,
-                 tflite=None):
+    def __init__(self, specs: list[ModelSpec], poll_wait_seconds: float = 1.0, warmup=None,
+                 tflite=None, batching=None, metrics=None):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique, got {names}")
         self.poll_wait_seconds = poll_wait_seconds
-        self.warmup = warmup
-        self.tflite = tflite
-        self._models = {s.name: ServedModel(s, warmup, tflite) for s in specs}
+        self.load_options = dict(warmup=warmup, tflite=tflite, batching=batching, metrics=metrics)
+        self._models = {s.name: ServedModel(s, **self.load_options) for s in specs}
         self._stop = threading.Event()
         self._thread = None
 
@@ -410,10 +486,13 @@ class ModelManager:
             if old is not None and old.spec == spec:
                 new[spec.name] = old
             else:
-                model = ServedModel(spec, self.warmup, self.tflite)
+                model = ServedModel(spec, **self.load_options)
                 model.poll()
                 new[spec.name] = model
-        self._models = new
+        old_models, self._models = self._models, new
+        for name, model in old_models.items():
+            if new.get(name) is not model:
+                model.stop()
 
     @property
     def names(self) -> list[str]:
@@ -441,3 +520,5 @@ class ModelManager:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        for model in list(self._models.values()):
+            model.stop()

@@ -8,6 +8,7 @@ a server starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -27,7 +28,17 @@ class ServerConfig:
     grpc_port: int | None = 8500  # None: no gRPC; 0: a free port
     poll_wait_seconds: float = 1.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Warm-up before a version is AVAILABLE: its assets.extra/tf_serving_warmup_requests replayed
+    # `warmup_iterations` times, or without that file one zero batch per signature.
     warmup: bool = True
+    warmup_iterations: int = 1
+    # TF Serving's request batching: BatchingParameters from the file, or its defaults.
+    enable_batching: bool = False
+    batching_parameters_file: str | None = None
+    # A MonitoringConfig file enabling the Prometheus endpoint on the REST port.
+    monitoring_config_file: str | None = None
+    # SIGTERM: REST and gRPC stop accepting, and the requests in flight get this long to finish.
+    drain_timeout_seconds: float = 10.0
     grpc_workers: int = 16
     model_config_file: str | None = None  # re-read every config_poll_wait_seconds when > 0
     config_poll_wait_seconds: float = 0.0
@@ -45,6 +56,25 @@ class ServerConfig:
         return TFLiteOptions(self.prefer_tflite_model, self.num_tflite_pools,
                              self.num_tflite_interpreters_per_pool)
 
+    def batching_options(self):
+        """`config_protos.BatchingOptions` when batching is on (None: off); ConfigProtoError (a
+        UsageError) for a parameters file without batching, or one that cannot be used."""
+        from vtcaps_tf.serving.config_protos import BatchingOptions, ConfigProtoError, read_batching_parameters
+
+        if not self.enable_batching:
+            if self.batching_parameters_file:
+                raise ConfigProtoError("--batching_parameters_file needs --enable_batching")
+            return None
+        if self.batching_parameters_file:
+            return read_batching_parameters(self.batching_parameters_file)
+        return BatchingOptions()
+
+    def prometheus_path(self) -> str | None:
+        """The metrics path of the monitoring config file (None: no metrics endpoint)."""
+        from vtcaps_tf.serving.config_protos import read_monitoring_config
+
+        return read_monitoring_config(self.monitoring_config_file) if self.monitoring_config_file else None
+
 
 class ModelServer:
     """Model manager + REST + gRPC. `start()` loads the models and binds; `stop()` shuts down."""
@@ -52,9 +82,19 @@ class ModelServer:
     def __init__(self, specs, config: ServerConfig | None = None):
         from vtcaps_tf.serving.servables import ModelManager
 
+        from vtcaps_tf.serving.metrics import ServingMetrics
+
         self.config = config or ServerConfig()
-        self.manager = ModelManager(specs, self.config.poll_wait_seconds, self.config.warmup,
-                                    self.config.tflite_options())
+        self.metrics_path = self.config.prometheus_path()
+        self.metrics = ServingMetrics() if self.metrics_path else None
+        warmup = None
+        if self.config.warmup:
+            from vtcaps_tf.serving.warmup import warm_up
+
+            warmup = functools.partial(warm_up, iterations=self.config.warmup_iterations, metrics=self.metrics)
+        self.manager = ModelManager(specs, self.config.poll_wait_seconds, warmup,
+                                    self.config.tflite_options(), self.config.batching_options(),
+                                    self.metrics)
         self._rest = None
         self._rest_thread = None
         self._grpc = None
@@ -75,11 +115,12 @@ class ModelServer:
                 self._grpc, self.grpc_port = make_grpc_server(
                     self.manager, None if cfg.grpc_port is None else f"{cfg.host}:{cfg.grpc_port}",
                     cfg.max_request_bytes, cfg.grpc_workers, cfg.grpc_channel_arguments,
-                    cfg.grpc_socket_path)
+                    cfg.grpc_socket_path, self.metrics)
                 self._grpc.start()
             if cfg.rest_port is not None:
                 try:
-                    self._rest = RestServer((cfg.host, cfg.rest_port), self.manager, cfg.max_request_bytes)
+                    self._rest = RestServer((cfg.host, cfg.rest_port), self.manager, cfg.max_request_bytes,
+                                            self.metrics, self.metrics_path)
                 except OSError as err:  # say which address: the bare error names none
                     raise OSError(err.errno, f"cannot bind the REST API to {cfg.host}:{cfg.rest_port}: "
                                              f"{err.strerror}") from err
@@ -97,16 +138,20 @@ class ModelServer:
             raise
         return self
 
-    def stop(self, grace: float = 5.0):
+    def stop(self, grace: float | None = None):
+        """Stop accepting on REST and gRPC at once, let the requests in flight finish (up to
+        `grace` seconds, default the config's drain timeout), then unload the models."""
+        grace = self.config.drain_timeout_seconds if grace is None else grace
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        grpc_done = self._grpc.stop(grace) if self._grpc is not None else None
         if self._rest is not None:
-            self._rest.shutdown()
-            self._rest.server_close()
+            if not self._rest.drain(grace):
+                log.warning("REST requests still running after the %g s drain timeout", grace)
             self._rest = None
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+        if grpc_done is not None:
+            grpc_done.wait()
             self._grpc = None
         self.manager.stop()
 
@@ -149,10 +194,18 @@ def check_config(config: ServerConfig) -> None:
         raise UsageError("both REST and gRPC are disabled: nothing to serve")
     if config.config_poll_wait_seconds > 0 and not config.model_config_file:
         raise UsageError("config_poll_wait_seconds > 0 needs a model_config_file to re-read")
+    if config.warmup_iterations < 1:
+        raise UsageError(f"num_request_iterations_for_warmup must be at least 1, got {config.warmup_iterations}")
+    if config.drain_timeout_seconds < 0:
+        raise UsageError(f"drain timeout must not be negative, got {config.drain_timeout_seconds}")
     try:
         config.tflite_options()
     except ValueError as err:
         raise UsageError(str(err)) from None
+    config.batching_options()  # ConfigProtoError is a UsageError
+    if config.prometheus_path() and config.rest_port is None:
+        raise UsageError("the Prometheus endpoint of --monitoring_config_file is served on the REST "
+                         "port: REST must be on")
 
 
 def serve_until_stopped(specs, config: ServerConfig, say=print) -> None:
