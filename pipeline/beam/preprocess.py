@@ -47,6 +47,7 @@ from vtcaps_tf.config.preprocess import PreprocessOptions, resolved
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.errors import UsageError
+from vtcaps_tf.utils import atomic_files
 
 _LOG = logging.getLogger(__name__)
 
@@ -167,9 +168,7 @@ def _read_json(path):
 
 
 def _write_json(path, obj):
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+    atomic_files.write_json(path, obj, sort_keys=True)
 
 
 def count_dead_letters(out: str) -> dict[str, int]:
@@ -227,6 +226,8 @@ def finalize(out: str, options: PreprocessOptions, discovery, counters: dict | N
         problems.append(f"{len(discovery.items)} videos listed, but {written_videos} written and "
                         f"{sum(dead.values())} dead letters")
     stats["check"] = {"passed": not problems, "problems": problems}
+    if "://" not in out:
+        atomic_files.fsync_dir(out)  # the shards' renames, durable before metadata.json vouches for them
     _write_json(os.path.join(out, features.STATS_FILE), stats)
     if problems:
         raise PreprocessError("\n".join(problems))

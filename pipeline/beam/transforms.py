@@ -21,6 +21,7 @@ from vtcaps_tf.config.preprocess import DEFAULT_CLIPS_PER_RECORD, DEFAULT_JPEG_Q
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.face.align import DEFAULT_MARGIN
+from vtcaps_tf.utils import atomic_files
 
 _LOG = logging.getLogger(__name__)
 
@@ -327,14 +328,23 @@ class TFRecordSink(beam.io.filebasedsink.FileBasedSink):
     def open(self, temp_path):
         import tensorflow as tf
 
-        return tf.io.TFRecordWriter(temp_path, tf.io.TFRecordOptions(
-            compression_type="GZIP", compression_level=GZIP_LEVEL))
+        return _OpenShard(temp_path, tf.io.TFRecordWriter(temp_path, tf.io.TFRecordOptions(
+            compression_type="GZIP", compression_level=GZIP_LEVEL)))
 
     def write_encoded_record(self, file_handle, encoded_value):
-        file_handle.write(encoded_value)
+        file_handle.writer.write(encoded_value)
 
     def close(self, file_handle):
-        file_handle.close()
+        file_handle.writer.close()
+        if "://" not in file_handle.path:
+            # synced before Beam renames it into place: a renamed shard is a complete one
+            atomic_files.fsync_path(file_handle.path)
+
+
+@dataclasses.dataclass
+class _OpenShard:
+    path: str
+    writer: object  # tf.io.TFRecordWriter
 
 
 class WriteExamples(beam.PTransform):

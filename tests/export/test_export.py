@@ -140,7 +140,7 @@ def test_versions_are_integers_never_overwritten_and_appear_whole(model, exporte
     monkeypatch.setattr(tf.saved_model, "save", spying_save)
     second = export.export_model(model, base)
     assert os.path.basename(second) == "2"
-    assert seen and "2" not in seen[0] and any(n.startswith(".tmp-") for n in seen[0])
+    assert seen and "2" not in seen[0] and any(atomic_files.is_temporary(n) for n in seen[0])
     assert sorted(os.listdir(base)) == ["1", "2"]  # the temporary directory is gone
     assert os.path.isfile(os.path.join(second, "saved_model.pb"))
     assert export.existing_versions(base) == [1, 2]

@@ -11,7 +11,6 @@ the paper's Table 5 (percentages).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.evaluation import metrics
+from vtcaps_tf.utils import atomic_files
 
 
 def split_input(data_dir: str, split: str) -> tuple[dict, list[str]]:
@@ -136,12 +136,12 @@ def write_report(report: dict, output_dir: str, title: str = "Evaluation") -> di
     os.makedirs(output_dir, exist_ok=True)
     paths = {name: os.path.join(output_dir, name)
              for name in ("report.json", "report.md", "confusion_matrix.png")}
-    with open(paths["report.json"], "w") as f:
-        json.dump(report, f, indent=2)
-    with open(paths["report.md"], "w") as f:
-        f.write(report_markdown(report, title))
+    # report.json last: the file a rerun (and crossval's fold resume) takes as "done"
     fig = confusion_matrix_figure(report["confusion_matrix"], report["classes"], title=title)
-    fig.savefig(paths["confusion_matrix.png"])
+    with atomic_files.atomic_path(paths["confusion_matrix.png"]) as tmp:
+        fig.savefig(tmp)
+    atomic_files.write_text(paths["report.md"], report_markdown(report, title))
+    atomic_files.write_json(paths["report.json"], report)
     return paths
 
 

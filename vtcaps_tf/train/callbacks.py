@@ -10,6 +10,7 @@ TensorBoard shows them next to the built-in curves.
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import keras
@@ -18,27 +19,54 @@ import tensorflow as tf
 
 from vtcaps_tf.evaluation import metrics
 from vtcaps_tf.evaluation.figures import confusion_matrix_figure, figure_to_png
+from vtcaps_tf.utils import atomic_files
 
 
-class HistoryCSV(keras.callbacks.CSVLogger):
-    """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs.
+class HistoryCSV(keras.callbacks.Callback):
+    """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs, the whole file
+    replaced atomically at each epoch's end (`vtcaps_tf.utils.atomic_files`): a run killed while
+    it writes leaves the previous epochs' file, never a cut row.
 
-    Keras' logger picks its columns from the first epoch it sees (adding a `val_` twin of each when
-    that epoch has no validation). A resumed run whose first epoch validates, after one whose first
-    did not (`--validation-freq`), would then write other columns than the header names, shifting
-    values into their neighbours' columns; this one keeps the header's columns, with `NA` where an
-    epoch has no value."""
+    The columns are Keras' CSVLogger's: the first epoch's log keys, sorted, with a `val_` twin of
+    each when that epoch has no validation. A resumed run keeps the header's columns, with `NA`
+    where an epoch has no value (its first epoch may validate where the first run's did not,
+    `--validation-freq`)."""
 
-    def __init__(self, filename):
-        super().__init__(filename, append=True)
+    def __init__(self, filename, sep=","):
+        super().__init__()
+        self.filename = filename
+        self.sep = sep
+        self.keys = None
+        self._rows = []
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        self.keys, self._rows = None, []
         if os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
             with open(self.filename, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.sep), [])
-            if header[:1] == ["epoch"]:
-                self.keys = header[1:]
+                rows = list(csv.reader(f, delimiter=self.sep))
+            if rows and rows[0][:1] == ["epoch"]:
+                self.keys, self._rows = rows[0][1:], rows[1:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys += [f"val_{k}" for k in self.keys]
+        self._rows.append([epoch] + [_csv_value(logs.get(k, "NA")) for k in self.keys])
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter=self.sep, lineterminator="\n")
+        writer.writerow(["epoch"] + self.keys)
+        writer.writerows(self._rows)
+        atomic_files.write_text(self.filename, text.getvalue())
+
+
+def _csv_value(value):
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return f"[{', '.join(map(str, value))}]"
+    return value
 
 
 class ValidationSummaries(keras.callbacks.Callback):

@@ -27,6 +27,7 @@ from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.train import callbacks as cb
+from vtcaps_tf.utils import atomic_files
 
 CONFIG_FILE = "train_config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -213,9 +214,8 @@ def dtype_policy(mixed_precision: bool):
 def save_model_atomically(model, directory: str) -> str:
     """`directory/model.keras`, renamed into place so that a reader never sees a partial file."""
     model_path = os.path.join(directory, "model.keras")
-    tmp_path = os.path.join(directory, ".model.tmp.keras")
-    model.save(tmp_path)
-    os.replace(tmp_path, model_path)
+    with atomic_files.atomic_path(model_path) as tmp_path:
+        model.save(tmp_path)
     return model_path
 
 
@@ -280,11 +280,7 @@ def check_run_dir(config: TrainConfig) -> None:
 
 def write_train_config(config: TrainConfig, run_dir: str) -> None:
     """RUN_DIR/train_config.json, replaced in one step: other workers read it while it is written."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(config.to_json(), f, indent=2)
-    os.replace(tmp, path)
+    atomic_files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_json())
 
 
 def prepare_run_dir(config: TrainConfig, write: bool = True) -> None:
