@@ -128,13 +128,36 @@ def visible_files(folder) -> list[str]:
     return sorted(found)
 
 
-def main(argv) -> int:
-    """python -m tests.crashing_writes POINT COMMAND ARGS...: the `vtcaps` command, killed at
-    POINT of its first atomic write."""
-    from vtcaps_tf.cli import main as vtcaps
+def _save_model(folder):
+    """A small Keras model of fixed weights, saved as `folder/model.keras` by the trainer's writer."""
+    import keras
 
-    install_kill_point(argv[0])
-    return vtcaps.main(argv[1:])
+    from vtcaps_tf.train import setup
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    setup.save_model_atomically(model, folder)
+
+
+def _export(base):
+    """An untrained `tiny` model exported as the next version under `base`."""
+    from vtcaps_tf.export.saved_model import export_model
+    from vtcaps_tf.models import build_model
+
+    export_model(build_model("tiny", class_names=["anger", "happy", "sad"], num_classes=3), base)
+
+
+WRITERS = {"model.keras": _save_model, "export": _export}
+
+
+def main(argv) -> int:
+    """python -m tests.crashing_writes POINT WRITER PATH: one of `WRITERS` killed at POINT
+    (POINT "none": not killed)."""
+    point, writer, path = argv
+    if point != "none":
+        install_kill_point(point)
+    WRITERS[writer](path)
+    return 0
 
 
 if __name__ == "__main__":
