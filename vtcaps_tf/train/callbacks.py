@@ -183,6 +183,19 @@ class OptimizerStepLogger(keras.callbacks.Callback):
             logs["optimizer_step"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
 
+class SkippedClipsLogger(keras.callbacks.Callback):
+    """Adds `skipped_clips` (clips of corrupt shards left out by --skip-corrupt-records; -1 when
+    the metadata does not say how many) to each epoch's logs: the history and TensorBoard."""
+
+    def __init__(self, skipped: int | None):
+        super().__init__()
+        self.skipped = -1 if skipped is None else int(skipped)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["skipped_clips"] = self.skipped
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves `checkpoint` (a `vtcaps_tf.train.setup.RunCheckpoint`) every `every` epochs and after
     the last of `epochs`, recording the number of finished epochs; a resumed run repeats at most

@@ -173,9 +173,16 @@ def run_fold(options: CrossvalOptions, meta: dict, step: dict, fold_dir: str,
     else:
         result = fit.train(config, files(step["train"]), files(step["val"]))
     test_split = features.fold_split(step["fold"])
+    expected = (meta.get("counts") or {}).get(test_split)
+    parts = (evaluate.readable_parts(files(step["test"]), expected, "vtcaps crossval")
+             if options.skip_corrupt_records else None)
     labels, probs, tpn, ids = evaluate.predict_files(result.model, files(step["test"]), meta,
-                                                     options.batch_size, what=test_split)
+                                                     options.batch_size, what=test_split, parts=parts)
     report = evaluate.build_report(labels, probs, result.model.class_names, tpn, video_ids=ids)
+    if parts is not None:
+        tested = evaluate.skipped_summary(parts, expected)
+        report.update(skipped_clips={"training": result.skipped_clips, "test": tested["skipped_clips"]},
+                      corrupt_shards=result.corrupt_shards + tested["corrupt_shards"])
     report.update(fold=step["fold"], test=test_split,
                   val=[features.fold_split(i) for i in step["val"]],
                   train=[features.fold_split(i) for i in step["train"]],

@@ -19,6 +19,7 @@ import tensorflow as tf
 from vtcaps_tf.config.options import from_mapping
 from vtcaps_tf.config.train_options import TrainConfig
 from vtcaps_tf.data import features
+from vtcaps_tf.data import integrity
 from vtcaps_tf.train import setup
 from vtcaps_tf.train.setup import SetupError, TrainResult
 
@@ -127,8 +128,9 @@ def train(config: TrainConfig, train_files=None, eval_files=None) -> TrainResult
         checkpoint = setup.RunCheckpoint(model, os.path.join(config.run_dir, setup.CHECKPOINT_DIR))
         initial_epoch = checkpoint.restore()
         callbacks = setup.make_callbacks(config, model, checkpoint,
-                                         os.path.join(config.run_dir, setup.LOG_DIR), validation)
-        with warnings.catch_warnings():
+                                         os.path.join(config.run_dir, setup.LOG_DIR), validation,
+                                         data=data)
+        with warnings.catch_warnings(), integrity.naming_corrupt_shard(data.train_files + data.eval_files):
             # The validation set is one finite pass (above): Keras warns at its end every epoch,
             # although reading it to the end is the point.
             warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
@@ -140,7 +142,8 @@ def train(config: TrainConfig, train_files=None, eval_files=None) -> TrainResult
         # 5. the final model
         model_path = setup.save_model_atomically(model, config.run_dir)
     return TrainResult(model=model, history=dict(history.history), model_path=model_path,
-                       initial_epoch=initial_epoch, replicas=replicas)
+                       initial_epoch=initial_epoch, replicas=replicas,
+                       skipped_clips=data.skipped_clips, corrupt_shards=data.corrupt_shards)
 
 
 def run_fn(fn_args) -> TrainResult:

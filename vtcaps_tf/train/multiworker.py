@@ -40,6 +40,7 @@ import typing
 import tensorflow as tf
 
 from vtcaps_tf.config.train_options import DEFAULT_COLLECTIVE_TIMEOUT_S, SHARD_POLICIES, TrainConfig
+from vtcaps_tf.data import integrity
 from vtcaps_tf.errors import EXIT_FAILURE, UsageError
 from vtcaps_tf.train import setup
 from vtcaps_tf.train.local_cluster import THREADS_ENV
@@ -246,16 +247,18 @@ def _train(config, strategy, task_index, num_workers, train_files, eval_files):
             initial_epoch = checkpoint.restore()  # every worker loads the chief's checkpoint
             log_dir = os.path.join(write_dir, setup.LOG_DIR)
             callbacks = setup.make_callbacks(config, model, checkpoint, log_dir, validation,
-                                             write_graph=False)
-            history = _run_epochs(config, strategy, model, callbacks, train_iter, val_iter,
-                                  validation.steps, initial_epoch, steps, log_dir, chief)
+                                             write_graph=False, data=data)
+            with integrity.naming_corrupt_shard(data.train_files + data.eval_files):
+                history = _run_epochs(config, strategy, model, callbacks, train_iter, val_iter,
+                                      validation.steps, initial_epoch, steps, log_dir, chief)
             setup.save_model_atomically(model, write_dir)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return TrainResult(model=model, history=history,
                        model_path=os.path.join(config.run_dir, "model.keras"),
-                       initial_epoch=initial_epoch, replicas=replicas)
+                       initial_epoch=initial_epoch, replicas=replicas,
+                       skipped_clips=data.skipped_clips, corrupt_shards=data.corrupt_shards)
 
 
 def _run_epochs(config, strategy, model, callbacks, train_iter, val_iter, val_steps, initial_epoch,
