@@ -3,6 +3,7 @@ where reading stops, counted against an independent reader (Python's gzip and th
 framing read by hand)."""
 
 import gzip
+import json
 import os
 import struct
 import zlib
@@ -94,3 +95,33 @@ def test_readable_parts_read_each_shard_up_to_its_first_bad_record(shards):
     assert read == 4 + good
     batches = dataset.make_dataset(shards, contract, 2, training=False, records=parts.records)
     assert sum(int(tf.shape(labels)[0]) for _, labels in batches) == 4 + good
+
+
+def test_check_data_finds_a_flipped_byte_a_missing_shard_and_a_count_mismatch(tmp_path, capsys):
+    from vtcaps_tf.cli import main as vtcaps
+
+    root = write_dataset(str(tmp_path / "copied"), counts={"train": 8, "val": 4, "test": 4}, shards=2)
+    assert vtcaps.main(["check-data", root]) == 0
+    assert "train: 2 shard(s), 8 clips read (metadata.json: 8)" in capsys.readouterr().out
+
+    train = features.split_files(root, "train")
+    data = bytearray(open(train[0], "rb").read())
+    data[len(data) // 2] ^= 0x01  # a flipped byte
+    open(train[0], "wb").write(bytes(data))
+    os.remove(features.split_files(root, "val")[1])  # a missing shard: val keeps 2 of its 4 clips
+    meta = json.load(open(os.path.join(root, "metadata.json")))
+    meta["counts"]["test"] = 5  # a count mismatch
+    json.dump(meta, open(os.path.join(root, "metadata.json"), "w"))
+
+    assert vtcaps.main(["check-data", root]) == 1
+    err = capsys.readouterr().err.splitlines()
+    bad_record = integrity.check_shard(train[0]).records
+    expected = [
+        f"vtcaps check-data: {train[0]}: record {bad_record}: unreadable",
+        f"vtcaps check-data: {root}/val-00001-of-00002.tfrecord.gz: missing",
+        "vtcaps check-data: val: 2 clips read, metadata.json says 4",
+        "vtcaps check-data: test: 4 clips read, metadata.json says 5",
+    ]
+    for line in expected:
+        assert sum(e.startswith(line) for e in err) == 1, (line, err)
+    assert err[-1].startswith("vtcaps check-data: error: CorruptDataError: 5 problem(s) in ")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 
 import tensorflow as tf
@@ -126,3 +127,53 @@ def record_dataset(files, records=None) -> tf.data.Dataset:
     return parts.interleave(
         lambda path, n: tf.data.TFRecordDataset(path, compression_type="GZIP").take(n),
         cycle_length=parallel or 1, block_length=1, num_parallel_calls=parallel, deterministic=True)
+
+
+_SHARD_NAME = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<count>\d+)"
+                         + re.escape(features.SHARD_SUFFIX) + "$")
+
+
+@dataclasses.dataclass
+class SplitCheck:
+    split: str
+    shards: int
+    clips: int  # clips read
+    expected: int | None  # clips metadata.json promises
+    problems: list
+
+
+def check_split(data_dir: str, split: str, expected: int | None) -> SplitCheck:
+    """Every shard of one split read to its end, the shard set complete (`-of-N` names), and the
+    clips counted against `expected`."""
+    files = features.split_files(data_dir, split)
+    problems, clips, numbered = [], 0, {}
+    for path in files:
+        match = _SHARD_NAME.match(os.path.basename(path))
+        if match:
+            numbered.setdefault(int(match["count"]), set()).add(int(match["index"]))
+        check = check_shard(path)
+        clips += check.clips
+        if not check.ok:
+            problems.append(check.describe())
+    for count, present in sorted(numbered.items()):
+        for index in sorted(set(range(count)) - present):
+            name = f"{split}-{index:05d}-of-{count:05d}{features.SHARD_SUFFIX}"
+            problems.append(f"{os.path.join(data_dir, name)}: missing")
+    if len(numbered) > 1:
+        problems.append(f"{split}: shards of {len(numbered)} different writes ({sorted(numbered)} shards each)")
+    if expected is not None and clips != int(expected):
+        problems.append(f"{split}: {clips} clips read, metadata.json says {expected}")
+    return SplitCheck(split, len(files), clips, expected, problems)
+
+
+def check_data(data_dir: str, splits=None) -> list[SplitCheck]:
+    """Every split of a preprocessing output, or the named ones (`vtcaps check-data`):
+    metadata.json against the schema (SchemaError when it cannot be read), each shard's checksums
+    and records, the shard set, the clip counts."""
+    meta = features.read_metadata(data_dir)
+    known = features.data_splits(meta)
+    unknown = sorted(set(splits or ()) - set(known))
+    if unknown:
+        raise features.SchemaError(f"{data_dir!r} holds the splits {', '.join(known)}, not {', '.join(unknown)}")
+    counts = meta.get("counts") or {}
+    return [check_split(data_dir, split, counts.get(split)) for split in (splits or known)]
