@@ -20,8 +20,8 @@ import sys
 import traceback
 
 from vtcaps_tf.cli.tensorflow_setup import quiet_tensorflow, tensorflow_defaults
-from vtcaps_tf.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError,
-                              exit_status_table)
+from vtcaps_tf.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE,
+                              PreemptedError, UsageError, exit_status_table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +110,9 @@ def run_command(name: str, argv: list[str], verbose: bool = False) -> int:
     except UsageError as err:
         print(f"vtcaps {name}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except PreemptedError as err:
+        print(f"vtcaps {name}: preempted: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         print(f"vtcaps {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -182,7 +182,8 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: str | bool = "auto",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
-                 drop_remainder: bool | None = None, records=None) -> tf.data.Dataset:
+                 drop_remainder: bool | None = None, records=None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
     """Batched (inputs dict, label) pairs of the clips in TFRecord shards, decoded by `contract`
     (the model's `InputContract`, e.g. `model.contract`). `num_records`: the number of clips.
 
@@ -193,6 +194,8 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
     fit, else nothing; needs num_records), "memory"
     (decoded clips), "records" (parsed records), a file path prefix, or False.
     records: how many records of each shard to read (`integrity.ReadableParts`), default all.
+    skip_batches (training): start after that many batches, as an iterator that had read them
+    would (the same clips, shuffle order and augmentation draws follow), without decoding them.
     """
     if not files:
         raise features.SchemaError("no TFRecord shards to read")
@@ -232,6 +235,8 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds)
+        if skip_batches:
+            ds = ds.skip(int(skip_batches) * batch_size)  # whole batches: drop_remainder below
 
         def _train_map(data, seed_pair):
             seed_pair = tf.cast(seed_pair, tf.int64)

@@ -212,3 +212,39 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
             self.checkpoint.save(epoch + 1)
+
+
+class PreemptionCheckpoint(keras.callbacks.Callback):
+    """After every step: when `watch` (a `vtcaps_tf.train.preemption.PreemptionWatch`) saw SIGTERM,
+    save `checkpoint` with the finished epochs and the steps of this one, and raise
+    PreemptedError (fit stops there, before the epoch's end callbacks). At an epoch's last step
+    the epoch ends first (its validation, history row and checkpoint), then the run stops; after
+    the run's last epoch it completes. The last callback of the list, so that a signal that came
+    during a step is seen at that step's end. `first_step`: steps of the first epoch a resumed fit
+    had trained before it started (its batches count from there)."""
+
+    def __init__(self, watch, checkpoint, steps_per_epoch: int, epochs: int, first_epoch: int = 0,
+                 first_step: int = 0):
+        super().__init__()
+        self.watch, self.checkpoint = watch, checkpoint
+        self.steps, self.epochs = int(steps_per_epoch), int(epochs)
+        self.first_epoch, self.first_step = int(first_epoch), int(first_step)
+        self._epoch = self.first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1 + (self.first_step if self._epoch == self.first_epoch else 0)
+        if self.watch.requested and done < self.steps:
+            self._stop(self._epoch, done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.watch.requested and epoch + 1 < self.epochs:
+            self._stop(epoch + 1, 0)
+
+    def _stop(self, finished_epochs, done):
+        from vtcaps_tf.train.preemption import preempted
+
+        path = self.checkpoint.save_step(finished_epochs, done)
+        raise preempted(finished_epochs, done, self.steps, path)

@@ -159,9 +159,11 @@ def check_batch_split(batch_size: int, replicas: int, where: str = "") -> None:
                          f"{replicas} replicas{where}")
 
 
-def train_dataset(config: TrainConfig, data: TrainingData, model, files=None, batch_size=None):
+def train_dataset(config: TrainConfig, data: TrainingData, model, files=None, batch_size=None,
+                  skip_batches: int = 0):
     """The repeating, shuffled, augmented training batches (`files`/`batch_size`: a worker's own
-    shards and per-replica batch; default all of them and the global batch)."""
+    shards and per-replica batch; default all of them and the global batch), after the first
+    `skip_batches` of them: a resumed run continues where the saved one stopped reading."""
     files = data.train_files if files is None else files
     records = None
     if data.train_records is not None:
@@ -171,7 +173,8 @@ def train_dataset(config: TrainConfig, data: TrainingData, model, files=None, ba
         files, model.contract,
         config.batch_size if batch_size is None else batch_size, training=True,
         augment=config.augment, num_records=data.num_train, cache=config.cache,
-        shuffle_buffer=config.shuffle_buffer, seed=config.seed, records=records)
+        shuffle_buffer=config.shuffle_buffer, seed=config.seed, records=records,
+        skip_batches=skip_batches)
 
 
 @dataclasses.dataclass
@@ -286,26 +289,54 @@ def save_model_atomically(model, directory: str) -> str:
 
 
 class RunCheckpoint:
-    """The model's weights, its optimizer's state and the number of finished epochs, saved with a
-    tf.train.CheckpointManager into `directory` and restored from `restore_from` (default the same;
-    the workers of a multi-worker run all restore the chief's)."""
+    """The model's weights, its optimizer's state, the number of finished epochs and the steps of
+    the unfinished one, saved with a tf.train.CheckpointManager into `directory` and restored from
+    `restore_from` (default the same; the workers of a multi-worker run all restore the chief's).
+
+    An epoch's checkpoint is `ckpt-<finished epochs>`; one saved at a step boundary on preemption
+    is `preempted-<optimizer step>` (a manager of its own name in the same folder: whichever was
+    saved last is the latest)."""
 
     def __init__(self, model, directory: str, restore_from: str | None = None, keep: int = 2):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_in_unfinished_epoch")
+        # Every variable of the model by its index, as well as the model's object graph: that
+        # graph does not reach the layers Keras keeps in plain containers (most batch
+        # normalisation statistics), nor the dropout layers' random state (`variables`, not
+        # `weights`), without which a resumed run trains on other values than an uninterrupted one.
+        variables = {str(i): v for i, v in enumerate(model.variables)}
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
+                                               step=self.step, variables=variables)
         self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=keep)
+        self._directory, self._keep = directory, keep
         self._restore_from = restore_from or directory
+        self._optimizer = model.optimizer
 
     def restore(self) -> int:
-        """Load the latest checkpoint, if there is one; the number of epochs it had finished."""
+        """Load the latest checkpoint, if there is one; the number of epochs it had finished
+        (`steps_done` then says how many steps of the next one it had trained)."""
         latest = tf.train.latest_checkpoint(self._restore_from)
         if latest:
             self._checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
+    @property
+    def steps_done(self) -> int:
+        """Steps of the unfinished epoch the restored checkpoint had trained (0: none)."""
+        return int(self.step.numpy())
+
     def save(self, finished_epochs: int) -> str:
         self.epoch.assign(finished_epochs)
+        self.step.assign(0)
         return self._manager.save(checkpoint_number=finished_epochs)
+
+    def save_step(self, finished_epochs: int, steps_done: int) -> str:
+        """A checkpoint within epoch `finished_epochs` (0-based), after its `steps_done` steps."""
+        self.epoch.assign(finished_epochs)
+        self.step.assign(steps_done)
+        manager = tf.train.CheckpointManager(self._checkpoint, self._directory, max_to_keep=self._keep,
+                                             checkpoint_name="preempted")
+        return manager.save(checkpoint_number=int(self._optimizer.iterations.numpy()))
 
 
 def has_checkpoint(run_dir: str) -> bool:
