@@ -115,11 +115,19 @@ class ProgressDisplay:
         self._last = -1
         self._start = 0.0
 
-    def count(self) -> int:
+    def _markers(self) -> list[str]:
         try:
-            return len(tf.io.gfile.listdir(self.marker_dir))
+            return tf.io.gfile.listdir(self.marker_dir)
         except tf.errors.NotFoundError:
-            return 0
+            return []
+
+    def count(self) -> int:
+        """Videos done."""
+        return sum(not m.startswith(transforms.STARTED_PREFIX) for m in self._markers())
+
+    def started(self) -> bool:
+        """Whether a worker began work (or a video is done already)."""
+        return bool(self._markers())
 
     def _show(self, done: int):
         if done != self._last:
@@ -333,11 +341,13 @@ def run(options: PreprocessOptions, beam_args=(), test_pipeline=None) -> dict:
         environment = p.options.view_as(PortableOptions).environment_type
         try:
             job_watch.wait_for_job(result, progress.count, len(discovery.items),
-                                   options.stall_timeout, environment)
+                                   options.stall_timeout, environment,
+                                   startup_timeout_s=options.startup_timeout, started=progress.started)
         except job_watch.JobStalled as err:
             raise JobStalledError(str(err)) from None
     ran = time.time() - start
-    done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
+    done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*")
+                  if not os.path.basename(f).startswith(transforms.STARTED_PREFIX))
     tf.io.gfile.rmtree(marker_dir)
     stats = finalize(out, options, discovery, query_counters(result), split_names, fold_of_subject)
     stats["seconds"] = {"pipeline": round(ran, 2), "checks": round(time.time() - start - ran, 2)}

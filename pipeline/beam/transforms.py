@@ -100,6 +100,9 @@ class _VideoInfo:
     fps: float
 
 
+STARTED_PREFIX = "started-"  # progress markers of workers that began work; the rest: videos done
+
+
 class AnalyzeVideoFn(beam.DoFn):
     """VideoItem -> (split, serialized SequenceExample) per segment of clips, or one dead letter.
 
@@ -119,6 +122,8 @@ class AnalyzeVideoFn(beam.DoFn):
 
     def setup(self):
         from vtcaps_tf.face.analyzer import FaceAnalyzer
+
+        self._mark_started()
 
         # One face followed (the subject); every FACE_COUNT_EVERY-th frame the faces are counted,
         # so that a video showing several people is noticed (counter multi_face_videos).
@@ -215,6 +220,17 @@ class AnalyzeVideoFn(beam.DoFn):
             "faces_found": int(track.found.sum()), "faces_missing": track.num_missing,
             "short_sequences": int(video.num_frames < cfg.clip_frames),
             "clips_not_near_peak": all_clips - len(windows)})
+
+    def _mark_started(self):
+        """A marker that a worker began work (the job's start-up watch, `job_watch`)."""
+        if not self.config.progress_dir:
+            return
+        import uuid
+
+        from apache_beam.io.filesystems import FileSystems
+
+        name = f"{STARTED_PREFIX}{uuid.uuid4().hex}"
+        FileSystems.create(FileSystems.join(self.config.progress_dir, name)).close()
 
     def _mark_done(self, item):
         if not self.config.progress_dir:
