@@ -8,7 +8,7 @@ Kill points (`KILL_POINTS`), in the order a write goes through them:
                  what they wrote, the state a kill inside their write leaves on disk.
   before-sync    everything written, nothing synced
   before-rename  synced under the temporary name
-  after-rename   renamed into place, the folder not yet synced
+  after-rename   moved into place by the rename, the folder not yet synced
 
 `full_disk` makes every write of the helper's files fail with ENOSPC after half of its bytes.
 """

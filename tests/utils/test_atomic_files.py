@@ -41,7 +41,7 @@ def test_temporary_names_keep_the_extension_and_are_hidden(tmp_path):
     assert not atomic_files.temporary_name("d/train-00000-of-00001.tfrecord.gz").startswith("d/train-")
 
 
-def test_a_folder_appears_whole_and_is_never_renamed_onto_another(tmp_path):
+def test_a_folder_appears_whole_and_never_replaces_another(tmp_path):
     target = str(tmp_path / "7")
     with atomic_files.atomic_path(target, replace=False) as tmp:
         os.makedirs(os.path.join(tmp, "assets"))
