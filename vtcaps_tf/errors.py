@@ -1,8 +1,8 @@
 """The exit statuses of every `vtcaps` command, and the errors that mean "bad usage or input".
 
 `EXIT_STATUSES` says what each status means; `vtcaps --help` shows it (`exit_status_table`).
-`vtcaps_tf.cli.main` maps a `UsageError` raised by a command to EXIT_USAGE, Ctrl-C to
-EXIT_INTERRUPTED and any other exception to EXIT_FAILURE; a command's `main` may also return these
+`vtcaps_tf.cli.main` maps a `UsageError` raised by a command to EXIT_USAGE, a `PreemptedError`
+to EXIT_PREEMPTED, Ctrl-C to EXIT_INTERRUPTED and any other exception to EXIT_FAILURE; a command's `main` may also return these
 numbers itself. Library code raises `UsageError` (or a subclass) for input it cannot use.
 """
 
@@ -13,6 +13,7 @@ import textwrap
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, to be retried
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
 EXIT_STATUSES: tuple[tuple[int, str], ...] = (
@@ -22,6 +23,9 @@ EXIT_STATUSES: tuple[tuple[int, str], ...] = (
                    "a training that diverges, output that cannot be written)"),
     (EXIT_USAGE, "bad usage or input: an unknown or malformed flag; a missing or unusable input "
                  "path, model or config; a config value of the wrong type"),
+    (EXIT_PREEMPTED, "preempted, resume me: a training stopped by SIGTERM saved a checkpoint at "
+                     "a step boundary; rerun the same command with --resume to continue from that "
+                     "step"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
@@ -33,6 +37,10 @@ def exit_status_table(width: int = 79, indent: int = 2) -> str:
     return "\n".join(textwrap.fill(text, width, initial_indent=f"{lead}{code:<5}",
                                    subsequent_indent=hang, break_on_hyphens=False)
                      for code, text in EXIT_STATUSES)
+
+
+class PreemptedError(Exception):
+    """A run stopped on SIGTERM after saving what it needs to continue (exit status 75)."""
 
 
 class UsageError(ValueError):

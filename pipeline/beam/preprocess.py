@@ -47,6 +47,7 @@ from vtcaps_tf.config.preprocess import PreprocessOptions, resolved
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.errors import UsageError
+from vtcaps_tf.utils import atomic_files
 
 _LOG = logging.getLogger(__name__)
 
@@ -114,11 +115,19 @@ class ProgressDisplay:
         self._last = -1
         self._start = 0.0
 
-    def count(self) -> int:
+    def _markers(self) -> list[str]:
         try:
-            return len(tf.io.gfile.listdir(self.marker_dir))
+            return tf.io.gfile.listdir(self.marker_dir)
         except tf.errors.NotFoundError:
-            return 0
+            return []
+
+    def count(self) -> int:
+        """Videos done."""
+        return sum(not m.startswith(transforms.STARTED_PREFIX) for m in self._markers())
+
+    def started(self) -> bool:
+        """Whether a worker began work (or a video is done already)."""
+        return bool(self._markers())
 
     def _show(self, done: int):
         if done != self._last:
@@ -167,9 +176,7 @@ def _read_json(path):
 
 
 def _write_json(path, obj):
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+    atomic_files.write_json(path, obj, sort_keys=True)
 
 
 def count_dead_letters(out: str) -> dict[str, int]:
@@ -227,6 +234,8 @@ def finalize(out: str, options: PreprocessOptions, discovery, counters: dict | N
         problems.append(f"{len(discovery.items)} videos listed, but {written_videos} written and "
                         f"{sum(dead.values())} dead letters")
     stats["check"] = {"passed": not problems, "problems": problems}
+    if "://" not in out:
+        atomic_files.fsync_dir(out)  # the shards' renames, durable before metadata.json vouches for them
     _write_json(os.path.join(out, features.STATS_FILE), stats)
     if problems:
         raise PreprocessError("\n".join(problems))
@@ -332,11 +341,13 @@ def run(options: PreprocessOptions, beam_args=(), test_pipeline=None) -> dict:
         environment = p.options.view_as(PortableOptions).environment_type
         try:
             job_watch.wait_for_job(result, progress.count, len(discovery.items),
-                                   options.stall_timeout, environment)
+                                   options.stall_timeout, environment,
+                                   startup_timeout_s=options.startup_timeout, started=progress.started)
         except job_watch.JobStalled as err:
             raise JobStalledError(str(err)) from None
     ran = time.time() - start
-    done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*"))
+    done = sorted(tf.io.gfile.stat(f).mtime_nsec / 1e9 for f in tf.io.gfile.glob(marker_dir + "/*")
+                  if not os.path.basename(f).startswith(transforms.STARTED_PREFIX))
     tf.io.gfile.rmtree(marker_dir)
     stats = finalize(out, options, discovery, query_counters(result), split_names, fold_of_subject)
     stats["seconds"] = {"pipeline": round(ran, 2), "checks": round(time.time() - start - ran, 2)}

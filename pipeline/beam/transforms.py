@@ -21,6 +21,7 @@ from vtcaps_tf.config.preprocess import DEFAULT_CLIPS_PER_RECORD, DEFAULT_JPEG_Q
 from vtcaps_tf.data import clips as clips_lib
 from vtcaps_tf.data import features
 from vtcaps_tf.face.align import DEFAULT_MARGIN
+from vtcaps_tf.utils import atomic_files
 
 _LOG = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class _VideoInfo:
     fps: float
 
 
+STARTED_PREFIX = "started-"  # progress markers of workers that began work; the rest: videos done
+
+
 class AnalyzeVideoFn(beam.DoFn):
     """VideoItem -> (split, serialized SequenceExample) per segment of clips, or one dead letter.
 
@@ -117,6 +121,8 @@ class AnalyzeVideoFn(beam.DoFn):
 
     def setup(self):
         from vtcaps_tf.face.analyzer import FaceAnalyzer
+
+        self._mark_started()
 
         # One face analysed, the subject: the largest at each detection (every
         # face.finder.DETECT_EVERY frames). The faces the detector sees beside it are counted, so
@@ -214,6 +220,17 @@ class AnalyzeVideoFn(beam.DoFn):
             "faces_found": int(track.found.sum()), "faces_missing": track.num_missing,
             "short_sequences": int(video.num_frames < cfg.clip_frames),
             "clips_not_near_peak": all_clips - len(windows)})
+
+    def _mark_started(self):
+        """A marker that a worker began work (the job's start-up watch, `job_watch`)."""
+        if not self.config.progress_dir:
+            return
+        import uuid
+
+        from apache_beam.io.filesystems import FileSystems
+
+        name = f"{STARTED_PREFIX}{uuid.uuid4().hex}"
+        FileSystems.create(FileSystems.join(self.config.progress_dir, name)).close()
 
     def _mark_done(self, item):
         if not self.config.progress_dir:
@@ -327,14 +344,23 @@ class TFRecordSink(beam.io.filebasedsink.FileBasedSink):
     def open(self, temp_path):
         import tensorflow as tf
 
-        return tf.io.TFRecordWriter(temp_path, tf.io.TFRecordOptions(
-            compression_type="GZIP", compression_level=GZIP_LEVEL))
+        return _OpenShard(temp_path, tf.io.TFRecordWriter(temp_path, tf.io.TFRecordOptions(
+            compression_type="GZIP", compression_level=GZIP_LEVEL)))
 
     def write_encoded_record(self, file_handle, encoded_value):
-        file_handle.write(encoded_value)
+        file_handle.writer.write(encoded_value)
 
     def close(self, file_handle):
-        file_handle.close()
+        file_handle.writer.close()
+        if "://" not in file_handle.path:
+            # synced before Beam renames it into place: a renamed shard is a complete one
+            atomic_files.fsync_path(file_handle.path)
+
+
+@dataclasses.dataclass
+class _OpenShard:
+    path: str
+    writer: object  # tf.io.TFRecordWriter
 
 
 class WriteExamples(beam.PTransform):

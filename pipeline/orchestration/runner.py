@@ -53,6 +53,7 @@ from vtcaps_tf.config.options import OptionError, from_mapping, option, to_mappi
 from vtcaps_tf.config.preprocess import PreprocessOptions
 from vtcaps_tf.config.train_options import CrossvalOptions, TrainConfig
 from vtcaps_tf.errors import InputNotFoundError, UsageError
+from vtcaps_tf.utils import atomic_files
 
 EXECUTION_FILE = "execution.json"
 BLESSING_FILE = "blessing.json"
@@ -210,9 +211,7 @@ class Pipeline:
     def _write_execution(self, name: str, record: dict):
         os.makedirs(self.step_dir(name), exist_ok=True)
         path = os.path.join(self.step_dir(name), EXECUTION_FILE)
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f, indent=2, default=str)
-        os.replace(path + ".tmp", path)  # a crash never leaves a half-written record
+        atomic_files.write_json(path, record, default=str)  # a crash leaves no half-written record
 
     def fingerprint(self, step: Step, upstream: dict) -> str:
         section = self.config.get(step.config_key) or {}

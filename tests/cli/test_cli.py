@@ -15,12 +15,12 @@ import pytest
 from vtcaps_tf.cli import main as cli
 from vtcaps_tf.errors import EXIT_STATUSES, UsageError
 
-# The twelve commands, as the README lists them.
-EXPECTED = ["synth", "preprocess", "train", "evaluate", "crossval", "export", "serve", "predict",
-            "stream", "profile", "pipeline", "demo"]
+# The commands, in the order of the dispatcher's table.
+EXPECTED = ["synth", "preprocess", "train", "evaluate", "check-data", "crossval", "export", "serve",
+            "predict", "stream", "profile", "pipeline", "demo"]
 # One flag of each command, as its documentation names it: tells the command's own help from another's.
 OWN_FLAG = {"synth": "--per-class", "preprocess": "--clips-per-record", "train": "--run-dir",
-            "evaluate": "--split", "crossval": "--output", "export": "--base-path",
+            "evaluate": "--split", "check-data": "DIR", "crossval": "--output", "export": "--base-path",
             "serve": "--model-base-path", "predict": "--saved-model", "stream": "--realtime",
             "profile": "--json", "pipeline": "run", "demo": "--force"}
 HEAVY = ("tensorflow", "keras", "apache_beam", "mediapipe", "cv2")
@@ -58,11 +58,12 @@ def _run_main(*argv, env=None):
     return status, proc
 
 
-def test_the_table_holds_the_twelve_commands_each_in_its_own_module():
+def test_the_table_holds_the_thirteen_commands_each_in_its_own_module():
     assert list(cli.COMMANDS) == EXPECTED
     for name in EXPECTED:
-        assert cli.command_module(name) == f"vtcaps_tf.cli.{name}"
-        assert os.path.isfile(os.path.join(ROOT, "vtcaps_tf", "cli", f"{name}.py"))
+        module = name.replace("-", "_")  # a module name cannot hold a hyphen
+        assert cli.command_module(name) == f"vtcaps_tf.cli.{module}"
+        assert os.path.isfile(os.path.join(ROOT, "vtcaps_tf", "cli", f"{module}.py"))
 
 
 def test_help_lists_every_command_and_the_exit_statuses():
@@ -215,6 +216,7 @@ def _usage_cases(root) -> dict[str, tuple[list[str], str]]:
         "train": (["train", "--data", missing, "--run-dir", str(root / "run")], missing),
         "evaluate": (["evaluate", "--model", missing + ".keras", "--data", str(root),
                       "--output", str(root / "ev")], missing + ".keras"),
+        "check-data": (["check-data", missing], missing),
         "crossval": (["crossval", "--data", missing, "--output", str(root / "cv")], missing),
         "export": (["export", "--model", missing + ".keras", "--base-path", str(root / "served")],
                    missing + ".keras"),
@@ -261,6 +263,14 @@ def _bad_flag_cases(root) -> list[tuple[list[str], str]]:
     ]
 
 
+def _with_a_missing_shard(root) -> str:
+    from tests.data.fixtures import write_dataset
+
+    data = write_dataset(str(root / "copied"), counts={"train": 4}, shards=2)
+    os.remove(os.path.join(data, "train-00001-of-00002.tfrecord.gz"))
+    return data
+
+
 def _failure_cases(root, rest_port: int) -> dict[str, tuple[list[str], str]]:
     """Per command that needs no trained model, a run whose input is acceptable but whose work
     fails (a folder that cannot be made, a port already taken, a server that does not answer),
@@ -289,6 +299,7 @@ def _failure_cases(root, rest_port: int) -> dict[str, tuple[list[str], str]]:
                         "--output", os.path.join(blocked, "pp")], "not a directory"),
         "train": (["train", "--data", data, "--run-dir", os.path.join(blocked, "run"),
                    "--preset", "tiny", "--epochs", "1"], no_folder),
+        "check-data": (["check-data", _with_a_missing_shard(root)], "problem(s) in"),
         "crossval": (["crossval", "--data", folds, "--output", os.path.join(blocked, "cv"),
                       "--preset", "tiny", "--epochs", "1"], no_folder),
         "serve": (["serve", "--model-base-path", str(root / "served"), "--rest-port", str(rest_port),

@@ -40,7 +40,7 @@ def test_preprocess_flags_keep_their_defaults_and_requirements():
         "preset": "small", "clip_frames": None, "long_frames": None, "image_size": None,
         "split_ratios": (0.7, 0.15, 0.15), "seed": 42, "folds": 0, "short_policy": None,
         "clip_labels": None, "jpeg_quality": 90, "clips_per_record": 8, "max_frames": 18000,
-        "no_progress": False, "stall_timeout": 900.0}
+        "no_progress": False, "stall_timeout": 900.0, "startup_timeout": 120.0}
     assert flags["source"].choices == ("folder", "ckplus", "afew", "synthetic")
     assert flags["short_policy"].choices == ("resample", "pad_first", "loop", "drop")
     assert flags["clip_labels"].choices == ("all", "near_peak")

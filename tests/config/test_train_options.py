@@ -25,10 +25,10 @@ MULTI_WORKER_FLAGS = {"--multi-worker", "--local-workers", "--shard-policy", "--
 TRAIN_FLAGS = {"--data", "--run-dir", "--preset", "--epochs", "--batch-size", "--learning-rate",
                "--lr-schedule", "--cpu-replicas", "--resume", "--checkpoint-every", "--validation-freq",
                "--mixed-precision", "--jit-compile", "--steps-per-epoch", "--no-augment", "--seed",
-               "--shuffle-buffer", "--verbose"} | ABLATION_FLAGS | MULTI_WORKER_FLAGS
+               "--shuffle-buffer", "--skip-corrupt-records", "--verbose"} | ABLATION_FLAGS | MULTI_WORKER_FLAGS
 CROSSVAL_FLAGS = {"--data", "--output", "--preset", "--epochs", "--batch-size", "--learning-rate",
                   "--lr-schedule", "--val-folds", "--no-augment", "--steps-per-epoch", "--seed",
-                  "--verbose"} | ABLATION_FLAGS | MULTI_WORKER_FLAGS
+                  "--skip-corrupt-records", "--verbose"} | ABLATION_FLAGS | MULTI_WORKER_FLAGS
 
 
 def _flags(parser) -> dict:

@@ -2,8 +2,10 @@
 tf.saved_model.load and compared with the in-memory model (the default export serves 3D-CapsNet
 only; --with-teacher adds TPN-ERM), saved_model_cli listing."""
 
+import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -11,11 +13,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.crashing_writes import full_disk
 from tests.data.fixtures import synthetic_clip
 from tests.models.helpers import random_inputs
 from vtcaps_tf.cli.main import main as vtcaps
 from vtcaps_tf.errors import InputNotFoundError, UsageError
 from vtcaps_tf.export import saved_model as export
+from vtcaps_tf.export.model_card import read_model_card
+from vtcaps_tf.export.versions import version_dirs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CLASSES = ["anger", "happy", "sad"]
 
@@ -140,7 +147,7 @@ def test_versions_are_integers_never_overwritten_and_appear_whole(model, exporte
     monkeypatch.setattr(tf.saved_model, "save", spying_save)
     second = export.export_model(model, base)
     assert os.path.basename(second) == "2"
-    assert seen and "2" not in seen[0] and any(n.startswith(".tmp-") for n in seen[0])
+    assert seen and "2" not in seen[0] and any(atomic_files.is_temporary(n) for n in seen[0])
     assert sorted(os.listdir(base)) == ["1", "2"]  # the temporary directory is gone
     assert os.path.isfile(os.path.join(second, "saved_model.pb"))
     assert export.existing_versions(base) == [1, 2]
@@ -217,3 +224,34 @@ def test_export_cli_missing_model(tmp_path, capsys):
     with pytest.raises(UsageError, match="cannot load"):
         export.export_trained(str(text), str(tmp_path / "served"))
     assert not os.path.exists(tmp_path / "served")  # nothing written for a model that is not there
+
+
+def _stored_variables(version_dir):
+    loaded = tf.saved_model.load(version_dir)
+    return sorted((v.name, v.numpy().tobytes()) for v in loaded.serving_variables)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["mid-write", "before-rename"])
+def test_an_export_killed_is_never_a_version_and_a_rerun_completes(point, tiny_export, tmp_path):
+    """SIGKILL while the version is written (tests/crashing_writes.py): no version for `serve`,
+    and the rerun writes version 1 as an export never interrupted."""
+    base = str(tmp_path / "fer")
+    run = subprocess.run([sys.executable, "-m", "tests.crashing_writes", point, "export", base],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    assert version_dirs(base, ready=False) == {} and version_dirs(base) == {}
+    assert export.export_model(tiny_export.model, base) == os.path.join(base, "1")
+    assert _stored_variables(os.path.join(base, "1")) == _stored_variables(tiny_export.path)
+    card, uninterrupted = read_model_card(os.path.join(base, "1")), read_model_card(tiny_export.path)
+    assert {k: v for k, v in card.items() if k != "created"} == \
+        {k: v for k, v in uninterrupted.items() if k != "created"}
+
+
+@pytest.mark.slow
+def test_an_export_out_of_disk_is_never_a_version(tiny_export, tmp_path, monkeypatch):
+    base = str(tmp_path / "fer")
+    with full_disk(monkeypatch), pytest.raises(OSError) as caught:
+        export.export_model(tiny_export.model, base)
+    assert caught.value.errno == errno.ENOSPC
+    assert os.listdir(base) == []  # neither a version nor its staging folder

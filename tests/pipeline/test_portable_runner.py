@@ -19,6 +19,7 @@ from vtcaps_pipeline.beam import preprocess
 from vtcaps_pipeline.beam import worker_pool
 from tests.face import fixtures as fx
 from vtcaps_tf.cli.preprocess import parse
+from vtcaps_tf.config.preprocess import DEFAULT_STALL_TIMEOUT_S, DEFAULT_STARTUP_TIMEOUT_S
 from vtcaps_tf.data import features
 
 ARGS = ["--clip-frames", "4", "--long-frames", "8", "--image-size", "32", "--no-progress",
@@ -127,6 +128,30 @@ def test_stalled_job_is_cancelled_with_a_message():
     assert "no video finished in the first" in str(err.value)
 
 
+def test_workers_that_never_start_fail_the_startup_limit_not_the_stall_limit():
+    result = _NeverFinishes()
+    start = time.monotonic()
+    with pytest.raises(job_watch.JobStalled, match="--startup-timeout") as err:
+        job_watch.wait_for_job(result, lambda: 0, 10, stall_timeout_s=900, environment="EXTERNAL",
+                               poll_s=0.1, startup_timeout_s=1.0, started=lambda: False)
+    assert time.monotonic() - start < 10 and result.cancelled.is_set()
+    assert "no SDK worker started work in" in str(err.value) and "worker_pool" in str(err.value)
+
+
+def test_a_started_job_is_held_to_the_stall_limit_counted_from_its_start():
+    result = _NeverFinishes()
+    polls = iter(range(1000))
+    start = time.monotonic()
+    # Workers begin after 5 polls (0.5 s), inside the start-up limit; then nothing finishes: the
+    # stall limit ends the job, counted from when work began.
+    with pytest.raises(job_watch.JobStalled, match="--stall-timeout"):
+        job_watch.wait_for_job(result, lambda: 0, 10, stall_timeout_s=1.0, poll_s=0.1,
+                               startup_timeout_s=2.0, started=lambda: next(polls) >= 5)
+    took = time.monotonic() - start
+    assert took >= 1.5  # 0.5 s to start + 1 s stalled, not the stall limit from submission
+    assert result.cancelled.is_set()
+
+
 def test_progress_resets_the_stall_clock():
     result = _NeverFinishes()
     ticks = iter(range(1000))
@@ -148,7 +173,8 @@ def test_progress_resets_the_stall_clock():
 @pytest.mark.slow
 def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, tmp_path):
     """Beam's own pool, with a `python` on PATH that lacks apache_beam (a host set up by hand); the
-    job is `vtcaps preprocess` in its own process, which must end, not only raise."""
+    job is `vtcaps preprocess` in its own process with its default limits, which must end, not
+    only raise, within the start-up limit."""
     root, _ = videos
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -168,16 +194,17 @@ def test_pool_whose_workers_cannot_start_fails_the_job_in_bounded_time(videos, t
         start = time.monotonic()
         job = subprocess.run(
             [sys.executable, "-m", "vtcaps_tf.cli.main", "preprocess", "--source", "folder", "--input", root,
-             *ARGS, "--output", str(tmp_path / "out"), "--stall-timeout", "20",
-             *_portable(f"localhost:{port}")],
+             *ARGS, "--output", str(tmp_path / "out"), *_portable(f"localhost:{port}")],
             capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         took = time.monotonic() - start
     finally:
         pool.kill()
         pool.wait()
         log.close()
+    # The default flags: the start-up limit (DEFAULT_STARTUP_TIMEOUT_S) ends the job, far short
+    # of the stall limit (DEFAULT_STALL_TIMEOUT_S).
     assert job.returncode == 1, job.stderr[-2000:]
-    assert "did not start or are stuck" in job.stderr
+    assert "no SDK worker started work in" in job.stderr and "--startup-timeout" in job.stderr
     assert "python -m vtcaps_pipeline.beam.worker_pool" in job.stderr
-    assert took < 150, took
+    assert DEFAULT_STARTUP_TIMEOUT_S < took < DEFAULT_STARTUP_TIMEOUT_S + 60 < DEFAULT_STALL_TIMEOUT_S, took
     assert "No module named 'apache_beam'" in (tmp_path / "pool.log").read_text()

@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
     from vtcaps_tf.evaluation.evaluate import evaluate_model
 
     report, paths = evaluate_model(options.model, options.data, options.split, options.output,
-                                   options.batch_size, verbose=1)
+                                   options.batch_size, verbose=1,
+                                   skip_corrupt_records=options.skip_corrupt_records)
     print(f"accuracy {100 * report['accuracy']:.2f}%  UAR {100 * report['uar']:.2f}%  "
           f"macro F1 {100 * report['macro_f1']:.2f}%  ({report['num_samples']} clips)")
     v = report["video"]

@@ -20,8 +20,8 @@ import sys
 import traceback
 
 from vtcaps_tf.cli.tensorflow_setup import quiet_tensorflow, tensorflow_defaults
-from vtcaps_tf.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError,
-                              exit_status_table)
+from vtcaps_tf.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE,
+                              PreemptedError, UsageError, exit_status_table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,7 @@ COMMANDS = {
                           known_args_only=True),
     "train": Command("train VT-3DCapsNet with keras fit under MirroredStrategy"),
     "evaluate": Command("accuracy, per-class P/R/F1, UAR/WAR, confusion matrix"),
+    "check-data": Command("read every shard of a preprocessed data set: checksums, schema, counts"),
     "crossval": Command("subject-independent K-fold cross-validation, one model per fold"),
     "export": Command("write a versioned SavedModel for TensorFlow Serving"),
     "serve": Command("serve SavedModels over TF Serving's REST and gRPC APIs"),
@@ -54,7 +55,7 @@ EPILOG = ("Run `vtcaps COMMAND --help` for the options of one command.\n\n"
 
 def command_module(name: str) -> str:
     """The module holding command `name`'s build_parser and main."""
-    return f"vtcaps_tf.cli.{name}"
+    return f"vtcaps_tf.cli.{name.replace('-', '_')}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +110,9 @@ def run_command(name: str, argv: list[str], verbose: bool = False) -> int:
     except UsageError as err:
         print(f"vtcaps {name}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except PreemptedError as err:
+        print(f"vtcaps {name}: preempted: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         print(f"vtcaps {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

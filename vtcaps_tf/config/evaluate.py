@@ -26,6 +26,9 @@ class EvaluateOptions:
     output: str = option(help="directory for the report files")
     split: str = split_option()
     batch_size: int = option(16, minimum=1, help="clips per batch")
+    skip_corrupt_records: bool = option(
+        False, help="evaluate without a corrupt or truncated shard's unreadable rest (counted in "
+                    "the report) rather than stop naming it")
 
 
 @dataclasses.dataclass(frozen=True)

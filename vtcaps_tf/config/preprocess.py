@@ -27,6 +27,7 @@ DEFAULT_SPLIT_RATIOS = (0.7, 0.15, 0.15)  # train, val, test (vtcaps_tf.data.fea
 DEFAULT_MAX_FRAMES = 18000
 # Runners whose workers are remote: one video, however long, is read and analysed well within this.
 DEFAULT_STALL_TIMEOUT_S = 900.0
+DEFAULT_STARTUP_TIMEOUT_S = 120.0
 # How a sequence shorter than one clip is brought to `clip_frames` frames (vtcaps_tf.data.clips).
 # Each map ends on the sequence's last frame (CK+'s peak), so the peak is always inside the clip.
 SHORT_POLICIES = ("resample", "pad_first", "loop", "drop")
@@ -126,6 +127,11 @@ class PreprocessOptions:
         help="runners whose workers are remote (PortableRunner, Flink, Spark, Dataflow): cancel "
              "the job when no video finished for S seconds (workers that never started or hang; "
              f"default {DEFAULT_STALL_TIMEOUT_S:.0f}, 0: wait)")
+    startup_timeout: float = option(
+        DEFAULT_STARTUP_TIMEOUT_S, minimum=0.0, metavar="S",
+        help="runners whose workers are remote: cancel the job when no worker began work in S "
+             f"seconds (workers that cannot start; default {DEFAULT_STARTUP_TIMEOUT_S:.0f}, 0: "
+             "only --stall-timeout applies)")
 
     def __post_init__(self):
         # Checks across fields and ranges the per-field rules do not express; ValueError, which

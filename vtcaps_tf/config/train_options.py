@@ -144,6 +144,9 @@ class TrainingOptions(MultiWorkerOptions, ModelSwitches):
         help="turn the training augmentations off (in a config: true, false or a mapping of "
              "AugmentConfig fields)")
     seed: int = option(0, help="seed of the initial weights, the shuffling and the augmentations")
+    skip_corrupt_records: bool = option(
+        False, help="train on without a corrupt or truncated shard's unreadable rest (counted in "
+                    "the history and the report) rather than stop naming it")
     verbose: int | str = option("auto", choices=VERBOSITY, help="keras fit verbosity: auto, 0, 1 or 2")
 
     def __post_init__(self):

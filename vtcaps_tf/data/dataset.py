@@ -17,6 +17,7 @@ import tensorflow as tf
 from vtcaps_tf.config.augment import AugmentConfig
 from vtcaps_tf.config.train_options import DEFAULT_SHUFFLE_BUFFER
 from vtcaps_tf.data import features
+from vtcaps_tf.data import integrity
 from vtcaps_tf.data.contract import InputContract
 from vtcaps_tf.face.au import AU_MAP_SIZE
 from vtcaps_tf.face.landmarks import NUM_LANDMARKS
@@ -40,12 +41,18 @@ def read_split(data_dir: str, split: str, contract: InputContract,
 
 
 def read_files(files, contract: InputContract, num_parallel_calls=tf.data.AUTOTUNE,
-               with_video_id: bool = False) -> tf.data.Dataset:
-    """Unbatched (inputs, label) - or (inputs, label, video_id) - of the given shards, in order."""
+               with_video_id: bool = False, records=None) -> tf.data.Dataset:
+    """Unbatched (inputs, label) - or (inputs, label, video_id) - of the given shards, in order.
+    `records`: how many records of each shard to read (`integrity.ReadableParts`), default all."""
     if not files:
         raise features.SchemaError("no TFRecord shards to read")
     # Deterministic order: a clip's video id must stay with its prediction.
-    ds = features.read_clips(files)
+    if records is None:
+        ds = features.read_clips(files)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(records, tf.int64))).flat_map(
+            lambda path, n: tf.data.TFRecordDataset(path, compression_type="GZIP").take(n))
+        ds = ds.map(features.parse_example).flat_map(features.clips_of)
 
     def _parse(context, sequence):
         inputs = contract.decode_example(context, sequence)
@@ -175,7 +182,8 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
                  training: bool, augment: AugmentConfig | None = None, num_records: int | None = None,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: str | bool = "auto",
                  cache_budget: int = DEFAULT_CACHE_BUDGET, seed: int = 0,
-                 drop_remainder: bool | None = None) -> tf.data.Dataset:
+                 drop_remainder: bool | None = None, records=None,
+                 skip_batches: int = 0) -> tf.data.Dataset:
     """Batched (inputs dict, label) pairs of the clips in TFRecord shards, decoded by `contract`
     (the model's `InputContract`, e.g. `model.contract`). `num_records`: the number of clips.
 
@@ -185,6 +193,9 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
     cache: "auto" (decoded clips when they fit `cache_budget`, else the parsed records when those
     fit, else nothing; needs num_records), "memory"
     (decoded clips), "records" (parsed records), a file path prefix, or False.
+    records: how many records of each shard to read (`integrity.ReadableParts`), default all.
+    skip_batches (training): start after that many batches, as an iterator that had read them
+    would (the same clips, shuffle order and augmentation draws follow), without decoding them.
     """
     if not files:
         raise features.SchemaError("no TFRecord shards to read")
@@ -192,8 +203,7 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
         augment = AugmentConfig()
     if not training:
         augment = None
-    ds = tf.data.TFRecordDataset(list(files), compression_type="GZIP",
-                                 num_parallel_reads=min(len(files), 8) if len(files) > 1 else None)
+    ds = integrity.record_dataset(files, records)
     ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
     # Temporal jitter changes which frames are decoded, so a jittered pipeline caches records.
     jitter = augment is not None and augment.temporal_jitter > 0
@@ -225,6 +235,8 @@ def make_dataset(files, contract: InputContract, batch_size: int, *,
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds)
+        if skip_batches:
+            ds = ds.skip(int(skip_batches) * batch_size)  # whole batches: drop_remainder below
 
         def _train_map(data, seed_pair):
             seed_pair = tf.cast(seed_pair, tf.int64)

@@ -11,7 +11,6 @@ the paper's Table 5 (percentages).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.evaluation import metrics
+from vtcaps_tf.utils import atomic_files
 
 
 def split_input(data_dir: str, split: str) -> tuple[dict, list[str]]:
@@ -46,29 +46,50 @@ def check_classes(model, meta: dict) -> None:
         raise ValueError(f"the model's classes {model_classes} differ from the data's {meta['classes']}")
 
 
-def predict_files(model, files, meta: dict, batch_size: int = 16, verbose=0, what: str = "data"):
-    """(labels, probabilities, tpn_probabilities or None, video_ids) of every clip in `files`."""
+def readable_parts(files, expected: int | None, command: str = "vtcaps evaluate"):
+    """What `--skip-corrupt-records` reads of `files` (`integrity.ReadableParts`), a line on
+    stderr for each shard cut short."""
+    from vtcaps_tf.data import integrity
+
+    parts = integrity.readable_parts(files)
+    if parts.corrupt:
+        print(f"{command}: skipping corrupt records: {parts.summary(expected)}", file=sys.stderr)
+    return parts
+
+
+def skipped_summary(parts, expected: int | None) -> dict:
+    """The report's account of what `--skip-corrupt-records` left out."""
+    return {"skipped_clips": parts.skipped_clips(expected) if parts.corrupt else 0,
+            "corrupt_shards": [c.describe() for c in parts.corrupt]}
+
+
+def predict_files(model, files, meta: dict, batch_size: int = 16, verbose=0, what: str = "data",
+                  parts=None):
+    """(labels, probabilities, tpn_probabilities or None, video_ids) of every clip in `files`
+    (`parts`: only their readable records, `readable_parts`). A shard that cannot be read to its
+    end is a CorruptDataError naming it."""
     import tensorflow as tf
 
-    from vtcaps_tf.data import dataset
+    from vtcaps_tf.data import dataset, integrity
 
     check_classes(model, meta)
-    mc = model.config
-    ds = dataset.read_files(files, model.contract, with_video_id=True)
+    ds = dataset.read_files(files, model.contract, with_video_id=True,
+                            records=parts.records if parts is not None else None)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     labels, probs, tpn, ids = [], [], [], []
     total = (meta.get("counts") or {}).get(what)
     done = 0
-    for inputs, y, vid in ds:
-        out = model(inputs, training=False)
-        labels.append(np.asarray(y))
-        ids += [v.decode() for v in vid.numpy()]
-        probs.append(np.asarray(out["probabilities"], np.float32))
-        if "tpn_probabilities" in out:
-            tpn.append(np.asarray(out["tpn_probabilities"], np.float32))
-        done += len(labels[-1])
-        if verbose:
-            print(f"\revaluated {done}/{total or '?'} clips", end="", file=sys.stderr, flush=True)
+    with integrity.naming_corrupt_shard(files):
+        for inputs, y, vid in ds:
+            out = model(inputs, training=False)
+            labels.append(np.asarray(y))
+            ids += [v.decode() for v in vid.numpy()]
+            probs.append(np.asarray(out["probabilities"], np.float32))
+            if "tpn_probabilities" in out:
+                tpn.append(np.asarray(out["tpn_probabilities"], np.float32))
+            done += len(labels[-1])
+            if verbose:
+                print(f"\revaluated {done}/{total or '?'} clips", end="", file=sys.stderr, flush=True)
     if verbose:
         print(file=sys.stderr)
     if not labels:
@@ -136,20 +157,23 @@ def write_report(report: dict, output_dir: str, title: str = "Evaluation") -> di
     os.makedirs(output_dir, exist_ok=True)
     paths = {name: os.path.join(output_dir, name)
              for name in ("report.json", "report.md", "confusion_matrix.png")}
-    with open(paths["report.json"], "w") as f:
-        json.dump(report, f, indent=2)
-    with open(paths["report.md"], "w") as f:
-        f.write(report_markdown(report, title))
+    # report.json last: the file a rerun (and crossval's fold resume) takes as "done"
     fig = confusion_matrix_figure(report["confusion_matrix"], report["classes"], title=title)
-    fig.savefig(paths["confusion_matrix.png"])
+    with atomic_files.atomic_path(paths["confusion_matrix.png"]) as tmp:
+        fig.savefig(tmp)
+    atomic_files.write_text(paths["report.md"], report_markdown(report, title))
+    atomic_files.write_json(paths["report.json"], report)
     return paths
 
 
 def evaluate_model(model_path: str, data_dir: str, split: str = "test", output: str | None = None,
-                   batch_size: int = 16, verbose=0) -> tuple[dict, dict]:
+                   batch_size: int = 16, verbose=0, skip_corrupt_records: bool = False
+                   ) -> tuple[dict, dict]:
     """Load `model_path` and evaluate it on `split` of `data_dir` -> (report, files written to
     `output`: name -> path, empty without `output`). Raises UsageError, naming the path, for a
-    missing or unusable model or data directory, or a model trained on other classes."""
+    missing or unusable model or data directory, or a model trained on other classes; a
+    CorruptDataError naming the shard that cannot be read to its end, unless
+    `skip_corrupt_records` (the report then counts the clips left out)."""
     from vtcaps_tf.models import load_trained_model
 
     try:
@@ -160,8 +184,13 @@ def evaluate_model(model_path: str, data_dir: str, split: str = "test", output: 
         if isinstance(err, UsageError):
             raise
         raise UsageError(str(err)) from err
-    labels, probs, tpn, ids = predict_files(model, files, meta, batch_size, verbose, what=split)
+    expected = (meta.get("counts") or {}).get(split)
+    parts = readable_parts(files, expected) if skip_corrupt_records else None
+    labels, probs, tpn, ids = predict_files(model, files, meta, batch_size, verbose, what=split,
+                                            parts=parts)
     report = build_report(labels, probs, model.class_names, tpn, video_ids=ids)
+    if parts is not None:
+        report.update(skipped_summary(parts, expected))
     report["split"] = split
     report["model"] = os.path.abspath(model_path)
     paths = {}

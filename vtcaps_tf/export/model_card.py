@@ -13,6 +13,7 @@ import json
 import os
 
 from vtcaps_tf.errors import UsageError
+from vtcaps_tf.utils import atomic_files
 
 CARD_FILE = "model_card.json"
 CARD_VERSION = 1
@@ -86,11 +87,7 @@ def build_model_card(model, model_path: str | None = None, evaluation: str | Non
 
 def write_model_card(saved_model_dir: str, card: dict) -> str:
     assets = os.path.join(saved_model_dir, "assets")
-    os.makedirs(assets, exist_ok=True)
-    path = os.path.join(assets, CARD_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(card, f, indent=2)
-    return path
+    return atomic_files.write_json(os.path.join(assets, CARD_FILE), card)
 
 
 def read_model_card(saved_model_dir: str) -> dict | None:

@@ -31,13 +31,12 @@ too, and an `after_save` hook adds its files there first (the TFLite model:
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 
 import tensorflow as tf
 
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.export.versions import version_dirs
+from vtcaps_tf.utils import atomic_files
 
 OUTPUT_NAMES = ("probabilities", "capsule_lengths", "tpn_probabilities")
 
@@ -108,7 +107,7 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
         os.rmdir(path)  # an empty directory prepared by the caller (a TFX Trainer does this)
     if os.path.exists(path):
         raise VersionExistsError(f"{path} exists; versions are never overwritten (pick another --version)")
-    parent, name = os.path.split(path)
+    parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     serve, serve_examples = serving_fns(model, with_teacher)
     signatures = {"serving_default": serve.get_concrete_function(),
@@ -120,18 +119,14 @@ def save_serving_model(model, path: str, card: dict | None = None, with_teacher:
     module.serving_variables = list(used.values())
     module.serve = serve
     module.serve_examples = serve_examples
-    tmp = os.path.join(parent, f".tmp-{name}-{uuid.uuid4().hex[:8]}")
-    try:
+    # Staged under a temporary name, synced, renamed: `serve` never sees a partial version, and
+    # the rename fails if `path` appeared meanwhile with content.
+    with atomic_files.atomic_path(path, replace=False) as tmp:
         tf.saved_model.save(module, tmp, signatures=signatures)
         write_model_card(tmp, card if card is not None else build_model_card(model))
         write_warmup_requests(tmp, model.contract, bool(with_teacher and model.config.use_tpn))
         if after_save is not None:
             after_save(tmp)
-        # rename() of a directory is atomic, and fails if `path` appeared meanwhile with content.
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

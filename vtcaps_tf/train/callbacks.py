@@ -10,6 +10,7 @@ TensorBoard shows them next to the built-in curves.
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import keras
@@ -18,27 +19,54 @@ import tensorflow as tf
 
 from vtcaps_tf.evaluation import metrics
 from vtcaps_tf.evaluation.figures import confusion_matrix_figure, figure_to_png
+from vtcaps_tf.utils import atomic_files
 
 
-class HistoryCSV(keras.callbacks.CSVLogger):
-    """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs.
+class HistoryCSV(keras.callbacks.Callback):
+    """`logs/history.csv`, one row per epoch, appended to across `--resume`d runs, the whole file
+    replaced atomically at each epoch's end (`vtcaps_tf.utils.atomic_files`): a run killed while
+    it writes leaves the previous epochs' file, never a cut row.
 
-    Keras' logger picks its columns from the first epoch it sees (adding a `val_` twin of each when
-    that epoch has no validation). A resumed run whose first epoch validates, after one whose first
-    did not (`--validation-freq`), would then write other columns than the header names, shifting
-    values into their neighbours' columns; this one keeps the header's columns, with `NA` where an
-    epoch has no value."""
+    The columns are Keras' CSVLogger's: the first epoch's log keys, sorted, with a `val_` twin of
+    each when that epoch has no validation. A resumed run keeps the header's columns, with `NA`
+    where an epoch has no value (its first epoch may validate where the first run's did not,
+    `--validation-freq`)."""
 
-    def __init__(self, filename):
-        super().__init__(filename, append=True)
+    def __init__(self, filename, sep=","):
+        super().__init__()
+        self.filename = filename
+        self.sep = sep
+        self.keys = None
+        self._rows = []
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        self.keys, self._rows = None, []
         if os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
             with open(self.filename, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.sep), [])
-            if header[:1] == ["epoch"]:
-                self.keys = header[1:]
+                rows = list(csv.reader(f, delimiter=self.sep))
+            if rows and rows[0][:1] == ["epoch"]:
+                self.keys, self._rows = rows[0][1:], rows[1:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys += [f"val_{k}" for k in self.keys]
+        self._rows.append([epoch] + [_csv_value(logs.get(k, "NA")) for k in self.keys])
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter=self.sep, lineterminator="\n")
+        writer.writerow(["epoch"] + self.keys)
+        writer.writerows(self._rows)
+        atomic_files.write_text(self.filename, text.getvalue())
+
+
+def _csv_value(value):
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return f"[{', '.join(map(str, value))}]"
+    return value
 
 
 class ValidationSummaries(keras.callbacks.Callback):
@@ -155,6 +183,19 @@ class OptimizerStepLogger(keras.callbacks.Callback):
             logs["optimizer_step"] = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
 
+class SkippedClipsLogger(keras.callbacks.Callback):
+    """Adds `skipped_clips` (clips of corrupt shards left out by --skip-corrupt-records; -1 when
+    the metadata does not say how many) to each epoch's logs: the history and TensorBoard."""
+
+    def __init__(self, skipped: int | None):
+        super().__init__()
+        self.skipped = -1 if skipped is None else int(skipped)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["skipped_clips"] = self.skipped
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves `checkpoint` (a `vtcaps_tf.train.setup.RunCheckpoint`) every `every` epochs and after
     the last of `epochs`, recording the number of finished epochs; a resumed run repeats at most
@@ -171,3 +212,39 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
             self.checkpoint.save(epoch + 1)
+
+
+class PreemptionCheckpoint(keras.callbacks.Callback):
+    """After every step: when `watch` (a `vtcaps_tf.train.preemption.PreemptionWatch`) saw SIGTERM,
+    save `checkpoint` with the finished epochs and the steps of this one, and raise
+    PreemptedError (fit stops there, before the epoch's end callbacks). At an epoch's last step
+    the epoch ends first (its validation, history row and checkpoint), then the run stops; after
+    the run's last epoch it completes. The last callback of the list, so that a signal that came
+    during a step is seen at that step's end. `first_step`: steps of the first epoch a resumed fit
+    had trained before it started (its batches count from there)."""
+
+    def __init__(self, watch, checkpoint, steps_per_epoch: int, epochs: int, first_epoch: int = 0,
+                 first_step: int = 0):
+        super().__init__()
+        self.watch, self.checkpoint = watch, checkpoint
+        self.steps, self.epochs = int(steps_per_epoch), int(epochs)
+        self.first_epoch, self.first_step = int(first_epoch), int(first_step)
+        self._epoch = self.first_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = batch + 1 + (self.first_step if self._epoch == self.first_epoch else 0)
+        if self.watch.requested and done < self.steps:
+            self._stop(self._epoch, done)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.watch.requested and epoch + 1 < self.epochs:
+            self._stop(epoch + 1, 0)
+
+    def _stop(self, finished_epochs, done):
+        from vtcaps_tf.train.preemption import preempted
+
+        path = self.checkpoint.save_step(finished_epochs, done)
+        raise preempted(finished_epochs, done, self.steps, path)

@@ -29,6 +29,7 @@ from vtcaps_tf.config.options import to_mapping
 from vtcaps_tf.config.train_options import CrossvalOptions
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.evaluation import metrics
+from vtcaps_tf.utils import atomic_files
 
 # Accuracy (%) the paper reports (Table 2: 3D-CapsNet; Table 4: VT-3DCapsNet), by source.
 PAPER_ACCURACY = {"ckplus": ("CK+", 96.26, 98.57), "afew": ("AFEW", 52.63, 55.01)}
@@ -152,13 +153,6 @@ def _read_json(path):
         return json.load(f)
 
 
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)  # a killed run never leaves a half-written report behind
-
-
 def run_fold(options: CrossvalOptions, meta: dict, step: dict, fold_dir: str,
              strategy=None) -> dict:
     """Train fold k's model (resuming its checkpoint), test it on fold k, write its report.
@@ -179,9 +173,16 @@ def run_fold(options: CrossvalOptions, meta: dict, step: dict, fold_dir: str,
     else:
         result = fit.train(config, files(step["train"]), files(step["val"]))
     test_split = features.fold_split(step["fold"])
+    expected = (meta.get("counts") or {}).get(test_split)
+    parts = (evaluate.readable_parts(files(step["test"]), expected, "vtcaps crossval")
+             if options.skip_corrupt_records else None)
     labels, probs, tpn, ids = evaluate.predict_files(result.model, files(step["test"]), meta,
-                                                     options.batch_size, what=test_split)
+                                                     options.batch_size, what=test_split, parts=parts)
     report = evaluate.build_report(labels, probs, result.model.class_names, tpn, video_ids=ids)
+    if parts is not None:
+        tested = evaluate.skipped_summary(parts, expected)
+        report.update(skipped_clips={"training": result.skipped_clips, "test": tested["skipped_clips"]},
+                      corrupt_shards=result.corrupt_shards + tested["corrupt_shards"])
     report.update(fold=step["fold"], test=test_split,
                   val=[features.fold_split(i) for i in step["val"]],
                   train=[features.fold_split(i) for i in step["train"]],
@@ -224,7 +225,7 @@ def crossval(options: CrossvalOptions, log=print, strategy=None) -> dict:
             raise CrossvalError(f"{output!r} holds a cross-validation with other settings "
                                 f"({', '.join(changed)}): choose a new --output")
     else:
-        _write_json(settings_path, settings)
+        atomic_files.write_json(settings_path, settings)
     reports = []
     for step in fold_plan(num_folds, options.val_folds):
         fold_dir = os.path.join(output, features.fold_split(step["fold"]))
@@ -249,13 +250,16 @@ def crossval(options: CrossvalOptions, log=print, strategy=None) -> dict:
                    std_note="population standard deviation over folds (ddof=0)")
     if strategy is not None and not _is_chief():
         return summary
-    _write_json(os.path.join(output, "report.json"), summary)
-    with open(os.path.join(output, "report.md"), "w") as f:
-        f.write(report_markdown(summary, meta.get("source"), f"Cross-validation, {options.preset} preset"))
+    # report.json last: a run killed on the way leaves no summary that reads as complete
     for name, key in (("confusion_matrix.png", "confusion_matrix"),
                       ("confusion_matrix_video.png", "video_confusion_matrix")):
         level = "clips" if key == "confusion_matrix" else "videos"
         fig = confusion_matrix_figure(summary[key], classes,
                                       title=f"{num_folds}-fold cross-validation, {level}")
-        fig.savefig(os.path.join(output, name))
+        with atomic_files.atomic_path(os.path.join(output, name)) as tmp:
+            fig.savefig(tmp)
+    atomic_files.write_text(os.path.join(output, "report.md"),
+                            report_markdown(summary, meta.get("source"),
+                                            f"Cross-validation, {options.preset} preset"))
+    atomic_files.write_json(os.path.join(output, "report.json"), summary)
     return summary

@@ -19,6 +19,9 @@ import tensorflow as tf
 from vtcaps_tf.config.options import from_mapping
 from vtcaps_tf.config.train_options import TrainConfig
 from vtcaps_tf.data import features
+from vtcaps_tf.data import integrity
+from vtcaps_tf.train import callbacks as cb
+from vtcaps_tf.train import preemption
 from vtcaps_tf.train import setup
 from vtcaps_tf.train.setup import SetupError, TrainResult
 
@@ -112,7 +115,6 @@ def train(config: TrainConfig, train_files=None, eval_files=None) -> TrainResult
         model, steps = setup.model_in_scope(config, data, strategy)
 
         # 3. datasets
-        train_ds = setup.train_dataset(config, data, model)
         validation = setup.validation_data(config, data, model, replicas)
         fit_val_ds = None
         if validation.batches is not None:
@@ -126,21 +128,39 @@ def train(config: TrainConfig, train_files=None, eval_files=None) -> TrainResult
         # 4. checkpoint, callbacks and fit
         checkpoint = setup.RunCheckpoint(model, os.path.join(config.run_dir, setup.CHECKPOINT_DIR))
         initial_epoch = checkpoint.restore()
+        steps_done = checkpoint.steps_done if initial_epoch < config.epochs else 0
         callbacks = setup.make_callbacks(config, model, checkpoint,
-                                         os.path.join(config.run_dir, setup.LOG_DIR), validation)
-        with warnings.catch_warnings():
+                                         os.path.join(config.run_dir, setup.LOG_DIR), validation,
+                                         data=data)
+        history = {}
+        with (warnings.catch_warnings(), preemption.PreemptionWatch() as watch,
+              integrity.naming_corrupt_shard(data.train_files + data.eval_files)):
             # The validation set is one finite pass (above): Keras warns at its end every epoch,
             # although reading it to the end is the point.
             warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-            history = model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps, validation_data=fit_val_ds,
-                                validation_freq=config.validation_freq, callbacks=callbacks,
-                                verbose=config.verbose, shuffle=False)  # the dataset shuffles itself
+            callbacks.append(cb.PreemptionCheckpoint(watch, checkpoint, steps, config.epochs,
+                                                     initial_epoch, steps_done))
+            # A run saved within an epoch trains that epoch's remaining steps in a fit of its own;
+            # each fit reads the data from where the steps before it stopped.
+            parts = [(initial_epoch, initial_epoch + 1, steps - steps_done)] if steps_done else []
+            parts.append((initial_epoch + bool(steps_done), config.epochs, steps))
+            for first, last, epoch_steps in parts:
+                if first >= last:
+                    continue
+                train_ds = setup.train_dataset(config, data, model,
+                                               skip_batches=first * steps + steps - epoch_steps)
+                fitted = model.fit(train_ds, epochs=last, initial_epoch=first,
+                                   steps_per_epoch=epoch_steps, validation_data=fit_val_ds,
+                                   validation_freq=config.validation_freq, callbacks=callbacks,
+                                   verbose=config.verbose, shuffle=False)  # the dataset shuffles itself
+                for key, values in fitted.history.items():
+                    history.setdefault(key, []).extend(values)
 
         # 5. the final model
         model_path = setup.save_model_atomically(model, config.run_dir)
-    return TrainResult(model=model, history=dict(history.history), model_path=model_path,
-                       initial_epoch=initial_epoch, replicas=replicas)
+    return TrainResult(model=model, history=history, model_path=model_path,
+                       initial_epoch=initial_epoch, replicas=replicas,
+                       skipped_clips=data.skipped_clips, corrupt_shards=data.corrupt_shards)
 
 
 def run_fn(fn_args) -> TrainResult:

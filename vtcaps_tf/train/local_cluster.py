@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from vtcaps_tf.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from vtcaps_tf.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 
 # TensorFlow threads per worker process (the cores shared by the workers), read by each worker
 # (vtcaps_tf.train.multiworker.configure_threads).
@@ -90,6 +90,8 @@ def launch(module: str, argv: list[str], num_workers: int, env: dict | None = No
 
     A worker that fails (or `timeout_s` passing) stops the others; the return code is then 1, or
     2 when the worker refused its input (status 2: every worker would) or `num_workers` is < 1.
+    A SIGTERM to the launcher goes on to every worker; workers that exit EXIT_PREEMPTED (they
+    saved a checkpoint at one step boundary together) make the launcher exit with it too.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -104,6 +106,14 @@ def launch(module: str, argv: list[str], num_workers: int, env: dict | None = No
     print(f"local cluster: {num_workers} worker(s) at {', '.join(addresses)}, "
           f"{base_env[THREADS_ENV]} thread(s) each", file=err, flush=True)
     procs, pumps = [], []
+
+    def forward_sigterm(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    previous = (signal.signal(signal.SIGTERM, forward_sigterm)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         for i in range(num_workers):
             proc = subprocess.Popen(cmd, env=dict(base_env, TF_CONFIG=tf_config(addresses, i)),
@@ -117,7 +127,12 @@ def launch(module: str, argv: list[str], num_workers: int, env: dict | None = No
         start = time.monotonic()
         while True:
             codes = [p.poll() for p in procs]
-            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if EXIT_PREEMPTED in codes and all(c in (0, EXIT_PREEMPTED) for c in codes):
+                print("local cluster: the workers were preempted (SIGTERM) and saved a checkpoint; "
+                      "start the run again with --resume to continue from it", file=err, flush=True)
+                return EXIT_PREEMPTED
+            # a preempted worker waits for its peers, which save at the same step
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0, EXIT_PREEMPTED)]
             if failed:
                 i, code = failed[0]
                 running = [j for j, c in enumerate(codes) if c is None]
@@ -136,6 +151,8 @@ def launch(module: str, argv: list[str], num_workers: int, env: dict | None = No
                 return EXIT_FAILURE
             time.sleep(POLL_S)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _stop(procs)
         for t in pumps:
             t.join(timeout=5)

@@ -40,7 +40,9 @@ import typing
 import tensorflow as tf
 
 from vtcaps_tf.config.train_options import DEFAULT_COLLECTIVE_TIMEOUT_S, SHARD_POLICIES, TrainConfig
+from vtcaps_tf.data import integrity
 from vtcaps_tf.errors import EXIT_FAILURE, UsageError
+from vtcaps_tf.train import preemption
 from vtcaps_tf.train import setup
 from vtcaps_tf.train.local_cluster import THREADS_ENV
 from vtcaps_tf.train.setup import TrainResult
@@ -143,29 +145,32 @@ class _Loop:
     def _step_fn(self, step):
         strategy = self.strategy
 
-        def replica(batch):
+        def replica(batch, stop):
             logs = step(batch)
             names = sorted(logs)
             if self.names is None:
                 self.names = names
-            return tf.stack([tf.cast(logs[k], tf.float32) for k in names])
+            return tf.stack([tf.cast(logs[k], tf.float32) for k in names] + [stop])
 
-        def run(iterator):
-            packed = strategy.run(replica, args=(next(iterator),))
+        def run(iterator, stop):
+            packed = strategy.run(replica, args=(next(iterator), stop))
             # Running means over this replica's steps; equal batches make their mean the global one.
+            # The last entry rides along: above 0 when any worker was told to stop (SIGTERM).
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, packed, axis=None)
 
         return run
 
-    def train_step(self, iterator) -> dict:
-        return self._named(self._train(iterator))
+    def train_step(self, iterator, stop: bool = False) -> tuple[dict, bool]:
+        """(the step's logs, whether any worker asked to stop: every worker gets the same answer)."""
+        return self._named(self._train(iterator, tf.constant(float(stop))))
 
     def test_step(self, iterator) -> dict:
-        return self._named(self._test(iterator))
+        return self._named(self._test(iterator, tf.constant(0.0)))[0]
 
     def _named(self, packed):
         # The names are known once the step has been traced (the first call).
-        return dict(zip(self.names, (float(v) for v in packed.numpy())))
+        values = [float(v) for v in packed.numpy()]
+        return dict(zip(self.names, values[:-1])), values[-1] > 0
 
 
 def _collective_errors():
@@ -196,19 +201,22 @@ def train(config: TrainConfig, strategy=None, train_files=None, eval_files=None)
         ) from err
 
 
-def _distributed_training_batches(config, strategy, data, model, policy):
+def _distributed_training_batches(config, strategy, data, model, policy, skip_steps=0):
+    """The training batches over the workers, after the first `skip_steps` steps' (a resumed run)."""
     if policy == tf.data.experimental.AutoShardPolicy.FILE:
         # By hand: tf.data's auto-sharder cannot see past the augmentation seeds' random dataset
         # zipped into the pipeline. Worker i reads shards i, i + n, ...
         def per_worker(ctx):
+            replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines
             ds = setup.train_dataset(config, data, model,
                                      files=data.train_files[ctx.input_pipeline_id::ctx.num_input_pipelines],
-                                     batch_size=ctx.get_per_replica_batch_size(config.batch_size))
+                                     batch_size=ctx.get_per_replica_batch_size(config.batch_size),
+                                     skip_batches=skip_steps * replicas_here)
             return _with_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
 
         return strategy.distribute_datasets_from_function(per_worker)
     return strategy.experimental_distribute_dataset(
-        _with_policy(setup.train_dataset(config, data, model), policy))
+        _with_policy(setup.train_dataset(config, data, model, skip_batches=skip_steps), policy))
 
 
 def _train(config, strategy, task_index, num_workers, train_files, eval_files):
@@ -233,35 +241,44 @@ def _train(config, strategy, task_index, num_workers, train_files, eval_files):
         with setup.dtype_policy(config.mixed_precision):
             model, steps = setup.model_in_scope(config, data, strategy)
 
-            train_iter = iter(_distributed_training_batches(config, strategy, data, model, policy))
+            checkpoint = setup.RunCheckpoint(
+                model, os.path.join(write_dir, setup.CHECKPOINT_DIR),
+                restore_from=os.path.join(config.run_dir, setup.CHECKPOINT_DIR))
+            initial_epoch = checkpoint.restore()  # every worker loads the chief's checkpoint
+            steps_done = checkpoint.steps_done if initial_epoch < config.epochs else 0
+
+            train_iter = iter(_distributed_training_batches(config, strategy, data, model, policy,
+                                                            initial_epoch * steps + steps_done))
             validation = setup.validation_data(config, data, model, replicas)
             val_iter = None
             if validation.batches is not None:
                 val_iter = iter(strategy.experimental_distribute_dataset(
                     _with_policy(validation.batches.repeat(), tf.data.experimental.AutoShardPolicy.DATA)))
 
-            checkpoint = setup.RunCheckpoint(
-                model, os.path.join(write_dir, setup.CHECKPOINT_DIR),
-                restore_from=os.path.join(config.run_dir, setup.CHECKPOINT_DIR))
-            initial_epoch = checkpoint.restore()  # every worker loads the chief's checkpoint
             log_dir = os.path.join(write_dir, setup.LOG_DIR)
             callbacks = setup.make_callbacks(config, model, checkpoint, log_dir, validation,
-                                             write_graph=False)
-            history = _run_epochs(config, strategy, model, callbacks, train_iter, val_iter,
-                                  validation.steps, initial_epoch, steps, log_dir, chief)
+                                             write_graph=False, data=data)
+            with (preemption.PreemptionWatch() as watch,
+                  integrity.naming_corrupt_shard(data.train_files + data.eval_files)):
+                history = _run_epochs(config, strategy, model, callbacks, train_iter, val_iter,
+                                      validation.steps, initial_epoch, steps, log_dir, chief,
+                                      watch=watch, checkpoint=checkpoint, steps_done=steps_done)
             setup.save_model_atomically(model, write_dir)
     finally:
         if not chief:
             shutil.rmtree(write_dir, ignore_errors=True)
     return TrainResult(model=model, history=history,
                        model_path=os.path.join(config.run_dir, "model.keras"),
-                       initial_epoch=initial_epoch, replicas=replicas)
+                       initial_epoch=initial_epoch, replicas=replicas,
+                       skipped_clips=data.skipped_clips, corrupt_shards=data.corrupt_shards)
 
 
 def _run_epochs(config, strategy, model, callbacks, train_iter, val_iter, val_steps, initial_epoch,
-                steps, log_dir, chief) -> dict:
-    """Epochs initial_epoch..config.epochs - 1, calling the callbacks as keras fit does at the
-    train and epoch boundaries; the history of these epochs."""
+                steps, log_dir, chief, watch=None, checkpoint=None, steps_done=0) -> dict:
+    """Epochs initial_epoch..config.epochs - 1 (the first from its step `steps_done`), calling the
+    callbacks as keras fit does at the train, epoch and step boundaries; the history of these
+    epochs. When any worker's `watch` saw SIGTERM, every worker saves `checkpoint` at the end of
+    the same step (at an epoch's last step: after the epoch's end) and raises PreemptedError."""
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
@@ -273,13 +290,17 @@ def _run_epochs(config, strategy, model, callbacks, train_iter, val_iter, val_st
             callback.on_epoch_begin(epoch)
         model.reset_metrics()
         start = time.perf_counter()
-        logs = {}
-        for _ in range(steps):
+        logs, stop = {}, False
+        for index in range(steps_done if epoch == initial_epoch else 0, steps):
             step = int(model.optimizer.iterations.numpy()) + 1
-            logs = loop.train_step(train_iter)
+            logs, stop = loop.train_step(train_iter, watch is not None and watch.requested)
             with batch_writer.as_default(step=step):
                 # Running mean over the epoch so far, as keras' batch-level logs.
                 tf.summary.scalar("batch_loss", logs["loss"])
+            for callback in callbacks:
+                callback.on_train_batch_end(index, logs)
+            if stop and index + 1 < steps:
+                raise preemption.preempted(epoch, index + 1, steps, checkpoint.save_step(epoch, index + 1))
         seconds = time.perf_counter() - start
         if val_iter is not None and (epoch + 1) % config.validation_freq == 0:
             model.reset_metrics()
@@ -296,6 +317,8 @@ def _run_epochs(config, strategy, model, callbacks, train_iter, val_iter, val_st
             print(f"Epoch {epoch + 1}/{config.epochs}: {steps} steps in {seconds:.1f}s "
                   f"({steps * config.batch_size / seconds:.2f} clips/s), "
                   + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()), flush=True)
+        if stop and epoch + 1 < config.epochs:
+            raise preemption.preempted(epoch + 1, 0, steps, checkpoint.save_step(epoch + 1, 0))
     for callback in callbacks:
         callback.on_train_end()
     batch_writer.close()

@@ -25,8 +25,10 @@ import tensorflow as tf
 from vtcaps_tf.config.train_options import TrainConfig, model_settings
 from vtcaps_tf.data import dataset as data_lib
 from vtcaps_tf.data import features
+from vtcaps_tf.data import integrity
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.train import callbacks as cb
+from vtcaps_tf.utils import atomic_files
 
 CONFIG_FILE = "train_config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -44,6 +46,8 @@ class TrainResult:
     model_path: str
     initial_epoch: int  # epochs finished before this run (restored from the checkpoint)
     replicas: int
+    skipped_clips: int | None = 0  # --skip-corrupt-records: clips left out (None: not known)
+    corrupt_shards: list = dataclasses.field(default_factory=list)  # where each shard stops
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,12 +63,26 @@ class TrainingData:
     num_train: int
     eval_files: list  # empty: no validation
     num_eval: int
+    # --skip-corrupt-records: readable records of each shard (None: all), and what is left out
+    train_records: list | None = None
+    eval_records: list | None = None
+    skipped_clips: int | None = 0  # None: some were skipped, how many is not known
+    corrupt_shards: list = dataclasses.field(default_factory=list)
 
 
 def training_data(config: TrainConfig, train_files=None, eval_files=None) -> TrainingData:
     """The train/val splits of `config.data_dir`, or the given shards of it (cross-validation
-    folds; `eval_files` may be empty)."""
+    folds; `eval_files` may be empty). A shard that cannot be read to its end is a
+    CorruptDataError naming it, or with `config.skip_corrupt_records` is read up to where it
+    stops (`integrity.readable_parts`)."""
     meta = features.read_metadata(config.data_dir)
+    if config.skip_corrupt_records:
+        return _readable_training_data(config, meta, train_files, eval_files)
+    with integrity.naming_corrupt_shard(list(train_files or []) + list(eval_files or [])):
+        return _training_data(config, meta, train_files, eval_files)
+
+
+def _training_data(config, meta, train_files, eval_files):
     if train_files is None:
         if meta.get("folds"):
             raise features.SchemaError(f"{config.data_dir!r} is split into {meta['folds']} cross-"
@@ -81,6 +99,46 @@ def training_data(config: TrainConfig, train_files=None, eval_files=None) -> Tra
             raise features.SchemaError(f"no training clips in {train_files}")
         num_eval = data_lib.count_clips(eval_files) if eval_files else 0
     return TrainingData(meta, list(train_files), num_train, list(eval_files) if num_eval else [], num_eval)
+
+
+def _split_files(config, meta, train_files, eval_files):
+    if train_files is None:
+        return features.split_files(config.data_dir, "train"), features.split_files(config.data_dir, "val")
+    return list(train_files), list(eval_files or [])
+
+
+def _expected_clips(meta, files) -> int | None:
+    """The clips metadata.json promises in `files` (whole splits of it), None when it does not say."""
+    counts = meta.get("counts") or {}
+    splits = {os.path.basename(f).split("-")[0] for f in files}
+    if not all(s in counts for s in splits):
+        return None
+    return sum(int(counts[s]) for s in splits)
+
+
+def _readable_training_data(config, meta, train_files, eval_files) -> TrainingData:
+    if train_files is None and meta.get("folds"):
+        return _training_data(config, meta, train_files, eval_files)  # its error names crossval
+    train_files, eval_files = _split_files(config, meta, train_files, eval_files)
+    if not train_files:
+        raise features.SchemaError(f"{config.data_dir!r} holds no training clips "
+                                   f"(train-*{features.SHARD_SUFFIX} missing)")
+    train = integrity.readable_parts(train_files)
+    val = integrity.readable_parts(eval_files) if eval_files else None
+    corrupt = train.corrupt + (val.corrupt if val else [])
+    skipped = 0
+    for parts, files in ((train, train_files), (val, eval_files)):
+        if parts is not None and parts.corrupt:
+            lost = parts.skipped_clips(_expected_clips(meta, files))
+            skipped = None if lost is None or skipped is None else skipped + lost
+            print(f"vtcaps train: skipping corrupt records: "
+                  f"{parts.summary(_expected_clips(meta, files))}", file=sys.stderr)
+    if train.clips == 0:
+        raise features.SchemaError(f"no readable training clips in {train_files}")
+    num_eval = val.clips if val else 0
+    return TrainingData(meta, train_files, train.clips, eval_files if num_eval else [], num_eval,
+                        train_records=train.records, eval_records=val.records if val else None,
+                        skipped_clips=skipped, corrupt_shards=[c.describe() for c in corrupt])
 
 
 def _split(data_dir, split, meta):
@@ -101,14 +159,22 @@ def check_batch_split(batch_size: int, replicas: int, where: str = "") -> None:
                          f"{replicas} replicas{where}")
 
 
-def train_dataset(config: TrainConfig, data: TrainingData, model, files=None, batch_size=None):
+def train_dataset(config: TrainConfig, data: TrainingData, model, files=None, batch_size=None,
+                  skip_batches: int = 0):
     """The repeating, shuffled, augmented training batches (`files`/`batch_size`: a worker's own
-    shards and per-replica batch; default all of them and the global batch)."""
+    shards and per-replica batch; default all of them and the global batch), after the first
+    `skip_batches` of them: a resumed run continues where the saved one stopped reading."""
+    files = data.train_files if files is None else files
+    records = None
+    if data.train_records is not None:
+        readable = dict(zip(data.train_files, data.train_records))
+        records = [readable[f] for f in files]
     return data_lib.make_dataset(
-        data.train_files if files is None else files, model.contract,
+        files, model.contract,
         config.batch_size if batch_size is None else batch_size, training=True,
         augment=config.augment, num_records=data.num_train, cache=config.cache,
-        shuffle_buffer=config.shuffle_buffer, seed=config.seed)
+        shuffle_buffer=config.shuffle_buffer, seed=config.seed, records=records,
+        skip_batches=skip_batches)
 
 
 @dataclasses.dataclass
@@ -127,7 +193,7 @@ def validation_data(config: TrainConfig, data: TrainingData, model, replicas: in
     def make(batch, drop_remainder=False):
         return data_lib.make_dataset(data.eval_files, model.contract, batch, training=False,
                                      num_records=data.num_eval, cache=config.cache,
-                                     drop_remainder=drop_remainder)
+                                     drop_remainder=drop_remainder, records=data.eval_records)
 
     summaries = make(config.batch_size)
     if replicas == 1:
@@ -213,9 +279,8 @@ def dtype_policy(mixed_precision: bool):
 def save_model_atomically(model, directory: str) -> str:
     """`directory/model.keras`, renamed into place so that a reader never sees a partial file."""
     model_path = os.path.join(directory, "model.keras")
-    tmp_path = os.path.join(directory, ".model.tmp.keras")
-    model.save(tmp_path)
-    os.replace(tmp_path, model_path)
+    with atomic_files.atomic_path(model_path) as tmp_path:
+        model.save(tmp_path)
     return model_path
 
 
@@ -224,26 +289,54 @@ def save_model_atomically(model, directory: str) -> str:
 
 
 class RunCheckpoint:
-    """The model's weights, its optimizer's state and the number of finished epochs, saved with a
-    tf.train.CheckpointManager into `directory` and restored from `restore_from` (default the same;
-    the workers of a multi-worker run all restore the chief's)."""
+    """The model's weights, its optimizer's state, the number of finished epochs and the steps of
+    the unfinished one, saved with a tf.train.CheckpointManager into `directory` and restored from
+    `restore_from` (default the same; the workers of a multi-worker run all restore the chief's).
+
+    An epoch's checkpoint is `ckpt-<finished epochs>`; one saved at a step boundary on preemption
+    is `preempted-<optimizer step>` (a manager of its own name in the same folder: whichever was
+    saved last is the latest)."""
 
     def __init__(self, model, directory: str, restore_from: str | None = None, keep: int = 2):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_in_unfinished_epoch")
+        # Every variable of the model by its index, as well as the model's object graph: that
+        # graph does not reach the layers Keras keeps in plain containers (most batch
+        # normalisation statistics), nor the dropout layers' random state (`variables`, not
+        # `weights`), without which a resumed run trains on other values than an uninterrupted one.
+        variables = {str(i): v for i, v in enumerate(model.variables)}
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch,
+                                               step=self.step, variables=variables)
         self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=keep)
+        self._directory, self._keep = directory, keep
         self._restore_from = restore_from or directory
+        self._optimizer = model.optimizer
 
     def restore(self) -> int:
-        """Load the latest checkpoint, if there is one; the number of epochs it had finished."""
+        """Load the latest checkpoint, if there is one; the number of epochs it had finished
+        (`steps_done` then says how many steps of the next one it had trained)."""
         latest = tf.train.latest_checkpoint(self._restore_from)
         if latest:
             self._checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
+    @property
+    def steps_done(self) -> int:
+        """Steps of the unfinished epoch the restored checkpoint had trained (0: none)."""
+        return int(self.step.numpy())
+
     def save(self, finished_epochs: int) -> str:
         self.epoch.assign(finished_epochs)
+        self.step.assign(0)
         return self._manager.save(checkpoint_number=finished_epochs)
+
+    def save_step(self, finished_epochs: int, steps_done: int) -> str:
+        """A checkpoint within epoch `finished_epochs` (0-based), after its `steps_done` steps."""
+        self.epoch.assign(finished_epochs)
+        self.step.assign(steps_done)
+        manager = tf.train.CheckpointManager(self._checkpoint, self._directory, max_to_keep=self._keep,
+                                             checkpoint_name="preempted")
+        return manager.save(checkpoint_number=int(self._optimizer.iterations.numpy()))
 
 
 def has_checkpoint(run_dir: str) -> bool:
@@ -280,11 +373,7 @@ def check_run_dir(config: TrainConfig) -> None:
 
 def write_train_config(config: TrainConfig, run_dir: str) -> None:
     """RUN_DIR/train_config.json, replaced in one step: other workers read it while it is written."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(config.to_json(), f, indent=2)
-    os.replace(tmp, path)
+    atomic_files.write_json(os.path.join(run_dir, CONFIG_FILE), config.to_json())
 
 
 def prepare_run_dir(config: TrainConfig, write: bool = True) -> None:
@@ -300,12 +389,16 @@ def prepare_run_dir(config: TrainConfig, write: bool = True) -> None:
 
 
 def make_callbacks(config: TrainConfig, model, checkpoint: RunCheckpoint, log_dir: str,
-                   validation: ValidationData, write_graph: bool = True) -> list:
+                   validation: ValidationData, write_graph: bool = True,
+                   data: TrainingData | None = None) -> list:
     """The callbacks of every training, in the order they run at each epoch's end: the optimizer
-    step into the logs, the checkpoint, the CSV history, the TensorBoard summaries."""
+    step (and with --skip-corrupt-records the clips skipped) into the logs, the checkpoint, the
+    CSV history, the TensorBoard summaries."""
     os.makedirs(log_dir, exist_ok=True)
-    callbacks = [
-        cb.OptimizerStepLogger(),
+    callbacks = [cb.OptimizerStepLogger()]
+    if config.skip_corrupt_records and data is not None:
+        callbacks.append(cb.SkippedClipsLogger(data.skipped_clips))
+    callbacks += [
         cb.EpochCheckpoint(checkpoint, every=config.checkpoint_every, epochs=config.epochs),
         cb.HistoryCSV(os.path.join(log_dir, "history.csv")),
         cb.FusionWeightSummaries(os.path.join(log_dir, "train")),
