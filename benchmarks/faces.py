@@ -1,8 +1,8 @@
 """Benchmark: frames per second of the face analysis (every face's 68 landmarks in every frame) for
 1, 4 and 16 faces at 640x360 and 1920x1080, the finder of `vtcaps_tf.face.finder` (full-range
 detector with tiles every 10 frames, each face followed by the mesh on its window) against the
-face mesh alone as `vtcaps predict` ran it with its former default of 4 faces (MediaPipe's video
-mode, short-range detector), in the same run.
+face mesh alone (`vtcaps_tf.face.mesh.FaceMesh` in MediaPipe's video mode with its short-range
+detector, 4 faces a frame), in the same run.
 
 The videos are the sample photo's face (grace_hopper.jpg) pasted 1, 4 or 16 times on a plain
 background, each face moving in a straight line and back (`tests.face.fixtures.moving_group_frames`);
@@ -30,7 +30,7 @@ WIDTHS = {  # face widths in pixels, per frame size and number of faces
     "640x360": {1: [120], 4: [50, 60, 70, 80], 16: list(range(32, 50, 1))[:16]},
     "1920x1080": {1: [300], 4: [120, 160, 200, 240], 16: [int(w) for w in range(40, 150, 7)][:16]},
 }
-OLD_MAX_FACES = 4  # the mesh's faces per frame in the former default
+OLD_MAX_FACES = 4  # faces a frame the mesh alone looks for
 
 
 def _old_path():

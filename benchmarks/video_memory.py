@@ -76,7 +76,7 @@ def write_looped_video(path: str, loop, fps: float, minutes: float) -> int:
 def child(mode: str, video: str, saved_model: str) -> dict:
     """One measurement in this (fresh) process."""
     start = time.perf_counter()
-    if mode == "whole":  # the former way: every frame decoded into one array first
+    if mode == "whole":  # the comparison: every frame decoded into one array first
         from vtcaps_tf.face import read_video
 
         frames = read_video(video).num_frames
