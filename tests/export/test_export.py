@@ -21,6 +21,7 @@ from vtcaps_tf.errors import InputNotFoundError, UsageError
 from vtcaps_tf.export import saved_model as export
 from vtcaps_tf.export.model_card import read_model_card
 from vtcaps_tf.export.versions import version_dirs
+from vtcaps_tf.utils import atomic_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
