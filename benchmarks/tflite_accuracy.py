@@ -1,5 +1,7 @@
-"""Accuracy kept by the TFLite models: a trained model's SavedModel against its TFLite models (fp32,
-dynamic, int8) on one split, clip by clip and video by video, one JSON line per runtime.
+"""Accuracy kept by the TFLite models, against the trained model's SavedModel.
+
+The SavedModel and its TFLite models (fp32, dynamic, int8) on one split, clip by clip and video by
+video, one JSON line per runtime.
 
 The trained `.keras` model is exported (`vtcaps_tf.export.saved_model.export_trained`) and each
 TFLite model converted from that version (`vtcaps_tf.export.tflite.write_tflite`; int8 calibrates on
@@ -10,6 +12,9 @@ A row: clip and video accuracy (a video's prediction is the mean of its clips' p
 and the largest difference in a probability from the SavedModel's.
 
     python benchmarks/tflite_accuracy.py --model RUN/model.keras --data DATA [--split test]
+
+Without --model and --data it reads what `make demo` leaves in demo_out/ (its `tiny` model and
+records).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT]
+DEMO = os.path.join(ROOT, "demo_out", "pipeline")  # where `make demo` leaves its model and records
 
 
 def versions(model_path: str, workdir: str, data_dir: str, calibration_split: str, calibration_clips: int):
@@ -67,13 +73,18 @@ def predictions(model, data_dir: str, split: str, batch_size: int):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="RUN_DIR/model.keras of `vtcaps train`")
-    p.add_argument("--data", required=True, help="the preprocessing output the model was trained on")
+    p.add_argument("--model", default=os.path.join(DEMO, "Train", "output", "model.keras"),
+                   help="RUN_DIR/model.keras of `vtcaps train` (default: the demo's)")
+    p.add_argument("--data", default=os.path.join(DEMO, "ExampleGen", "output"),
+                   help="the preprocessing output the model was trained on (default: the demo's)")
     p.add_argument("--split", default="test")
     p.add_argument("--calibration-split", default="train")
     p.add_argument("--calibration-clips", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args(argv)
+    for path in (args.model, args.data):
+        if not os.path.exists(path):
+            p.error(f"{path} does not exist: run `make demo`, or give --model and --data")
 
     import numpy as np
 
