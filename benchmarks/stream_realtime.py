@@ -1,5 +1,7 @@
-"""Real time on a laptop-class CPU: `vtcaps stream --realtime` on a 25 fps file, the SavedModel
-against its TFLite models (fp32, dynamic, int8), one JSON line per runtime.
+"""Real time on a laptop-class CPU: `vtcaps stream --realtime`, SavedModel against TFLite.
+
+`vtcaps stream --realtime` on a 25 fps file with the SavedModel and with its TFLite models (fp32,
+dynamic, int8), one JSON line per runtime.
 
 The file is a face (matplotlib's `grace_hopper.jpg`, about a third of the frame's height) drifting
 across a 640x360 frame for `--seconds` at `--fps`. Each runtime runs in a fresh `vtcaps stream`
