@@ -13,6 +13,7 @@ object only once its upload completes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -61,7 +62,7 @@ def _fsync_one(path: str, flags: int) -> None:
         os.fsync(fd)
     except OSError as err:
         # Some file systems cannot fsync a folder (EINVAL); the data itself is synced.
-        if not (flags & getattr(os, "O_DIRECTORY", 0)) or err.errno not in (22, 95):
+        if not (flags & getattr(os, "O_DIRECTORY", 0)) or err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
             raise
     finally:
         os.close(fd)
