@@ -269,3 +269,49 @@ def test_config_watcher_applies_changes_and_ignores_a_broken_file(tmp_path, toy_
     assert manager.names == ["a", "b"]
     assert manager.get("a") is loaded  # unchanged models keep their loaded version
     manager.stop()
+
+
+def test_serve_frees_a_version_once_a_newer_one_replaces_it(tmp_path, toy_base_path):
+    """`serve_until_stopped` itself holds no servable: after version 2 replaces version 1, no
+    Servable of version 1 is left in the process (else each server would keep its first model
+    for life, one model's memory more after the first hot swap)."""
+    import gc
+    import signal
+
+    from vtcaps_tf.serving.servables import Servable
+    from vtcaps_tf.serving.server import serve_until_stopped
+
+    base = tmp_path / "toy"
+    shutil.copytree(toy_base_path, base)
+    serving = threading.Event()
+    live_versions = []
+
+    def versions_alive():
+        gc.collect()
+        return sorted(o.version for o in gc.get_objects() if isinstance(o, Servable))
+
+    def swap_then_stop():
+        try:
+            serving.wait(60)
+            _copy_version(str(base / "1"), str(base / "2"))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and versions_alive() != [2]:
+                time.sleep(0.2)
+            live_versions.extend(versions_alive())
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def say(line):
+        if line.startswith("REST API at"):
+            serving.set()
+
+    previous = signal.getsignal(signal.SIGTERM)
+    helper = threading.Thread(target=swap_then_stop)
+    helper.start()
+    try:
+        serve_until_stopped([ModelSpec("toy", str(base))],
+                            ServerConfig(rest_port=0, grpc_port=None, poll_wait_seconds=0.2), say)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        helper.join()
+    assert live_versions == [2]

@@ -208,27 +208,33 @@ def check_config(config: ServerConfig) -> None:
                          "port: REST must be on")
 
 
+def _say_served(model, say) -> None:
+    """One line for the version `model` serves (its runtime and model card too). A function of its
+    own so that no reference to the servable outlives it: the server runs inside the caller, and
+    a version still referenced there would never be freed when a newer one replaces it."""
+    from vtcaps_tf.export.model_card import describe, read_model_card
+
+    versions = model.versions
+    servable = model.get() if versions else None
+    runs = (f" (TFLite {servable.tflite.mode}, {servable.tflite.path})"
+            if servable is not None and servable.tflite is not None else "")
+    say(f"model {model.spec.name!r} from {model.spec.base_path}: "
+        + (f"serving version {max(versions)}{runs}" if versions else "no version yet (waiting for one)"))
+    card = read_model_card(servable.path) if servable is not None else None
+    if card:  # vtcaps exports carry one; other SavedModels are served without
+        say(f"  model card: {describe(card)}")
+
+
 def serve_until_stopped(specs, config: ServerConfig, say=print) -> None:
     """Serve `specs` until SIGTERM (then return) or Ctrl-C (KeyboardInterrupt, after shutting
     down). `say` gets one line per model served (its version and model card) and per API bound.
     A port that cannot be bound raises OSError."""
-    from vtcaps_tf.export.model_card import describe, read_model_card
-
     check_config(config)
     server = ModelServer(specs, config)
     server.start()
     try:
         for spec in specs:
-            model = server.manager.model(spec.name)
-            versions = model.versions
-            servable = model.get() if versions else None
-            runs = (f" (TFLite {servable.tflite.mode}, {servable.tflite.path})"
-                    if servable is not None and servable.tflite is not None else "")
-            say(f"model {spec.name!r} from {spec.base_path}: "
-                + (f"serving version {max(versions)}{runs}" if versions else "no version yet (waiting for one)"))
-            card = read_model_card(servable.path) if servable is not None else None
-            if card:  # vtcaps exports carry one; other SavedModels are served without
-                say(f"  model card: {describe(card)}")
+            _say_served(server.manager.model(spec.name), say)
         if server.grpc_port is not None:
             say(f"gRPC API at {config.host}:{server.grpc_port}")
         if config.grpc_socket_path:
