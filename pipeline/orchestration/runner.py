@@ -367,8 +367,7 @@ def run_statistics(ctx: StepContext) -> dict:
     report = {"splits": stats, "videos": job.get("videos"), "dead_letters": job.get("dead_letters"),
               "counters": job.get("counters") or {}}
     path = os.path.join(ctx.output, "statistics.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2, default=list)
+    atomic_files.write_json(path, report, default=list)
     return {"statistics": path,
             **{split: {"clips": s["clips"], "subjects": len(s["subjects"])} for split, s in stats.items()}}
 
@@ -425,8 +424,8 @@ def run_validate(ctx: StepContext) -> dict:
     with open(ctx.results["Statistics"]["statistics"]) as f:
         stats = json.load(f)
     problems = find_anomalies(stats, meta, thresholds)
-    with open(os.path.join(ctx.output, "anomalies.json"), "w") as f:
-        json.dump({"problems": problems, "thresholds": to_mapping(thresholds)}, f, indent=2)
+    atomic_files.write_json(os.path.join(ctx.output, "anomalies.json"),
+                            {"problems": problems, "thresholds": to_mapping(thresholds)})
     if problems:
         raise ValueError("validation found anomalies:\n  - " + "\n  - ".join(problems))
     return {"problems": 0}
@@ -458,8 +457,7 @@ def run_evaluate(ctx: StepContext) -> dict:
     blessing = {"blessed": blessed, "level": level, "accuracy": judged["accuracy"],
                 "threshold": threshold, "split": split, "clip_accuracy": report["accuracy"],
                 "video_accuracy": video.get("accuracy")}
-    with open(os.path.join(ctx.output, BLESSING_FILE), "w") as f:
-        json.dump(blessing, f, indent=2)
+    atomic_files.write_json(os.path.join(ctx.output, BLESSING_FILE), blessing)
     return {**blessing, "macro_f1": judged.get("macro_f1"),
             "report": os.path.join(ctx.output, "report.json"),
             "confusion_matrix": os.path.join(ctx.output, "confusion_matrix.png")}
@@ -481,8 +479,7 @@ def run_push(ctx: StepContext) -> dict:
     version_dir = ctx.stages.export(ctx.results["Train"]["model"], base, options.version)
     print(version_dir)
     record = {"pushed": version_dir, "base_path": os.path.abspath(base)}
-    with open(os.path.join(ctx.output, "pushed.json"), "w") as f:
-        json.dump(record, f, indent=2)
+    atomic_files.write_json(os.path.join(ctx.output, "pushed.json"), record)
     return record
 
 

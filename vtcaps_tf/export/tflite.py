@@ -23,7 +23,6 @@ it writes both files into the hidden directory before the version is renamed int
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ import tempfile
 
 from vtcaps_tf.errors import UsageError
 from vtcaps_tf.export.tflite_runtime import INFO_FILE, SIGNATURE, TFLITE_FILE, interpreter_class
+from vtcaps_tf.utils import atomic_files
 
 MODES = ("fp32", "dynamic", "int8")
 OUTPUT_NAMES = ("probabilities", "capsule_lengths")
@@ -195,11 +195,9 @@ def write_tflite(saved_model_dir: str, mode: str = "fp32", calibration_data: str
         raise FileExistsError(f"{target} exists")
     content, info = convert_saved_model(saved_model_dir, mode, calibration_data, calibration_count,
                                         calibration_split)
-    with open(os.path.join(saved_model_dir, INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2)
-    with open(target, "wb") as f:
-        f.write(content)
-    return target
+    # The model last: `has_tflite` looks for it, and its info must be there by then.
+    atomic_files.write_json(os.path.join(saved_model_dir, INFO_FILE), info)
+    return atomic_files.write_bytes(target, content)
 
 
 def tflite_writer(mode: str = "fp32", calibration_data: str | None = None,
