@@ -1,6 +1,6 @@
 """Benchmark: peak resident memory and frames per second of `vtcaps predict` on 1, 5 and 10 minutes
-of 1920x1080 video, against reading the 1-minute video whole as predict did before (every frame
-decoded into one array).
+of 1920x1080 video, against reading the 1-minute video whole (every frame decoded into one
+array), which grows with the video's length.
 
 The videos are made by looping a generated 10-second 1080p clip (the sample photo's face, 480 px
 wide, moving over a textured background) and written as MPEG-4 (.mp4). To keep the benchmark's own

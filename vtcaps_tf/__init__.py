@@ -14,7 +14,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Subpackages that `import vtcaps_tf` used to import eagerly; now imported on first attribute use.
+# `vtcaps_tf.layers` and `vtcaps_tf.models` load TensorFlow: imported on first attribute use, so
+# that `import vtcaps_tf` stays light.
 _LAZY_SUBMODULES = ("layers", "models")
 
 
