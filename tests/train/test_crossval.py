@@ -1,6 +1,6 @@
 """K-fold cross-validation: the fold plan, the summary (checked against numpy on hand-made fold
 reports), and the whole command on a tiny fold dataset: folds partition the subjects, each video
-is tested exactly once, a killed run resumes, the mean is the mean of the folds."""
+is tested exactly once, a preempted run and a killed one resume, the mean is the mean of the folds."""
 
 import glob
 import json
@@ -14,13 +14,14 @@ import pytest
 import tensorflow as tf
 
 from tests.data.fixtures import synthetic_clip
+from tests.train.test_preemption import saved_position
 from vtcaps_pipeline.beam.sources.base import assign_folds
 from vtcaps_tf.cli import crossval as crossval_cli
 from vtcaps_tf.config.augment import AugmentConfig
 from vtcaps_tf.config.options import from_args
 from vtcaps_tf.config.train_options import CrossvalOptions
 from vtcaps_tf.data import features
-from vtcaps_tf.errors import UsageError
+from vtcaps_tf.errors import EXIT_PREEMPTED, UsageError
 from vtcaps_tf.evaluation import evaluate
 from vtcaps_tf.train import crossval, setup
 
@@ -140,8 +141,18 @@ def test_crossval_partitions_tests_each_video_once_and_resumes(tmp_path):
     assert sorted(set(fold_of.values())) == [0, 1, 2]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
 
-    # Killed (SIGKILL, by the test's wrapper) right after fold 0's first epoch was checkpointed,
-    # before its report.
+    # Preempted (SIGTERM) after fold 0's first optimizer step of 3: it saves that step and exits
+    # with EXIT_PREEMPTED, no fold report written.
+    preempted = subprocess.run([sys.executable, "-m", "tests.crashing_vtcaps", "--sigterm-at-step", "1",
+                                *_crossval_argv(data, out)], cwd=REPO, capture_output=True, text=True,
+                               env=env, timeout=900)
+    assert preempted.returncode == EXIT_PREEMPTED, preempted.stderr[-3000:]
+    assert "vtcaps crossval: preempted: SIGTERM: saved the checkpoint" in preempted.stderr
+    assert saved_position(os.path.join(out, "fold00", "run")) == (0, 1, 1)
+    assert not os.path.exists(os.path.join(out, "fold00", "report.json"))
+
+    # Resumed, then killed (SIGKILL, by the test's wrapper) right after fold 0's first epoch was
+    # checkpointed, before its report.
     first = subprocess.run([sys.executable, "-m", "tests.crashing_vtcaps", "--after-epoch", "1",
                             *_crossval_argv(data, out)], cwd=REPO, capture_output=True, text=True,
                            env=env, timeout=900)
