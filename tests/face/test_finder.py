@@ -138,6 +138,38 @@ def test_a_video_finder_follows_the_faces_and_detects_every_k_frames():
         assert len(f.find(np.zeros((540, 960, 3), np.uint8)).faces) == 0
 
 
+def test_a_lone_face_coming_near_and_going_back_is_followed_on_every_frame():
+    """A video of one face growing from 100 to 300 px wide in a 640x480 frame, 10 px a frame, and
+    shrinking back: it crosses the selfie distance (NEAR_FRACTION of the frame) both ways, so the
+    finder follows it on face windows, then on whole frames, then on windows again. Every frame
+    gives the face, and its landmarks are no further from the still-image mesh's on that frame
+    (the largest distance over the frames, in face widths) than those of the video-mode mesh
+    alone, which lags a face changing size as much."""
+    from vtcaps_tf.face.finder import NEAR_FRACTION
+    from vtcaps_tf.face.landmarks import landmarks68
+    from vtcaps_tf.face.mesh import FaceMesh
+
+    widths = [100 + 10 * min(t, 40 - t) for t in range(41)]  # 100 .. 300 .. 100
+    frames = []
+    for w in widths:
+        img = fx.background(640, 480, seed=4)
+        cut, box = fx.face_cut(w)
+        fx.paste(img, cut, box, round(320 - (box[0] + box[2]) / 2), round(240 - (box[1] + box[3]) / 2))
+        frames.append(img)
+    near = [w >= NEAR_FRACTION * 640 for w in widths]
+    assert any(near) and not all(near)
+    finder_off, alone_off = [], []
+    with (FaceFinder(video=True, max_faces=1) as finder, FaceMesh(video=False) as still,
+          FaceMesh(video=True) as video_mesh):
+        for img in frames:
+            (face,) = finder.find(img).faces
+            truth = landmarks68(still.detect(img))
+            width = np.ptp(truth[:, 0])
+            finder_off.append(np.max(np.abs(face.landmarks - truth)) / width)
+            alone_off.append(np.max(np.abs(landmarks68(video_mesh.detect(img)) - truth)) / width)
+    assert max(finder_off) <= max(alone_off), (max(finder_off), max(alone_off))
+
+
 def test_skip_tally_counts_frames_and_the_most_in_one_frame():
     box = np.zeros(4)
     tally = SkipTally()

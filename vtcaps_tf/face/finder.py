@@ -18,7 +18,8 @@ moves by a pixel).
 On a video (`video=True`) the detector runs on the whole frame every `detect_every` frames, with
 its tiles every `tiles_every` frames and on the frame after a face is lost; in between each face
 is followed by its mesh: the window of the next frame is placed on the landmarks of this one (a
-lone face by the mesh's video mode, which starts from the last landmarks instead of detecting).
+lone face by the mesh's video mode, which starts from the last landmarks instead of detecting; a
+lone face at selfie distance by the video mode on the whole frame, as the mesh alone follows it).
 While no face is followed the detector looks at every whole frame, so that a face coming into an
 empty scene is found at once; a face coming in beside faces followed is found at the next
 detection (a small one at the next detection with tiles).
@@ -192,6 +193,7 @@ class FaceFinder:
         self._followed: list[np.ndarray] = []  # 68 landmarks of each face followed
         self._skipped: list[SkippedFace] = []  # what the last detection left out
         self._lost = False
+        self._solo_view = None  # what the video-mode mesh was last fed (`_solo_on`)
         if self._solo is not None:
             self._solo.reset()
 
@@ -225,7 +227,12 @@ class FaceFinder:
         solo = self._solo_mesh() if len(self._followed) == 1 else None
         for lm in self._followed:
             box = _landmark_box(lm)
-            got = near.face(box) or self._mesh_window(rgb, box, solo)
+            if solo is not None and near.is_near(box):
+                # A lone face at selfie distance (a CK+ sequence, a webcam): the video-mode mesh
+                # on the whole frame, as the mesh alone follows it, at half the still mesh's cost.
+                got = self._solo_whole(rgb, box) or near.face(box)
+            else:
+                got = near.face(box) or self._mesh_window(rgb, box, solo and self._solo_on("window"))
             if got is None:
                 self._lost = True
             elif got.turn > self.max_yaw:
@@ -297,12 +304,13 @@ class FaceFinder:
                 kept.append(boxes[k])
         return kept
 
-    def _mesh_whole(self, rgb: np.ndarray) -> list[FoundFace]:
-        """The mesh on the whole image -> the faces it finds there (at most NEAR_MAX_FACES)."""
+    def _mesh_whole(self, rgb: np.ndarray, mesh=None) -> list[FoundFace]:
+        """The mesh (`mesh`, or the still-image one) on the whole image -> the faces it finds
+        there (at most NEAR_MAX_FACES)."""
         from vtcaps_tf.face.mesh import mesh_points_3d
 
         h, w = rgb.shape[:2]
-        result = self._whole.process(rgb)
+        result = (mesh or self._whole).process(rgb)
         out = []
         for face in result.multi_face_landmarks or ():
             pts = mesh_points_3d(face, w, h)
@@ -318,6 +326,20 @@ class FaceFinder:
                 static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                 min_detection_confidence=MIN_DETECTION_CONFIDENCE)
         return self._solo
+
+    def _solo_on(self, view: str):
+        """The video-mode mesh, fed `view` ("whole" frames or face "window"s): what it follows is
+        in the coordinates of its last input, so it starts afresh when the view changes."""
+        if self._solo_view != view:
+            self._solo.reset()
+            self._solo_view = view
+        return self._solo
+
+    def _solo_whole(self, rgb: np.ndarray, box: np.ndarray) -> FoundFace | None:
+        """The video-mode mesh's face on the whole frame when it is the one at `box` (its own
+        detector, after a reset, may pick another face of the frame), else None."""
+        faces = self._mesh_whole(rgb, self._solo_on("whole"))
+        return faces[0] if faces and same_face(box, faces[0].box) else None
 
     def _mesh_window(self, rgb: np.ndarray, box: np.ndarray, mesh=None) -> FoundFace | None:
         """The mesh (`mesh`, or the still-image one) on a window centred on `box` -> the face
@@ -372,9 +394,12 @@ class _Near:
         self.min_size = NEAR_FRACTION * max(rgb.shape[:2])
         self.faces: list[FoundFace] | None = None
 
+    def is_near(self, box: np.ndarray) -> bool:
+        return max(box[2] - box[0], box[3] - box[1]) >= self.min_size
+
     def face(self, box: np.ndarray) -> FoundFace | None:
         """The whole-image mesh's face at `box` when the face is near, else None."""
-        if max(box[2] - box[0], box[3] - box[1]) < self.min_size:
+        if not self.is_near(box):
             return None
         if self.faces is None:
             self.faces = self.finder._mesh_whole(self.rgb)
