@@ -271,47 +271,61 @@ def test_config_watcher_applies_changes_and_ignores_a_broken_file(tmp_path, toy_
     manager.stop()
 
 
+# Run in a fresh process, so that `serve_until_stopped` has the main thread and its SIGTERM, and
+# no other test's objects are around. Each Servable made is watched through a weak reference; the
+# server's own poll collects an unloaded version's cycles, so the watcher only looks.
+_SWAP_AND_WATCH = """
+import json, os, shutil, signal, sys, threading, time, weakref
+from vtcaps_tf.serving import servables
+from vtcaps_tf.serving.server import ServerConfig, serve_until_stopped
+
+base, copy = sys.argv[1], sys.argv[2]
+made, alive, serving = [], [], threading.Event()
+load = servables.Servable.__init__
+
+def watched_load(self, *args, **kwargs):
+    load(self, *args, **kwargs)
+    made.append(weakref.ref(self))
+
+servables.Servable.__init__ = watched_load
+
+def versions_alive():
+    return sorted(s.version for s in (ref() for ref in made) if s is not None)
+
+def swap_then_stop():
+    try:
+        serving.wait(60)
+        shutil.copytree(copy, os.path.join(base, "2"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and versions_alive() != [2]:
+            time.sleep(0.2)
+        alive.extend(versions_alive())
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=swap_then_stop).start()
+serve_until_stopped([servables.ModelSpec("toy", base)],
+                    ServerConfig(rest_port=0, grpc_port=None, poll_wait_seconds=0.2),
+                    lambda line: line.startswith("REST API at") and serving.set())
+print(json.dumps(alive))
+"""
+
+
+@pytest.mark.slow  # a fresh process importing TensorFlow
 def test_serve_frees_a_version_once_a_newer_one_replaces_it(tmp_path, toy_base_path):
     """`serve_until_stopped` itself holds no servable: after version 2 replaces version 1, no
     Servable of version 1 is left in the process (else each server would keep its first model
     for life, one model's memory more after the first hot swap)."""
-    import gc
-    import signal
-
-    from vtcaps_tf.serving.servables import Servable
-    from vtcaps_tf.serving.server import serve_until_stopped
+    import json
+    import subprocess
+    import sys
 
     base = tmp_path / "toy"
     shutil.copytree(toy_base_path, base)
-    serving = threading.Event()
-    live_versions = []
-
-    def versions_alive():
-        gc.collect()
-        return sorted(o.version for o in gc.get_objects() if isinstance(o, Servable))
-
-    def swap_then_stop():
-        try:
-            serving.wait(60)
-            _copy_version(str(base / "1"), str(base / "2"))
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and versions_alive() != [2]:
-                time.sleep(0.2)
-            live_versions.extend(versions_alive())
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def say(line):
-        if line.startswith("REST API at"):
-            serving.set()
-
-    previous = signal.getsignal(signal.SIGTERM)
-    helper = threading.Thread(target=swap_then_stop)
-    helper.start()
-    try:
-        serve_until_stopped([ModelSpec("toy", str(base))],
-                            ServerConfig(rest_port=0, grpc_port=None, poll_wait_seconds=0.2), say)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        helper.join()
-    assert live_versions == [2]
+    shutil.copytree(base / "1", tmp_path / "staged")  # complete before it appears as version 2
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = subprocess.run([sys.executable, "-c", _SWAP_AND_WATCH, str(base), str(tmp_path / "staged")],
+                         capture_output=True, text=True, timeout=300, cwd=repo,
+                         env=dict(os.environ, PYTHONPATH=repo, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == [2]
