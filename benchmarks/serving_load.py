@@ -80,6 +80,19 @@ def request_body(contract, crops, landmarks) -> bytes:
     return encode_inputs({"examples": np.array([example], dtype=object)}, EXAMPLES_SIGNATURE), example
 
 
+def model_request(model) -> tuple[bytes, bytes]:
+    """`request_body` for one clip of `model`'s input contract: (REST body, its record)."""
+    from vtcaps_tf.apps.predict_models import clip_shape_from_inputs
+
+    contract = clip_shape_from_inputs({k: v.shape for k, v in model.contract.tensor_specs(None, False).items()})
+    return request_body(contract, *clip_window(contract, contract.long_frames))
+
+
+def version_states(client) -> dict[int, str]:
+    """Version -> state of the client's model (its GET status)."""
+    return {int(v["version"]): v["state"] for v in client.request("GET", client.base)["model_version_status"]}
+
+
 def in_process(version_dir, example, batch, calls) -> dict:
     """serve_examples of the SavedModel in this process at `batch` records per call."""
     from vtcaps_tf.serving.servables import Servable
@@ -147,9 +160,7 @@ def soak(url, name, body, seconds, clients, publish, pid, new_version) -> dict:
         published = time.perf_counter()
         with ServingClient(url, name) as status_client:
             while True:
-                states = {int(v["version"]): v["state"]
-                          for v in status_client.request("GET", status_client.base)["model_version_status"]}
-                if states.get(new_version) == "AVAILABLE":
+                if version_states(status_client).get(new_version) == "AVAILABLE":
                     break
                 time.sleep(0.05)
         available = time.perf_counter()
@@ -179,7 +190,6 @@ def soak(url, name, body, seconds, clients, publish, pid, new_version) -> dict:
 
 
 def bench_preset(preset, tmp, requests_per_client, batch_threads) -> dict:
-    from vtcaps_tf.apps.predict_models import clip_shape_from_inputs
     from vtcaps_tf.export.saved_model import export_model
     from vtcaps_tf.models import build_model
 
@@ -187,10 +197,7 @@ def bench_preset(preset, tmp, requests_per_client, batch_threads) -> dict:
     base = os.path.join(tmp, preset)
     log(f"{preset}: exporting")
     version_dir = export_model(model, base)
-    specs = {k: v.shape for k, v in model.contract.tensor_specs(None, False).items()}
-    contract = clip_shape_from_inputs(specs)
-    crops, landmarks = clip_window(contract, contract.long_frames)
-    body, example = request_body(contract, crops, landmarks)
+    body, example = model_request(model)
     log(f"{preset}: in process, batch 1 and 8")
     local = [in_process(version_dir, example, 1, 24), in_process(version_dir, example, 8, 6)]
     params = os.path.join(tmp, "batching.config")

@@ -22,12 +22,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.matmul import matmul_gflops  # noqa: E402
-from benchmarks.serving import clip_window  # noqa: E402
-from benchmarks.serving_load import CLASSES, request_body, rss_bytes, start_server, stop_server  # noqa: E402
+from benchmarks.serving_load import (CLASSES, model_request, rss_bytes, start_server,  # noqa: E402
+                                     stop_server, version_states)
 
 
 def _only_available(client, version: int) -> bool:
-    states = {int(v["version"]): v["state"] for v in client.request("GET", client.base)["model_version_status"]}
+    states = version_states(client)
     return states.get(version) == "AVAILABLE" and sum(s == "AVAILABLE" for s in states.values()) == 1
 
 
@@ -39,7 +39,6 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from vtcaps_tf.apps.client import ServingClient
-    from vtcaps_tf.apps.predict_models import clip_shape_from_inputs
     from vtcaps_tf.export.saved_model import export_model
     from vtcaps_tf.models import build_model
 
@@ -48,8 +47,7 @@ def main(argv=None):
         model = build_model(args.preset, class_names=CLASSES)
         base = os.path.join(tmp, "model")
         export_model(model, base)
-        contract = clip_shape_from_inputs({k: v.shape for k, v in model.contract.tensor_specs(None, False).items()})
-        body, _ = request_body(contract, *clip_window(contract, contract.long_frames))
+        body, _ = model_request(model)
         proc, url = start_server(base, "model", "--file-system-poll-wait-seconds", "1")
         steps = []
 

@@ -224,15 +224,15 @@ class FaceFinder:
         # One face followed (the usual video): the mesh's video mode on its window, which skips
         # the mesh's own detector by starting from the last frame's landmarks. Several: one
         # still-image mesh for all (a video-mode graph per face would cost ~20 MB each).
-        solo = self._solo_mesh() if len(self._followed) == 1 else None
+        lone = len(self._followed) == 1
         for lm in self._followed:
             box = _landmark_box(lm)
-            if solo is not None and near.is_near(box):
+            if lone and near.is_near(box):
                 # A lone face at selfie distance (a CK+ sequence, a webcam): the video-mode mesh
                 # on the whole frame, as the mesh alone follows it, at half the still mesh's cost.
                 got = self._solo_whole(rgb, box) or near.face(box)
             else:
-                got = near.face(box) or self._mesh_window(rgb, box, solo and self._solo_on("window"))
+                got = near.face(box) or self._mesh_window(rgb, box, self._solo_on("window") if lone else None)
             if got is None:
                 self._lost = True
             elif got.turn > self.max_yaw:
@@ -318,19 +318,18 @@ class FaceFinder:
             out.append(FoundFace(lm, _landmark_box(lm), head_turn(pts, lm)))
         return out
 
-    def _solo_mesh(self):
+    def _solo_on(self, view: str):
+        """The video-mode mesh (opened when first needed), fed `view` ("whole" frames or face
+        "window"s): what it follows is in the coordinates of its last input, so it starts afresh
+        when the view changes."""
         if self._solo is None:
             import mediapipe as mp
 
             self._solo = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                 min_detection_confidence=MIN_DETECTION_CONFIDENCE)
-        return self._solo
-
-    def _solo_on(self, view: str):
-        """The video-mode mesh, fed `view` ("whole" frames or face "window"s): what it follows is
-        in the coordinates of its last input, so it starts afresh when the view changes."""
-        if self._solo_view != view:
+            self._solo_view = view
+        elif self._solo_view != view:
             self._solo.reset()
             self._solo_view = view
         return self._solo
